@@ -1,0 +1,326 @@
+//! One client connection: the call table, the send buffer, and its three loops.
+//!
+//! `start_call` puts a call in the slab, serialises the request frame straight
+//! into the send buffer and schedules the writer once per scheduler turn, so
+//! calls made together leave in one send. The single reader loop decodes replies
+//! and completes calls by slab index (generation-checked) and wakes their
+//! tasks; a timed-out or dropped call only frees its slot and never cancels a
+//! socket read. Invariants: once the connection is closed every call still in
+//! the table has been completed with `ConnectionLost`; a reply to a vacant or
+//! reused slot is counted as stale and dropped.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::{ClientConfig, Counters};
+use crate::message::{serialize_into, Message};
+use crate::protocol::{
+    begin_frame, decode_frame, encode_frame, finish_frame, CallId, CallTable, Decoded, ErrorCode,
+    FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
+};
+use crate::runtime::buf::{FrameBytes, RecvBuf};
+use crate::runtime::io::{self, Stream};
+use crate::Error;
+
+/// A call's slot: waiting for its reply, or holding it until the caller takes it.
+enum Slot {
+    Waiting(Option<Waker>),
+    Done(Result<FrameBytes, Error>),
+}
+
+/// A connection's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Live,
+    /// The server sent goaway: no new calls; close once the last one completes.
+    Draining,
+    Closed,
+}
+
+/// A multiplexed connection to one endpoint, owned by one core.
+pub(crate) struct ClientConn {
+    stream: Stream,
+    cfg: Rc<ClientConfig>,
+    counters: Rc<Counters>,
+    calls: RefCell<CallTable<Slot>>,
+    out: RefCell<Vec<u8>>,
+    writer: RefCell<Option<Waker>>,
+    write_scheduled: Cell<bool>,
+    state: Cell<State>,
+    closed_waker: RefCell<Option<Waker>>,
+    last_rx: Cell<Instant>,
+}
+
+impl ClientConn {
+    pub fn new(stream: Stream, cfg: Rc<ClientConfig>, counters: Rc<Counters>) -> Rc<Self> {
+        Rc::new(Self {
+            stream,
+            calls: RefCell::new(CallTable::with_capacity(cfg.max_in_flight.min(4096))),
+            out: RefCell::new(Vec::with_capacity(64 << 10)),
+            cfg,
+            counters,
+            writer: RefCell::new(None),
+            write_scheduled: Cell::new(false),
+            state: Cell::new(State::Live),
+            closed_waker: RefCell::new(None),
+            last_rx: Cell::new(Instant::now()),
+        })
+    }
+
+    /// True if a new call may be started here now.
+    pub fn has_room(&self) -> bool {
+        self.state.get() == State::Live && self.calls.borrow().len() < self.cfg.max_in_flight
+    }
+
+    /// True while the connection accepts calls (it may be at its in-flight limit).
+    pub fn is_live(&self) -> bool {
+        self.state.get() == State::Live
+    }
+
+    /// Calls in flight on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.calls.borrow().len()
+    }
+
+    /// Registers a call and queues its request frame. The caller must then poll
+    /// [`poll_reply`](Self::poll_reply) and call [`forget`](Self::forget) if it gives up.
+    pub fn start_call<Req: Message>(&self, method: u32, budget: Duration, req: &Req) -> Result<CallId, Error> {
+        let id = self.calls.borrow_mut().insert(Slot::Waiting(None));
+        let mut out = self.out.borrow_mut();
+        let start = begin_frame(&mut out);
+        let mut header = FrameHeader::new(FrameKind::Request);
+        header.call_id = id.to_u64();
+        header.method = method;
+        header.budget_us = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX).max(1);
+        let encoded = serialize_into(req, &mut out)
+            .and_then(|()| finish_frame(&mut out, start, header, self.cfg.max_frame));
+        drop(out);
+        if let Err(e) = encoded {
+            self.out.borrow_mut().truncate(start);
+            self.calls.borrow_mut().remove(id);
+            return Err(e.into());
+        }
+        self.schedule_write();
+        Ok(id)
+    }
+
+    /// Polls for the reply to `id`; on `Ready` the slot has been freed.
+    pub fn poll_reply(&self, id: CallId, cx: &mut Context<'_>) -> Poll<Result<FrameBytes, Error>> {
+        let mut calls = self.calls.borrow_mut();
+        match calls.get_mut(id) {
+            Some(Slot::Waiting(waker)) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Some(Slot::Done(_)) => match calls.remove(id) {
+                Some(Slot::Done(result)) => {
+                    drop(calls);
+                    self.after_removal();
+                    Poll::Ready(result)
+                }
+                _ => Poll::Ready(Err(Error::ConnectionLost)),
+            },
+            None => Poll::Ready(Err(Error::ConnectionLost)),
+        }
+    }
+
+    /// Frees the slot of a call whose caller gave up (timeout or drop).
+    pub fn forget(&self, id: CallId) {
+        let removed = self.calls.borrow_mut().remove(id).is_some();
+        if removed {
+            self.after_removal();
+        }
+    }
+
+    fn after_removal(&self) {
+        self.counters.slot_freed();
+        if self.state.get() == State::Draining && self.calls.borrow().is_empty() {
+            self.close();
+        }
+    }
+
+    fn schedule_write(&self) {
+        if !self.write_scheduled.replace(true) {
+            if let Some(w) = self.writer.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn push_control(&self, kind: FrameKind, call_id: u64) {
+        let mut header = FrameHeader::new(kind);
+        header.call_id = call_id;
+        let _ = encode_frame(&mut self.out.borrow_mut(), header, &[], self.cfg.max_frame);
+        self.schedule_write();
+    }
+
+    /// Closes the connection and fails every call in flight with `ConnectionLost` now.
+    pub fn close(&self) {
+        if self.state.replace(State::Closed) == State::Closed {
+            return;
+        }
+        io::shutdown(&self.stream);
+        for (_, slot) in self.calls.borrow_mut().iter_mut() {
+            if let Slot::Waiting(waker) = slot {
+                let waker = waker.take();
+                *slot = Slot::Done(Err(Error::ConnectionLost));
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+        }
+        for waker in [&self.writer, &self.closed_waker] {
+            if let Some(w) = waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+        self.counters.conn_lost();
+    }
+
+    /// Resolves once the connection is closed.
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            if self.state.get() == State::Closed {
+                Poll::Ready(())
+            } else {
+                *self.closed_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn complete(&self, header: &FrameHeader, result: Result<FrameBytes, Error>) {
+        let id = CallId::from_u64(header.call_id);
+        let mut calls = self.calls.borrow_mut();
+        match calls.get_mut(id) {
+            Some(slot @ Slot::Waiting(_)) => {
+                if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(result)) {
+                    w.wake();
+                }
+            }
+            _ => self.counters.stale(),
+        }
+    }
+
+    fn on_frame(&self, buf: &RecvBuf, header: FrameHeader) -> Result<(), ProtocolError> {
+        match header.kind {
+            FrameKind::Response => self.complete(&header, Ok(buf.view(HEADER_LEN, header.len as usize))),
+            FrameKind::Error => {
+                let text = &buf.unconsumed()[HEADER_LEN..HEADER_LEN + header.len as usize];
+                let error = match ErrorCode::from_u32(header.method) {
+                    ErrorCode::DeadlineExceeded => Error::Timeout,
+                    code => Error::Remote { code, message: String::from_utf8_lossy(text).into_owned() },
+                };
+                self.complete(&header, Err(error));
+            }
+            FrameKind::Ping => self.push_control(FrameKind::Pong, header.call_id),
+            FrameKind::Pong => {}
+            FrameKind::GoAway => {
+                if self.state.get() == State::Live {
+                    self.state.set(State::Draining);
+                    if self.calls.borrow().is_empty() {
+                        self.close();
+                    }
+                }
+            }
+            FrameKind::Request => return Err(ProtocolError::Unexpected(FrameKind::Request)),
+        }
+        Ok(())
+    }
+}
+
+/// The connection's only reader: decodes replies and completes calls until the
+/// connection fails or closes.
+pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
+    let mut buf = RecvBuf::new(conn.cfg.recv_chunk);
+    let mut need = HEADER_LEN;
+    loop {
+        buf.reserve(need);
+        match io::read(&conn.stream, &mut buf).await {
+            Ok(n) if n > 0 && conn.state.get() != State::Closed => {}
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "client read failed");
+                break;
+            }
+        }
+        conn.last_rx.set(Instant::now());
+        loop {
+            match decode_frame(buf.unconsumed(), conn.cfg.max_frame) {
+                Ok(Decoded::Frame(header)) => {
+                    if let Err(e) = conn.on_frame(&buf, header) {
+                        tracing::warn!(error = %e, "server broke the protocol");
+                        return conn.close();
+                    }
+                    buf.consume(header.frame_len());
+                }
+                Ok(Decoded::Incomplete { total }) => {
+                    need = total;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "bad frame from server");
+                    return conn.close();
+                }
+            }
+        }
+    }
+    conn.close();
+}
+
+/// The connection's writer: sends everything queued, one batch per wake-up.
+pub(crate) async fn write_loop(conn: Rc<ClientConn>) {
+    let mut spare = Vec::with_capacity(64 << 10);
+    loop {
+        let ready = poll_fn(|cx| {
+            if conn.state.get() == State::Closed {
+                Poll::Ready(false)
+            } else if !conn.out.borrow().is_empty() {
+                Poll::Ready(true)
+            } else {
+                conn.write_scheduled.set(false);
+                *conn.writer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if !ready {
+            return;
+        }
+        let batch = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+        let (result, mut batch) = io::write_all(&conn.stream, batch).await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "client write failed");
+            return conn.close();
+        }
+        batch.clear();
+        spare = batch;
+    }
+}
+
+/// Pings an idle connection and closes it when the peer stays silent past the timeout.
+pub(crate) async fn heartbeat_loop(conn: Rc<ClientConn>) {
+    let (interval, timeout) = (conn.cfg.heartbeat_interval, conn.cfg.heartbeat_timeout);
+    let mut seq = 0u64;
+    while conn.state.get() != State::Closed {
+        io::sleep(interval).await;
+        if conn.last_rx.get().elapsed() < interval {
+            continue;
+        }
+        seq += 1;
+        let sent = Instant::now();
+        conn.push_control(FrameKind::Ping, seq);
+        conn.counters.ping();
+        io::sleep(timeout).await;
+        if conn.last_rx.get() < sent && conn.state.get() != State::Closed {
+            tracing::warn!(?timeout, "no answer to heartbeat; closing connection");
+            return conn.close();
+        }
+    }
+}

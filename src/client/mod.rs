@@ -1,0 +1,321 @@
+//! The client: typed, multiplexed calls over a per-core pool of connections.
+//!
+//! A [`Client`] belongs to the core that created it (it is `!Send`); create one
+//! per core per endpoint, from a [`ClientBuilder`] (which is `Send + Clone`).
+//! The call path is `call()` → pool picks a connection → slab slot + request
+//! frame in the send buffer → writer task sends the batch → reader task decodes
+//! the reply, completes the slot and wakes the caller → [`Reply`] derefs to the
+//! archived response in the receive buffer. Invariants: every call ends with a
+//! reply or a typed error no later than its deadline; a call that ends for any
+//! reason frees its slot.
+
+mod conn;
+mod pool;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::message::{Message, Method, Reply};
+use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::runtime::io;
+use crate::Error;
+use pool::Pool;
+
+/// What a call does when every connection is at its in-flight limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverloadPolicy {
+    /// Wait for a free slot, at most until the call's deadline, then fail with
+    /// [`Error::Overloaded`].
+    Wait,
+    /// Fail at once with [`Error::Overloaded`].
+    FailFast,
+}
+
+/// Client settings; see [`ClientBuilder`] for defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientConfig {
+    pool_size: usize,
+    max_in_flight: usize,
+    deadline: Duration,
+    overload: OverloadPolicy,
+    connect_timeout: Duration,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    max_frame: usize,
+    recv_chunk: usize,
+}
+
+/// Builds [`Client`]s. `Send + Clone`: configure once, connect on every core.
+///
+/// | setting | default |
+/// |---|---|
+/// | `pool_size` (connections per core to the endpoint) | 1 |
+/// | `max_in_flight` (calls per connection) | 1024 |
+/// | `deadline` (per call, overridable) | 5 s |
+/// | `overload` | [`OverloadPolicy::Wait`] |
+/// | `connect_timeout` | 1 s |
+/// | `heartbeat_interval` (ping after this much silence) | 1 s |
+/// | `heartbeat_timeout` (no answer ⇒ connection dead) | 2 s |
+/// | `backoff` (reconnect, doubling) | 10 ms ..= 1 s |
+/// | `max_frame` | 16 MiB |
+/// | `recv_chunk` | 64 KiB |
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    cfg: ClientConfig,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            cfg: ClientConfig {
+                pool_size: 1,
+                max_in_flight: 1024,
+                deadline: Duration::from_secs(5),
+                overload: OverloadPolicy::Wait,
+                connect_timeout: Duration::from_secs(1),
+                heartbeat_interval: Duration::from_secs(1),
+                heartbeat_timeout: Duration::from_secs(2),
+                backoff_initial: Duration::from_millis(10),
+                backoff_max: Duration::from_secs(1),
+                max_frame: DEFAULT_MAX_FRAME,
+                recv_chunk: 64 << 10,
+            },
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.cfg.$name = value;
+            self
+        }
+    };
+}
+
+impl ClientBuilder {
+    setter!(
+        /// Persistent connections per core to the endpoint.
+        pool_size: usize
+    );
+    setter!(
+        /// Most calls in flight on one connection.
+        max_in_flight: usize
+    );
+    setter!(
+        /// Default deadline of a call.
+        deadline: Duration
+    );
+    setter!(
+        /// Behaviour when the pool is saturated.
+        overload: OverloadPolicy
+    );
+    setter!(
+        /// Longest wait for one TCP connect.
+        connect_timeout: Duration
+    );
+    setter!(
+        /// Silence after which a connection is pinged.
+        heartbeat_interval: Duration
+    );
+    setter!(
+        /// Time a ping may go unanswered before the connection is declared dead.
+        heartbeat_timeout: Duration
+    );
+    setter!(
+        /// Largest frame sent or accepted.
+        max_frame: usize
+    );
+    setter!(
+        /// Receive buffer chunk size.
+        recv_chunk: usize
+    );
+
+    /// First and largest reconnect backoff (doubling in between, with jitter).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.cfg.backoff_initial = initial;
+        self.cfg.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Creates a client on the current core and starts connecting its pool.
+    ///
+    /// Must run on a ringrpc core (inside [`Runtime::spawn_on`](crate::Runtime::spawn_on)).
+    pub fn connect(&self, addr: SocketAddr) -> Client {
+        Client {
+            pool: Rc::new(Pool::start(addr, self.cfg.clone())),
+        }
+    }
+}
+
+/// Per-client counters (core-local cells, no atomics).
+#[derive(Default)]
+pub(crate) struct Counters {
+    stale: Cell<u64>,
+    reconnects: Cell<u64>,
+    lost: Cell<u64>,
+    timeouts: Cell<u64>,
+    pings: Cell<u64>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+fn bump(cell: &Cell<u64>) {
+    cell.set(cell.get() + 1);
+}
+
+impl Counters {
+    fn stale(&self) {
+        bump(&self.stale);
+    }
+    fn reconnect(&self) {
+        bump(&self.reconnects);
+    }
+    fn conn_lost(&self) {
+        bump(&self.lost);
+    }
+    fn ping(&self) {
+        bump(&self.pings);
+    }
+    fn hit(&self) {
+        bump(&self.hits);
+    }
+    fn miss(&self) {
+        bump(&self.misses);
+    }
+    /// A call slot was freed: wake callers waiting for room, if any.
+    fn slot_freed(&self) {
+        if !self.waiters.borrow().is_empty() {
+            self.notify_waiters();
+        }
+    }
+    fn notify_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+    async fn changed(&self) {
+        pool::wait_for(&self.waiters).await
+    }
+}
+
+/// A snapshot of one client's state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Calls in flight across the pool's live connections.
+    pub in_flight: usize,
+    /// Connections currently open.
+    pub live_connections: usize,
+    /// Replies that arrived for a call that had already ended (dropped).
+    pub stale_replies: u64,
+    /// Connections re-established after one closed.
+    pub reconnects: u64,
+    /// Connections that closed or died.
+    pub connections_lost: u64,
+    /// Calls that ended with [`Error::Timeout`] on this side.
+    pub timeouts: u64,
+    /// Heartbeat pings sent.
+    pub pings: u64,
+    /// Calls that found a connection with room at once.
+    pub pool_hits: u64,
+    /// Times a call had to wait for a connection or a free slot.
+    pub pool_misses: u64,
+}
+
+/// A core-local client for one endpoint. Cheap to clone (shares the pool).
+#[derive(Clone)]
+pub struct Client {
+    pool: Rc<Pool>,
+}
+
+impl Client {
+    /// A builder with the defaults listed on [`ClientBuilder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Calls `method` with the default deadline.
+    pub async fn call<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &Req,
+    ) -> Result<Reply<Resp>, Error> {
+        self.call_with_deadline(method, req, self.pool.shared.cfg.deadline).await
+    }
+
+    /// Calls `method`, giving up after `deadline`. The remaining budget travels to
+    /// the server, which skips work whose budget has run out.
+    pub async fn call_with_deadline<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &Req,
+        deadline: Duration,
+    ) -> Result<Reply<Resp>, Error> {
+        let deadline_at = Instant::now() + deadline;
+        let pool = &self.pool.shared;
+        let conn = pool.acquire(deadline_at).await?;
+        let budget = deadline_at.saturating_duration_since(Instant::now());
+        let id = conn.start_call(method.id(), budget, req)?;
+        struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.forget(self.1);
+            }
+        }
+        let _forget = Forget(&conn, id);
+        match io::until(deadline_at, poll_fn(|cx| conn.poll_reply(id, cx))).await {
+            Some(Ok(bytes)) => Ok(Reply::new(bytes)?),
+            Some(Err(e)) => Err(e),
+            None => {
+                bump(&pool.counters.timeouts);
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// Waits until at least one connection of the pool is up, or `timeout` passes.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if !self.pool.shared.live().is_empty() {
+                return true;
+            }
+            if io::until(deadline, self.pool.shared.counters.changed()).await.is_none() {
+                return false;
+            }
+        }
+    }
+
+    /// Current counters and gauges.
+    pub fn stats(&self) -> ClientStats {
+        let live = self.pool.shared.live();
+        let c = &self.pool.shared.counters;
+        ClientStats {
+            in_flight: live.iter().map(|c| c.in_flight()).sum(),
+            live_connections: live.len(),
+            stale_replies: c.stale.get(),
+            reconnects: c.reconnects.get(),
+            connections_lost: c.lost.get(),
+            timeouts: c.timeouts.get(),
+            pings: c.pings.get(),
+            pool_hits: c.hits.get(),
+            pool_misses: c.misses.get(),
+        }
+    }
+
+    /// Closes every connection and stops reconnecting; calls in flight fail with
+    /// [`Error::ConnectionLost`], later calls with [`Error::Unavailable`].
+    pub fn close(&self) {
+        self.pool.close();
+    }
+}

@@ -1,0 +1,60 @@
+//! # ringrpc
+//!
+//! An io_uring, thread-per-core RPC runtime: one pinned thread per core, each
+//! with its own ring, listener, connection pools and counters; persistent,
+//! fully multiplexed connections; zero-copy [rkyv] messages read in place in
+//! the receive buffer; in-flight calls kept in a slab whose index + generation
+//! is the wire call id.
+//!
+//! Where things live (the call path, in order):
+//! [`client`] (`call()`) → `protocol::call_table` (slab slot) →
+//! `protocol::codec` (frame) → `runtime::io` (the ring) → `server`
+//! (handler) → back through the codec → the slab slot → the caller's waker.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use ringrpc::{Client, Method, Runtime, Server};
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+//! struct Greeting {
+//!     name: String,
+//! }
+//!
+//! const HELLO: Method<Greeting, Greeting> = Method::new("Greeter.hello");
+//!
+//! # fn main() -> Result<(), ringrpc::Error> {
+//! let runtime = Runtime::builder().cores(1).pin(false).build()?;
+//! let server = Server::builder()
+//!     .register(HELLO, |req: &ArchivedGreeting| -> Result<Greeting, String> {
+//!         Ok(Greeting { name: format!("hello, {}", req.name) })
+//!     })?
+//!     .serve(&runtime, "127.0.0.1:0".parse().unwrap())?;
+//!
+//! let addr = server.local_addr();
+//! let text = runtime.block_on(0, move || async move {
+//!     let client = Client::builder().connect(addr);
+//!     let reply = client.call(&HELLO, &Greeting { name: "ring".into() }).await?;
+//!     Ok::<_, ringrpc::Error>(reply.name.to_string()) // read in place, no parse
+//! })??;
+//! assert_eq!(text, "hello, ring");
+//! server.shutdown(std::time::Duration::from_secs(1));
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod client;
+mod error;
+mod message;
+pub mod protocol;
+pub mod runtime;
+pub mod server;
+
+pub use client::{Client, ClientBuilder, ClientStats, OverloadPolicy};
+pub use error::Error;
+pub use message::{Message, Method, Reply, Request};
+pub use protocol::ErrorCode;
+pub use runtime::{Runtime, RuntimeBuilder};
+pub use server::{Server, ServerBuilder, ServerHandle, ServerStats};

@@ -1,0 +1,194 @@
+//! Typed messages: zero-copy access to rkyv archives in receive buffers.
+//!
+//! A [`Message`] is any rkyv-serialisable type whose archive can be validated.
+//! [`Reply`] (client side) and [`Request`] (server side) own a view of the receive
+//! buffer holding the frame and deref to the archived value in place. Invariant:
+//! a `Reply`/`Request` is only constructed after `rkyv::access` validated its
+//! bytes, so later derefs can skip validation; network bytes are never accessed
+//! unchecked before that.
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::{Archive, Portable, Serialize};
+
+use crate::protocol::ProtocolError;
+use crate::runtime::buf::FrameBytes;
+
+/// Appends serialised bytes to a connection's send buffer in place.
+pub struct OutWriter<'w>(&'w mut Vec<u8>);
+
+impl rkyv::ser::Positional for OutWriter<'_> {
+    fn pos(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<E> rkyv::ser::Writer<E> for OutWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The serialiser ringrpc writes messages with (straight into a connection's send buffer).
+pub type Serializer<'a, 'w> = HighSerializer<OutWriter<'w>, ArenaHandle<'a>, rancor::Error>;
+
+/// A type that can travel as a request or response.
+///
+/// Implemented for every type with `#[derive(rkyv::Archive, rkyv::Serialize)]`
+/// (and `rkyv::Deserialize` if you want owned copies back).
+pub trait Message:
+    Archive<Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>>
+    + for<'a, 'w> Serialize<Serializer<'a, 'w>>
+{
+}
+
+impl<T> Message for T where
+    T: Archive<Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>>
+        + for<'a, 'w> Serialize<Serializer<'a, 'w>>
+{
+}
+
+/// Serialises `value` at the end of `out` (which must end 16-byte aligned).
+///
+/// On error, `out` may hold a partial payload; callers truncate to the frame start.
+pub(crate) fn serialize_into<T: Message>(value: &T, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(out))
+        .map(|_| ())
+        .map_err(|e| ProtocolError::InvalidPayload(e.to_string()))
+}
+
+/// Validates `bytes` as an archived `T` and returns a reference into them.
+pub(crate) fn access<T: Message>(bytes: &[u8]) -> Result<&T::Archived, ProtocolError> {
+    rkyv::access::<T::Archived, rancor::Error>(bytes)
+        .map_err(|e| ProtocolError::InvalidPayload(e.to_string()))
+}
+
+/// A validated archived `T` living in a receive buffer.
+struct Archived<T> {
+    bytes: FrameBytes,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> Archived<T> {
+    fn new(bytes: FrameBytes) -> Result<Self, ProtocolError> {
+        access::<T>(&bytes)?;
+        Ok(Self {
+            bytes,
+            _type: PhantomData,
+        })
+    }
+
+    fn get(&self) -> &T::Archived {
+        // SAFETY: `new` validated exactly these bytes as a `T::Archived` with
+        // `rkyv::access`, and a FrameBytes view is immutable for its whole life.
+        unsafe { rkyv::access_unchecked::<T::Archived>(&self.bytes) }
+    }
+}
+
+macro_rules! archived_wrapper {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<T>(Archived<T>);
+
+        impl<T: Message> $name<T> {
+            pub(crate) fn new(bytes: FrameBytes) -> Result<Self, ProtocolError> {
+                Archived::new(bytes).map(Self)
+            }
+
+            /// The raw archived bytes (16-byte aligned).
+            pub fn bytes(&self) -> &[u8] {
+                &self.0.bytes
+            }
+
+            /// Deserialises an owned `T` (allocates; the archived view is usually enough).
+            pub fn to_owned(&self) -> Result<T, rancor::Error>
+            where
+                T::Archived: rkyv::Deserialize<T, rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+            {
+                rkyv::deserialize::<T, rancor::Error>(self.0.get())
+            }
+        }
+
+        impl<T: Message> Deref for $name<T> {
+            type Target = T::Archived;
+
+            fn deref(&self) -> &T::Archived {
+                self.0.get()
+            }
+        }
+
+        impl<T> std::fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({} bytes)", stringify!($name), self.0.bytes.len())
+            }
+        }
+    };
+}
+
+archived_wrapper!(
+    /// A call's response, read in place in the connection's receive buffer.
+    ///
+    /// Holding a `Reply` does not stall the connection: the reader moves on to a
+    /// fresh buffer chunk and this one is recycled when the reply is dropped.
+    Reply
+);
+
+archived_wrapper!(
+    /// A request handed to an async handler, read in place in the receive buffer.
+    Request
+);
+
+/// A typed method: its `"Service.method"` name, wire id, request and response types.
+///
+/// Declare one `const` per method and share it between client and server:
+/// ```
+/// # #[derive(rkyv::Archive, rkyv::Serialize)] struct Ping { n: u64 }
+/// const PING: ringrpc::Method<Ping, Ping> = ringrpc::Method::new("Health.ping");
+/// assert_eq!(PING.name(), "Health.ping");
+/// ```
+pub struct Method<Req, Resp> {
+    name: &'static str,
+    id: u32,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Method<Req, Resp> {
+    /// Declares a method; the id is derived from the name at compile time.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            id: crate::protocol::method_id(name),
+            _types: PhantomData,
+        }
+    }
+
+    /// The `"Service.method"` name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The wire method id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl<Req, Resp> Clone for Method<Req, Resp> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Req, Resp> Copy for Method<Req, Resp> {}
+
+impl<Req, Resp> std::fmt::Debug for Method<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Method({}, {:#010x})", self.name, self.id)
+    }
+}

@@ -1,0 +1,327 @@
+//! Receive buffers: 16-byte aligned chunks that replies and requests borrow in place.
+//!
+//! A connection's reader appends socket bytes to the tail of its current
+//! [`Chunk`]; every complete frame in `[consumed, filled)` can be handed out as a
+//! [`FrameBytes`] (a reference-counted view, no copy) to a caller or handler.
+//! Invariants:
+//! - a chunk's bytes below `filled` are never written again while it is in use;
+//!   the kernel only ever writes to `[filled, capacity)` through [`TailBuf`];
+//! - every chunk starts at a frame boundary and frames are multiples of 16 bytes,
+//!   so every payload is 16-byte aligned and rkyv can read it in place;
+//! - a chunk still referenced by a `FrameBytes` is retired, not reused, and is
+//!   recycled once the last view drops (no allocation in steady state).
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::mem::MaybeUninit;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use compio::buf::{IoBuf, IoBufMut, SetLen};
+
+use crate::protocol::FRAME_ALIGN;
+
+/// Chunks kept for reuse per connection beyond the one in use.
+const MAX_SPARE_CHUNKS: usize = 8;
+
+/// A fixed-size, 16-byte aligned, zero-initialised byte region.
+pub struct Chunk {
+    ptr: NonNull<u8>,
+    cap: usize,
+}
+
+impl Chunk {
+    fn layout(cap: usize) -> Layout {
+        // A capacity rounded to FRAME_ALIGN with FRAME_ALIGN alignment is always valid.
+        Layout::from_size_align(cap, FRAME_ALIGN).unwrap_or_else(|_| Layout::new::<[u8; 16]>())
+    }
+
+    /// Allocates a zeroed chunk of at least `cap` bytes.
+    fn new(cap: usize) -> Rc<Self> {
+        let cap = cap.max(FRAME_ALIGN).next_multiple_of(FRAME_ALIGN);
+        let layout = Self::layout(cap);
+        // SAFETY: the layout has non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        Rc::new(Self { ptr, cap })
+    }
+
+    /// Capacity in bytes.
+    fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// # Safety
+    /// `start + len <= cap`, and no `&mut` to these bytes may exist while the slice lives.
+    unsafe fn bytes(&self, start: usize, len: usize) -> &[u8] {
+        debug_assert!(start + len <= self.cap);
+        // SAFETY: in bounds (caller), initialised (zeroed at allocation), not mutably aliased (caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with exactly this layout.
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
+    }
+}
+
+/// An immutable view of received bytes (usually one frame's payload).
+///
+/// Cloning is a reference-count increment. The bytes stay valid and unchanged for
+/// as long as the view lives, however far the connection reads on.
+#[derive(Clone)]
+pub struct FrameBytes {
+    chunk: Rc<Chunk>,
+    start: usize,
+    len: usize,
+}
+
+impl Deref for FrameBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: views are only created over `[consumed, filled)` of a chunk, which
+        // RecvBuf never writes again (module invariant), and start+len <= cap.
+        unsafe { self.chunk.bytes(self.start, self.len) }
+    }
+}
+
+impl std::fmt::Debug for FrameBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrameBytes({} bytes)", self.len)
+    }
+}
+
+/// The part of a chunk the kernel may write into during one read.
+pub struct TailBuf {
+    chunk: Rc<Chunk>,
+    start: usize,
+    len: usize,
+}
+
+impl IoBuf for TailBuf {
+    fn as_init(&self) -> &[u8] {
+        // SAFETY: `[start, start+len)` was written by the last read and no &mut exists now.
+        unsafe { self.chunk.bytes(self.start, self.len) }
+    }
+}
+
+impl SetLen for TailBuf {
+    unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(self.start + len <= self.chunk.capacity());
+        self.len = len;
+    }
+}
+
+impl IoBufMut for TailBuf {
+    fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
+        let cap = self.chunk.capacity() - self.start;
+        // SAFETY: `[start, cap)` lies past the chunk's `filled` mark, so no FrameBytes
+        // view overlaps it (module invariant), and only this TailBuf exists for it.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.chunk.ptr.as_ptr().add(self.start).cast::<MaybeUninit<u8>>(),
+                cap,
+            )
+        }
+    }
+}
+
+/// A connection's receive buffer: the current chunk plus recycled spares.
+pub struct RecvBuf {
+    chunk: Rc<Chunk>,
+    consumed: usize,
+    filled: usize,
+    chunk_size: usize,
+    min_read: usize,
+    spare: Vec<Rc<Chunk>>,
+}
+
+impl RecvBuf {
+    /// A buffer whose chunks hold `chunk_size` bytes (bigger for bigger frames).
+    pub fn new(chunk_size: usize) -> Self {
+        let chunk_size = chunk_size.max(4096);
+        Self {
+            chunk: Chunk::new(chunk_size),
+            consumed: 0,
+            filled: 0,
+            chunk_size,
+            min_read: chunk_size / 8,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Received bytes not yet consumed; always starts at a frame boundary.
+    pub fn unconsumed(&self) -> &[u8] {
+        // SAFETY: `[consumed, filled)` is written and no TailBuf is outstanding while
+        // `&self` is borrowed (reads take `&mut self` via `read_target`/`commit`).
+        unsafe { self.chunk.bytes(self.consumed, self.filled - self.consumed) }
+    }
+
+    /// A shared view of `len` unconsumed bytes starting `offset` bytes in.
+    pub fn view(&self, offset: usize, len: usize) -> FrameBytes {
+        assert!(self.consumed + offset + len <= self.filled, "view past filled");
+        FrameBytes {
+            chunk: self.chunk.clone(),
+            start: self.consumed + offset,
+            len,
+        }
+    }
+
+    /// Marks `n` bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.consumed += n;
+        debug_assert!(self.consumed <= self.filled);
+    }
+
+    /// Makes room so the next read can complete a frame of `total` bytes.
+    ///
+    /// Keeps the current chunk while the whole frame fits and the free tail is
+    /// worth a read; otherwise compacts in place (chunk unshared) or moves the
+    /// partial frame to a recycled chunk.
+    pub fn reserve(&mut self, total: usize) {
+        let pending = self.filled - self.consumed;
+        let unshared = Rc::strong_count(&self.chunk) == 1;
+        if pending == 0 && unshared {
+            (self.consumed, self.filled) = (0, 0);
+        }
+        let cap = self.chunk.capacity();
+        let needed = total.saturating_sub(pending).max(1);
+        let room = cap - self.filled;
+        if cap - self.consumed >= total && room >= needed.min(self.min_read) {
+            return;
+        }
+        if unshared && cap >= total {
+            self.compact();
+        } else {
+            self.switch_chunk(total.max(self.chunk_size));
+        }
+    }
+
+    /// Moves the unconsumed bytes to the front of the (unshared) current chunk.
+    fn compact(&mut self) {
+        let pending = self.filled - self.consumed;
+        // SAFETY: the chunk is unshared (no views), so nothing else reads or writes
+        // it; `copy` handles overlapping ranges and both lie within capacity.
+        unsafe {
+            let base = self.chunk.ptr.as_ptr();
+            std::ptr::copy(base.add(self.consumed), base, pending);
+        }
+        (self.consumed, self.filled) = (0, pending);
+    }
+
+    /// Moves the unconsumed bytes to the front of a free chunk of at least `cap` bytes.
+    fn switch_chunk(&mut self, cap: usize) {
+        let fresh = match self
+            .spare
+            .iter()
+            .position(|c| Rc::strong_count(c) == 1 && c.capacity() >= cap)
+        {
+            Some(i) => self.spare.swap_remove(i),
+            None => Chunk::new(cap),
+        };
+        let pending = self.filled - self.consumed;
+        // SAFETY: `fresh` is unshared (count 1, or new), so we may write its front;
+        // the source range is written and lives in a different allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.chunk.ptr.as_ptr().add(self.consumed),
+                fresh.ptr.as_ptr(),
+                pending,
+            );
+        }
+        let old = std::mem::replace(&mut self.chunk, fresh);
+        if self.spare.len() < MAX_SPARE_CHUNKS && old.capacity() <= self.chunk_size * 4 {
+            self.spare.push(old);
+        }
+        (self.consumed, self.filled) = (0, pending);
+    }
+
+    /// The writable tail for the next read. Pass it to the read, then [`commit`](Self::commit).
+    pub fn read_target(&mut self) -> TailBuf {
+        TailBuf {
+            chunk: self.chunk.clone(),
+            start: self.filled,
+            len: 0,
+        }
+    }
+
+    /// Records `n` bytes received into the tail handed out by `read_target`.
+    pub fn commit(&mut self, tail: TailBuf, n: usize) {
+        debug_assert!(Rc::ptr_eq(&tail.chunk, &self.chunk) && tail.start == self.filled);
+        self.filled = (self.filled + n).min(self.chunk.capacity());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receive(buf: &mut RecvBuf, data: &[u8]) {
+        let mut tail = buf.read_target();
+        let dst = tail.as_uninit();
+        assert!(dst.len() >= data.len(), "reserve made room");
+        for (d, s) in dst.iter_mut().zip(data) {
+            d.write(*s);
+        }
+        buf.commit(tail, data.len());
+    }
+
+    #[test]
+    fn views_survive_further_reads_and_chunk_switches() {
+        let mut buf = RecvBuf::new(4096);
+        buf.reserve(32);
+        receive(&mut buf, &[1u8; 48]);
+        let view = buf.view(0, 48);
+        buf.consume(48);
+        for round in 0..10u8 {
+            buf.reserve(4000);
+            receive(&mut buf, &vec![round; 4000]);
+            assert_eq!(buf.unconsumed().len(), 4000);
+            buf.consume(4000);
+        }
+        assert!(view.iter().all(|b| *b == 1), "held view unchanged");
+        assert_eq!(view.as_ptr() as usize % FRAME_ALIGN, 0);
+    }
+
+    #[test]
+    fn partial_frame_moves_to_aligned_front_of_new_chunk() {
+        let mut buf = RecvBuf::new(4096);
+        buf.reserve(32);
+        receive(&mut buf, &[7u8; 4080]);
+        let held = buf.view(0, 16);
+        buf.consume(4064);
+        buf.reserve(64);
+        assert_eq!(buf.unconsumed(), &[7u8; 16]);
+        assert_eq!(buf.unconsumed().as_ptr() as usize % FRAME_ALIGN, 0);
+        receive(&mut buf, &[8u8; 48]);
+        assert_eq!(buf.unconsumed().len(), 64);
+        assert_eq!(&held[..], &[7u8; 16]);
+    }
+
+    #[test]
+    fn large_frames_get_a_large_chunk() {
+        let mut buf = RecvBuf::new(4096);
+        buf.reserve(100_000);
+        assert!(buf.read_target().as_uninit().len() >= 100_000);
+    }
+
+    #[test]
+    fn chunks_are_recycled_once_views_drop() {
+        let mut buf = RecvBuf::new(4096);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            buf.reserve(4096);
+            receive(&mut buf, &[3u8; 4096]);
+            let v = buf.view(0, 4096);
+            buf.consume(4096);
+            seen.insert(v.as_ptr() as usize);
+            drop(v);
+        }
+        assert!(seen.len() <= 2, "steady state reuses chunks, saw {}", seen.len());
+    }
+}

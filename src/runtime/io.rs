@@ -1,0 +1,98 @@
+//! The only place that touches compio: sockets, reads, writes, timers and spawning.
+//!
+//! Everything above this module (client, server, pool) sees plain async
+//! functions, so the io_uring runtime could be swapped by rewriting this file and
+//! `runtime/mod.rs` alone. All functions must be called on a ringrpc core thread
+//! (or any thread running a compio runtime).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use compio::io::AsyncWriteExt;
+use compio::BufResult;
+
+use super::buf::{RecvBuf, TailBuf};
+
+/// A connected TCP stream; clones share the socket.
+pub type Stream = compio::net::TcpStream;
+/// A listening TCP socket.
+pub type Listener = compio::net::TcpListener;
+/// Handle to a spawned local task; dropping it cancels the task.
+pub type Task<T> = compio::runtime::JoinHandle<T>;
+
+/// Spawns a task on the current core.
+pub fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
+    compio::runtime::spawn(future)
+}
+
+/// Sleeps for `duration`.
+pub async fn sleep(duration: Duration) {
+    compio::runtime::time::sleep(duration).await
+}
+
+/// Runs `future` until `deadline`; `None` if the deadline came first (the future is dropped).
+pub async fn until<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
+    compio::runtime::time::timeout_at(deadline, future).await.ok()
+}
+
+/// Connects to `addr` with `TCP_NODELAY` set.
+pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    let stream = Stream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Binds a non-blocking listener with `SO_REUSEADDR` and `SO_REUSEPORT`, so every
+/// core can listen on the same address and a restarted server can rebind at once.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Adopts a std listener (bound elsewhere) into the current core's ring.
+pub fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
+    Listener::from_std(listener)
+}
+
+/// Accepts one connection and sets `TCP_NODELAY` on it.
+pub async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
+    let (stream, peer) = listener.accept().await?;
+    stream.set_nodelay(true)?;
+    Ok((stream, peer))
+}
+
+/// Reads once into the tail of `buf`; returns the byte count (0 = end of stream).
+pub async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
+    let tail: TailBuf = buf.read_target();
+    let mut reader = stream;
+    let BufResult(res, tail) = compio::io::AsyncRead::read(&mut reader, tail).await;
+    let n = res.as_ref().map_or(0, |n| *n);
+    buf.commit(tail, n);
+    res
+}
+
+/// Writes all of `data`, handing the buffer back for reuse.
+pub async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    let mut writer = stream;
+    let BufResult(res, data) = writer.write_all(data).await;
+    (res, data)
+}
+
+/// Shuts both directions of the socket so any pending read or write ends now.
+pub fn shutdown(stream: &Stream) {
+    // Errors mean the socket is already closed, which is what we want.
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Both);
+}
+
+/// Closes with an RST instead of a FIN (used by fault tests and aborts).
+pub fn set_linger_zero(stream: &Stream) {
+    let _ = stream.set_zero_linger();
+}

@@ -1,0 +1,301 @@
+//! Thread-per-core runtime: one pinned thread per core, each with its own io_uring.
+//!
+//! [`Runtime`] starts N threads; thread `i` is pinned to CPU `cpus[i]` and runs a
+//! compio runtime whose ring is private to it. Work is sent to a core as a `Send`
+//! closure that builds a (possibly `!Send`) future there, so everything a core
+//! owns (listeners, pools, metrics) stays on that core and is never shared on the
+//! hot path. Invariants: a core thread only exits when the runtime is shut down;
+//! dropping the [`Runtime`] stops and joins every core, cancelling their tasks and
+//! closing their sockets.
+
+pub mod buf;
+pub mod io;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+
+use crate::Error;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the ringrpc core the calling thread is, if it is one.
+pub fn current_core() -> Option<usize> {
+    CURRENT_CORE.with(Cell::get)
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// Defaults: one core per available CPU, pinned; 1024 ring entries;
+/// `COOP_TASKRUN` and `TASKRUN_FLAG` on; `SINGLE_ISSUER`/`DEFER_TASKRUN` and
+/// `SQPOLL` off.
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    cpus: Option<Vec<usize>>,
+    pin: bool,
+    ring_entries: u32,
+    sqpoll_idle: Option<Duration>,
+    coop_taskrun: bool,
+    defer_taskrun: bool,
+    name: String,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        Self {
+            cpus: None,
+            pin: true,
+            ring_entries: 1024,
+            sqpoll_idle: None,
+            coop_taskrun: true,
+            defer_taskrun: false,
+            name: "ringrpc".into(),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Runs `n` cores on CPUs `0..n` (default: every available CPU).
+    pub fn cores(mut self, n: usize) -> Self {
+        self.cpus = Some((0..n.max(1)).collect());
+        self
+    }
+
+    /// Runs one core on each listed CPU, in order (core `i` on `cpus[i]`).
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.cpus = Some(cpus.into_iter().collect());
+        self
+    }
+
+    /// Whether to pin each core thread to its CPU (default `true`).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// Submission queue entries per ring (default 1024).
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
+    /// Enables `IORING_SETUP_SQPOLL` with this idle time (default off).
+    pub fn sqpoll(mut self, idle: Duration) -> Self {
+        self.sqpoll_idle = Some(idle);
+        self
+    }
+
+    /// Enables `COOP_TASKRUN` + `TASKRUN_FLAG` (default on).
+    pub fn coop_taskrun(mut self, enable: bool) -> Self {
+        self.coop_taskrun = enable;
+        self
+    }
+
+    /// Enables `SINGLE_ISSUER` + `DEFER_TASKRUN` (default off).
+    pub fn defer_taskrun(mut self, enable: bool) -> Self {
+        self.defer_taskrun = enable;
+        self
+    }
+
+    /// Thread name prefix (default `"ringrpc"`); threads are named `{name}-{core}`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    fn compio_builder(&self, cpu: usize) -> compio::runtime::RuntimeBuilder {
+        let mut proactor = compio::driver::ProactorBuilder::new();
+        proactor
+            .capacity(self.ring_entries)
+            .coop_taskrun(self.coop_taskrun)
+            .taskrun_flag(self.coop_taskrun)
+            .single_issuer(self.defer_taskrun)
+            .defer_taskrun(self.defer_taskrun);
+        if let Some(idle) = self.sqpoll_idle {
+            proactor.sqpoll_idle(idle);
+        }
+        let mut builder = compio::runtime::RuntimeBuilder::new();
+        builder.with_proactor(proactor);
+        if self.pin {
+            builder.thread_affinity(std::iter::once(cpu).collect());
+        }
+        builder
+    }
+
+    /// Starts the cores. Fails with [`Error::IoUringUnavailable`] when a ring cannot
+    /// be created (old kernel, seccomp, `io_uring_disabled` sysctl).
+    pub fn build(self) -> Result<Runtime, Error> {
+        let cpus = self.cpus.clone().unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, usize::from)).collect()
+        });
+        let mut cores = Vec::with_capacity(cpus.len());
+        for (index, &cpu) in cpus.iter().enumerate() {
+            cores.push(self.start_core(index, cpu)?);
+        }
+        Ok(Runtime { cores })
+    }
+
+    fn start_core(&self, index: usize, cpu: usize) -> Result<Core, Error> {
+        let (job_tx, job_rx) = mpsc::unbounded::<Job>();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let builder = self.compio_builder(cpu);
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{index}", self.name))
+            .spawn(move || core_main(index, builder, job_rx, ready_tx))
+            .map_err(Error::Io)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Core { jobs: job_tx, thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(Error::IoUringUnavailable(e))
+            }
+            Err(_) => Err(Error::Io(std::io::Error::other("core thread died at start"))),
+        }
+    }
+}
+
+fn core_main(
+    index: usize,
+    builder: compio::runtime::RuntimeBuilder,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    ready: std_mpsc::Sender<std::io::Result<()>>,
+) {
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    CURRENT_CORE.with(|c| c.set(Some(index)));
+    let _ = ready.send(Ok(()));
+    runtime.block_on(async {
+        while let Some(job) = jobs.next().await {
+            job();
+        }
+    });
+    tracing::debug!(core = index, "core stopped");
+}
+
+struct Core {
+    jobs: mpsc::UnboundedSender<Job>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A set of pinned io_uring cores. Dropping it stops and joins them.
+pub struct Runtime {
+    cores: Vec<Core>,
+}
+
+impl Runtime {
+    /// A builder with the defaults listed on [`RuntimeBuilder`].
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// Runs `make()` on core `core` and spawns the future it returns there.
+    ///
+    /// The returned [`CoreTask`] yields the output; dropping it does not cancel the task.
+    pub fn spawn_on<F, Fut>(&self, core: usize, make: F) -> Result<CoreTask<Fut::Output>, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let (tx, rx) = std_mpsc::channel();
+        let job: Job = Box::new(move || {
+            io::spawn(async move {
+                let output = make().await;
+                let _ = tx.send(output);
+            })
+            .detach();
+        });
+        let target = self.cores.get(core).ok_or(Error::Shutdown)?;
+        target.jobs.unbounded_send(job).map_err(|_| Error::Shutdown)?;
+        Ok(CoreTask { rx })
+    }
+
+    /// Runs a future on `core` and blocks the calling thread until it finishes.
+    ///
+    /// Do not call this from a core thread of the same runtime (it would deadlock).
+    pub fn block_on<F, Fut>(&self, core: usize, make: F) -> Result<Fut::Output, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.spawn_on(core, make)?.join()
+    }
+
+    /// Stops every core and joins its thread. Tasks still running are cancelled.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        for core in &self.cores {
+            core.jobs.close_channel();
+        }
+        for core in &mut self.cores {
+            if let Some(thread) = core.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The result of work sent to a core with [`Runtime::spawn_on`].
+pub struct CoreTask<T> {
+    rx: std_mpsc::Receiver<T>,
+}
+
+impl<T> CoreTask<T> {
+    /// Blocks until the task finishes. Fails with [`Error::Shutdown`] if the task
+    /// panicked or its core stopped first.
+    pub fn join(self) -> Result<T, Error> {
+        self.rx.recv().map_err(|_| Error::Shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_runs_on_the_chosen_core() {
+        let rt = Runtime::builder().cores(2).pin(false).build().unwrap();
+        for core in 0..2 {
+            assert_eq!(rt.block_on(core, || async { current_core() }).unwrap(), Some(core));
+        }
+        assert!(matches!(rt.spawn_on(5, || async {}), Err(Error::Shutdown)));
+        rt.shutdown();
+    }
+
+    #[test]
+    fn a_panicking_task_reports_shutdown_and_the_core_survives() {
+        let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+        let r = rt.block_on(0, || async { panic!("boom") });
+        assert!(matches!(r, Err(Error::Shutdown)));
+        assert_eq!(rt.block_on(0, || async { 7 }).unwrap(), 7);
+    }
+}

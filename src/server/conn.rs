@@ -1,0 +1,275 @@
+//! One server connection: a reader loop that dispatches frames and a writer task.
+//!
+//! The reader decodes every complete frame of each read, runs sync handlers
+//! inline (their responses are serialised straight into the send buffer) and
+//! spawns async ones; after the batch it wakes the writer once, so responses
+//! ready together leave in one send. Invariants: a protocol error closes this
+//! connection only; a closed connection drops late responses; the send buffer
+//! always holds whole frames and its length stays a multiple of 16.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Display;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::router::{Payload, Router};
+use super::ServerConfig;
+use crate::message::{serialize_into, Message};
+use crate::protocol::{
+    begin_frame, decode_frame, encode_frame, finish_frame, Decoded, ErrorCode, FrameHeader,
+    FrameKind, ProtocolError, HEADER_LEN,
+};
+use crate::runtime::buf::RecvBuf;
+use crate::runtime::io::{self, Stream};
+
+/// Per-request context handed to handlers.
+#[derive(Clone, Copy)]
+pub(crate) struct CallCtx {
+    pub call_id: u64,
+    /// Local instant after which the caller no longer waits, if it sent a budget.
+    pub deadline: Option<Instant>,
+}
+
+/// State shared by a connection's reader, writer and async handler tasks.
+pub(crate) struct ConnShared {
+    stream: Stream,
+    out: RefCell<Vec<u8>>,
+    writer: RefCell<Option<Waker>>,
+    reader: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+    draining: Cell<bool>,
+    writing: Cell<bool>,
+    running: Cell<usize>,
+    max_frame: usize,
+}
+
+impl ConnShared {
+    pub fn new(stream: Stream, max_frame: usize) -> Self {
+        Self {
+            stream,
+            out: RefCell::new(Vec::with_capacity(64 << 10)),
+            writer: RefCell::new(None),
+            reader: RefCell::new(None),
+            closed: Cell::new(false),
+            draining: Cell::new(false),
+            writing: Cell::new(false),
+            running: Cell::new(0),
+            max_frame,
+        }
+    }
+
+    /// Serialises a response frame for `call_id` into the send buffer.
+    pub fn push_response<T: Message>(&self, call_id: u64, resp: &T, started: Instant) {
+        if self.closed.get() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        let start = begin_frame(&mut out);
+        let mut header = FrameHeader::new(FrameKind::Response);
+        header.call_id = call_id;
+        header.budget_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let result = serialize_into(resp, &mut out)
+            .and_then(|()| finish_frame(&mut out, start, header, self.max_frame));
+        if let Err(e) = result {
+            out.truncate(start);
+            drop(out);
+            self.push_error(call_id, ErrorCode::Application, &format_args!("response not sent: {e}"));
+        }
+    }
+
+    /// Appends an error frame for `call_id` carrying `code` and `message`.
+    pub fn push_error(&self, call_id: u64, code: ErrorCode, message: &dyn Display) {
+        if self.closed.get() {
+            return;
+        }
+        let mut header = FrameHeader::new(FrameKind::Error);
+        header.call_id = call_id;
+        header.method = code.to_u32();
+        let text = message.to_string();
+        let text = &text.as_bytes()[..text.len().min(4096)];
+        let _ = encode_frame(&mut self.out.borrow_mut(), header, text, self.max_frame);
+    }
+
+    fn push_control(&self, kind: FrameKind, call_id: u64) {
+        let mut header = FrameHeader::new(kind);
+        header.call_id = call_id;
+        let _ = encode_frame(&mut self.out.borrow_mut(), header, &[], self.max_frame);
+    }
+
+    /// Wakes the writer if there is anything to send.
+    pub fn flush(&self) {
+        if !self.out.borrow().is_empty() {
+            if let Some(w) = self.writer.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+
+    pub fn handler_started(&self) {
+        self.running.set(self.running.get() + 1);
+    }
+
+    pub fn handler_finished(&self) {
+        self.running.set(self.running.get() - 1);
+    }
+
+    /// True once no handler runs and every response has been written.
+    pub fn is_idle(&self) -> bool {
+        self.running.get() == 0 && self.out.borrow().is_empty() && !self.writing.get()
+    }
+
+    /// Tells the peer to stop sending new calls here.
+    pub fn go_away(&self) {
+        if !self.draining.replace(true) && !self.closed.get() {
+            self.push_control(FrameKind::GoAway, 0);
+            self.flush();
+        }
+    }
+
+    /// Closes the socket now; pending reads and writes end, late responses are dropped.
+    pub fn close(&self) {
+        if !self.closed.replace(true) {
+            io::shutdown(&self.stream);
+            for waker in [&self.writer, &self.reader] {
+                if let Some(w) = waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection until the peer closes it, it breaks the
+/// protocol, or the server closes it.
+pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<ServerConfig>) {
+    let writer = io::spawn(write_loop(conn.clone()));
+    match read_loop(&conn, &router, &cfg).await {
+        Ok(()) => tracing::debug!("connection closed by peer"),
+        Err(ConnError::Io(e)) => tracing::debug!(error = %e, "connection read failed"),
+        Err(ConnError::Protocol(e)) => {
+            tracing::warn!(error = %e, "closing connection after protocol error");
+            cfg.stats.protocol_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    conn.close();
+    drop(writer);
+}
+
+enum ConnError {
+    Io(std::io::Error),
+    Protocol(ProtocolError),
+}
+
+async fn read_loop(conn: &Rc<ConnShared>, router: &Router, cfg: &ServerConfig) -> Result<(), ConnError> {
+    let mut buf = RecvBuf::new(cfg.recv_chunk);
+    let mut need = HEADER_LEN;
+    loop {
+        buf.reserve(need);
+        let n = io::read(&conn.stream, &mut buf).await.map_err(ConnError::Io)?;
+        if n == 0 || conn.closed.get() {
+            return Ok(());
+        }
+        let arrived = Instant::now();
+        loop {
+            match decode_frame(buf.unconsumed(), cfg.max_frame).map_err(ConnError::Protocol)? {
+                Decoded::Frame(header) => {
+                    dispatch(conn, router, &buf, header, arrived).map_err(ConnError::Protocol)?;
+                    buf.consume(header.frame_len());
+                }
+                Decoded::Incomplete { total } => {
+                    need = total;
+                    break;
+                }
+            }
+        }
+        conn.flush();
+        wait_for_send_room(conn, cfg.max_pending_out).await;
+    }
+}
+
+/// Applies backpressure: stop reading while the peer is not draining our responses.
+async fn wait_for_send_room(conn: &ConnShared, limit: usize) {
+    poll_fn(|cx| {
+        if conn.out.borrow().len() <= limit || conn.closed.get() {
+            Poll::Ready(())
+        } else {
+            *conn.reader.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+fn dispatch(
+    conn: &Rc<ConnShared>,
+    router: &Router,
+    buf: &RecvBuf,
+    header: FrameHeader,
+    arrived: Instant,
+) -> Result<(), ProtocolError> {
+    match header.kind {
+        FrameKind::Request => {
+            let deadline = (header.budget_us != 0)
+                .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
+            let ctx = CallCtx { call_id: header.call_id, deadline };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                conn.push_error(ctx.call_id, ErrorCode::DeadlineExceeded, &"deadline exceeded");
+            } else if conn.draining.get() {
+                conn.push_error(ctx.call_id, ErrorCode::Unavailable, &"server is shutting down");
+            } else if let Some(handler) = router.get(header.method) {
+                let len = header.len as usize;
+                let payload = Payload {
+                    bytes: &buf.unconsumed()[HEADER_LEN..HEADER_LEN + len],
+                    keep: &|| buf.view(HEADER_LEN, len),
+                };
+                handler.call(conn, ctx, payload);
+            } else {
+                conn.push_error(ctx.call_id, ErrorCode::UnknownMethod, &format_args!("unknown method id {:#010x}", header.method));
+            }
+            Ok(())
+        }
+        FrameKind::Ping => {
+            conn.push_control(FrameKind::Pong, header.call_id);
+            Ok(())
+        }
+        FrameKind::Pong | FrameKind::GoAway => Ok(()),
+        kind @ (FrameKind::Response | FrameKind::Error) => Err(ProtocolError::Unexpected(kind)),
+    }
+}
+
+async fn write_loop(conn: Rc<ConnShared>) {
+    let mut spare = Vec::with_capacity(64 << 10);
+    loop {
+        let ready = poll_fn(|cx| {
+            if conn.closed.get() {
+                Poll::Ready(false)
+            } else if !conn.out.borrow().is_empty() {
+                Poll::Ready(true)
+            } else {
+                *conn.writer.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if !ready {
+            return;
+        }
+        let batch = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+        conn.writing.set(true);
+        let (result, mut batch) = io::write_all(&conn.stream, batch).await;
+        conn.writing.set(false);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection write failed");
+            conn.close();
+            return;
+        }
+        batch.clear();
+        spare = batch;
+        if let Some(w) = conn.reader.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Method registration and dispatch: method id → type-erased handler.
+//!
+//! Handlers are stored sorted by method id and found by binary search (no
+//! hashing). Registration rejects malformed names, duplicate names and two names
+//! whose derived ids collide. A handler validates its request with rkyv's checked
+//! access, runs the user function with panics contained, and writes its response
+//! frame straight into the connection's send buffer.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+
+use super::conn::{CallCtx, ConnShared};
+use crate::message::{access, Message, Method, Request};
+use crate::protocol::method::is_valid_method_name;
+use crate::protocol::ErrorCode;
+use crate::runtime::{buf::FrameBytes, io};
+use crate::Error;
+
+/// A request's payload as the handler sees it: the bytes, and a way to keep them.
+pub(crate) struct Payload<'a> {
+    pub bytes: &'a [u8],
+    pub keep: &'a dyn Fn() -> FrameBytes,
+}
+
+/// A handler with its types erased, callable by method id.
+pub(crate) trait ErasedHandler: Send + Sync {
+    /// Handles one request; the response (or error) frame is pushed onto `conn`.
+    fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>);
+}
+
+struct SyncHandler<Req, Resp, F> {
+    f: F,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, E, F> ErasedHandler for SyncHandler<Req, Resp, F>
+where
+    Req: Message,
+    Resp: Message,
+    E: Display,
+    F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync,
+{
+    fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
+        let req = match access::<Req>(payload.bytes) {
+            Ok(req) => req,
+            Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
+        };
+        let started = Instant::now();
+        match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
+            Ok(Ok(resp)) => conn.push_response(ctx.call_id, &resp, started),
+            Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+            Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
+        }
+    }
+}
+
+struct AsyncHandler<Req, Resp, F> {
+    f: F,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, E, F, Fut> ErasedHandler for AsyncHandler<Req, Resp, F>
+where
+    Req: Message,
+    Resp: Message,
+    E: Display,
+    F: Fn(Request<Req>) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Resp, E>> + 'static,
+{
+    fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
+        let req = match Request::<Req>::new((payload.keep)()) {
+            Ok(req) => req,
+            Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
+        };
+        let started = Instant::now();
+        let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind(),
+            Err(_) => {
+                return conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
+            }
+        };
+        conn.handler_started();
+        let conn = conn.clone();
+        io::spawn(async move {
+            let outcome = match ctx.deadline {
+                Some(deadline) => io::until(deadline, future).await,
+                None => Some(future.await),
+            };
+            match outcome {
+                Some(Ok(Ok(resp))) => conn.push_response(ctx.call_id, &resp, started),
+                Some(Ok(Err(e))) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+                Some(Err(_)) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
+                None => conn.push_error(ctx.call_id, ErrorCode::DeadlineExceeded, &"deadline exceeded"),
+            }
+            conn.handler_finished();
+            conn.flush();
+        })
+        .detach();
+    }
+}
+
+struct Route {
+    id: u32,
+    name: &'static str,
+    handler: Box<dyn ErasedHandler>,
+}
+
+/// The registered methods of a server, sorted by id.
+#[derive(Default)]
+pub(crate) struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Finds the handler for a method id.
+    pub fn get(&self, id: u32) -> Option<&dyn ErasedHandler> {
+        self.routes
+            .binary_search_by_key(&id, |r| r.id)
+            .ok()
+            .map(|i| &*self.routes[i].handler)
+    }
+
+    fn insert(&mut self, name: &'static str, id: u32, handler: Box<dyn ErasedHandler>) -> Result<(), Error> {
+        if !is_valid_method_name(name) {
+            return Err(Error::Config(format!("method name {name:?} is not \"Service.method\"")));
+        }
+        match self.routes.binary_search_by_key(&id, |r| r.id) {
+            Ok(i) if self.routes[i].name == name => {
+                Err(Error::Config(format!("method {name:?} registered twice")))
+            }
+            Ok(i) => Err(Error::Config(format!(
+                "method {name:?} collides with {:?} (id {id:#010x})",
+                self.routes[i].name
+            ))),
+            Err(i) => {
+                self.routes.insert(i, Route { id, name, handler });
+                Ok(())
+            }
+        }
+    }
+
+    /// Registers a handler that runs inline on the connection's core.
+    pub fn add_sync<Req, Resp, E, F>(&mut self, method: Method<Req, Resp>, f: F) -> Result<(), Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        let handler = SyncHandler::<Req, Resp, F> { f, _types: PhantomData };
+        self.insert(method.name(), method.id(), Box::new(handler))
+    }
+
+    /// Registers a handler that runs as its own task on the connection's core.
+    pub fn add_async<Req, Resp, E, F, Fut>(&mut self, method: Method<Req, Resp>, f: F) -> Result<(), Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + 'static,
+    {
+        let handler = AsyncHandler::<Req, Resp, F> { f, _types: PhantomData };
+        self.insert(method.name(), method.id(), Box::new(handler))
+    }
+
+    /// Registers a handler under an explicit id (tests of id collisions).
+    #[cfg(test)]
+    fn add_raw(&mut self, name: &'static str, id: u32) -> Result<(), Error> {
+        let f = |_: &rkyv::Archived<u32>| -> Result<u32, String> { Ok(0) };
+        self.insert(name, id, Box::new(SyncHandler::<u32, u32, _> { f, _types: PhantomData }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Method<u32, u32> = Method::new("Svc.a");
+
+    fn echo(x: &rkyv::Archived<u32>) -> Result<u32, String> {
+        Ok(x.to_native())
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let mut r = Router::default();
+        r.add_sync(A, echo).unwrap();
+        let err = r.add_sync(A, echo).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn colliding_ids_are_rejected() {
+        let mut r = Router::default();
+        r.add_raw("Svc.one", 42).unwrap();
+        let err = r.add_raw("Svc.two", 42).unwrap_err();
+        assert!(err.to_string().contains("collides"), "{err}");
+    }
+
+    #[test]
+    fn malformed_names_are_rejected() {
+        let mut r = Router::default();
+        assert!(r.add_sync(Method::<u32, u32>::new("nodot"), echo).is_err());
+    }
+
+    #[test]
+    fn lookup_finds_every_route() {
+        let mut r = Router::default();
+        for (i, name) in ["A.a", "B.b", "C.c", "D.d"].into_iter().enumerate() {
+            r.add_raw(name, (i as u32 + 1) * 1000).unwrap();
+        }
+        for i in 1..=4 {
+            assert!(r.get(i * 1000).is_some());
+        }
+        assert!(r.get(7).is_none());
+    }
+}
