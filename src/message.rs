@@ -57,7 +57,10 @@ impl<T> Message for T where
 /// Serialises `value` at the end of `out` (which must end 16-byte aligned).
 ///
 /// On error, `out` may hold a partial payload; callers truncate to the frame start.
-pub(crate) fn serialize_into<T: Message>(value: &T, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+pub(crate) fn serialize_into<T: Message>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
     rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(out))
         .map(|_| ())
         .map_err(|e| ProtocolError::InvalidPayload(e.to_string()))

@@ -87,7 +87,12 @@ impl ClientConn {
 
     /// Registers a call and queues its request frame. The caller must then poll
     /// [`poll_reply`](Self::poll_reply) and call [`forget`](Self::forget) if it gives up.
-    pub fn start_call<Req: Message>(&self, method: u32, budget: Duration, req: &Req) -> Result<CallId, Error> {
+    pub fn start_call<Req: Message>(
+        &self,
+        method: u32,
+        budget: Duration,
+        req: &Req,
+    ) -> Result<CallId, Error> {
         let id = self.calls.borrow_mut().insert(Slot::Waiting(None));
         let mut out = self.out.borrow_mut();
         let start = begin_frame(&mut out);
@@ -210,12 +215,17 @@ impl ClientConn {
 
     fn on_frame(&self, buf: &RecvBuf, header: FrameHeader) -> Result<(), ProtocolError> {
         match header.kind {
-            FrameKind::Response => self.complete(&header, Ok(buf.view(HEADER_LEN, header.len as usize))),
+            FrameKind::Response => {
+                self.complete(&header, Ok(buf.view(HEADER_LEN, header.len as usize)))
+            }
             FrameKind::Error => {
                 let text = &buf.unconsumed()[HEADER_LEN..HEADER_LEN + header.len as usize];
                 let error = match ErrorCode::from_u32(header.method) {
                     ErrorCode::DeadlineExceeded => Error::Timeout,
-                    code => Error::Remote { code, message: String::from_utf8_lossy(text).into_owned() },
+                    code => Error::Remote {
+                        code,
+                        message: String::from_utf8_lossy(text).into_owned(),
+                    },
                 };
                 self.complete(&header, Err(error));
             }

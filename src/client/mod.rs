@@ -250,7 +250,8 @@ impl Client {
         method: &Method<Req, Resp>,
         req: &Req,
     ) -> Result<Reply<Resp>, Error> {
-        self.call_with_deadline(method, req, self.pool.shared.cfg.deadline).await
+        self.call_with_deadline(method, req, self.pool.shared.cfg.deadline)
+            .await
     }
 
     /// Calls `method`, giving up after `deadline`. The remaining budget travels to
@@ -290,7 +291,10 @@ impl Client {
             if !self.pool.shared.live().is_empty() {
                 return true;
             }
-            if io::until(deadline, self.pool.shared.counters.changed()).await.is_none() {
+            if io::until(deadline, self.pool.shared.counters.changed())
+                .await
+                .is_none()
+            {
                 return false;
             }
         }

@@ -130,8 +130,13 @@ impl Pool {
             slots: RefCell::new((0..size).map(|_| SlotState::Connecting).collect()),
             next: Cell::new(0),
         });
-        let tasks = (0..size).map(|i| io::spawn(maintain(shared.clone(), i))).collect();
-        Self { shared, tasks: RefCell::new(tasks) }
+        let tasks = (0..size)
+            .map(|i| io::spawn(maintain(shared.clone(), i)))
+            .collect();
+        Self {
+            shared,
+            tasks: RefCell::new(tasks),
+        }
     }
 
     /// Stops maintenance and closes every connection; calls in flight fail.

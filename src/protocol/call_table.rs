@@ -115,16 +115,26 @@ mod tests {
     #[test]
     fn vacant_and_out_of_range_ids_are_stale() {
         let mut table: CallTable<u8> = CallTable::default();
-        assert!(table.get_mut(CallId { index: 0, generation: 1 }).is_none());
         assert!(table
-            .remove(CallId { index: 999, generation: 0 })
+            .get_mut(CallId {
+                index: 0,
+                generation: 1
+            })
+            .is_none());
+        assert!(table
+            .remove(CallId {
+                index: 999,
+                generation: 0
+            })
             .is_none());
     }
 
     #[test]
     fn generation_skips_zero_on_wrap() {
-        let mut table = CallTable::default();
-        table.next_generation = u32::MAX;
+        let mut table = CallTable::<()> {
+            next_generation: u32::MAX,
+            ..CallTable::default()
+        };
         let a = table.insert(());
         let b = table.insert(());
         assert_eq!(a.generation, u32::MAX);

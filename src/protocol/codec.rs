@@ -142,7 +142,13 @@ mod tests {
     #[test]
     fn incomplete_reports_total_needed() {
         let mut buf = Vec::new();
-        encode_frame(&mut buf, request(1, &[7; 40]).0, &[7; 40], DEFAULT_MAX_FRAME).unwrap();
+        encode_frame(
+            &mut buf,
+            request(1, &[7; 40]).0,
+            &[7; 40],
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
         assert_eq!(
             decode_frame(&buf[..10], DEFAULT_MAX_FRAME),
             Ok(Decoded::Incomplete { total: HEADER_LEN })
@@ -156,13 +162,22 @@ mod tests {
     #[test]
     fn corruption_anywhere_is_caught() {
         let mut buf = Vec::new();
-        encode_frame(&mut buf, request(9, b"payload").0, b"payload", DEFAULT_MAX_FRAME).unwrap();
+        encode_frame(
+            &mut buf,
+            request(9, b"payload").0,
+            b"payload",
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
         for i in 0..(HEADER_LEN + 7) {
             let mut bad = buf.clone();
             bad[i] ^= 0x40;
             // A corrupted length may first look incomplete; it never yields a frame.
             let decoded = decode_frame(&bad, DEFAULT_MAX_FRAME);
-            assert!(!matches!(decoded, Ok(Decoded::Frame(_))), "byte {i}: {decoded:?}");
+            assert!(
+                !matches!(decoded, Ok(Decoded::Frame(_))),
+                "byte {i}: {decoded:?}"
+            );
         }
     }
 

@@ -10,7 +10,9 @@ pub mod header;
 pub mod method;
 
 pub use call_table::CallTable;
-pub use codec::{begin_frame, decode_frame, encode_frame, finish_frame, Decoded, DEFAULT_MAX_FRAME};
+pub use codec::{
+    begin_frame, decode_frame, encode_frame, finish_frame, Decoded, DEFAULT_MAX_FRAME,
+};
 pub use header::{CallId, FrameHeader, FrameKind, FRAME_ALIGN, HEADER_LEN};
 pub use method::method_id;
 

@@ -124,7 +124,11 @@ impl IoBufMut for TailBuf {
         // view overlaps it (module invariant), and only this TailBuf exists for it.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.chunk.ptr.as_ptr().add(self.start).cast::<MaybeUninit<u8>>(),
+                self.chunk
+                    .ptr
+                    .as_ptr()
+                    .add(self.start)
+                    .cast::<MaybeUninit<u8>>(),
                 cap,
             )
         }
@@ -164,7 +168,10 @@ impl RecvBuf {
 
     /// A shared view of `len` unconsumed bytes starting `offset` bytes in.
     pub fn view(&self, offset: usize, len: usize) -> FrameBytes {
-        assert!(self.consumed + offset + len <= self.filled, "view past filled");
+        assert!(
+            self.consumed + offset + len <= self.filled,
+            "view past filled"
+        );
         FrameBytes {
             chunk: self.chunk.clone(),
             start: self.consumed + offset,
@@ -322,6 +329,10 @@ mod tests {
             seen.insert(v.as_ptr() as usize);
             drop(v);
         }
-        assert!(seen.len() <= 2, "steady state reuses chunks, saw {}", seen.len());
+        assert!(
+            seen.len() <= 2,
+            "steady state reuses chunks, saw {}",
+            seen.len()
+        );
     }
 }

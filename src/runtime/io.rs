@@ -34,7 +34,9 @@ pub async fn sleep(duration: Duration) {
 
 /// Runs `future` until `deadline`; `None` if the deadline came first (the future is dropped).
 pub async fn until<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
-    compio::runtime::time::timeout_at(deadline, future).await.ok()
+    compio::runtime::time::timeout_at(deadline, future)
+        .await
+        .ok()
 }
 
 /// Connects to `addr` with `TCP_NODELAY` set.

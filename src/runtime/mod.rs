@@ -153,12 +153,17 @@ impl RuntimeBuilder {
             .spawn(move || core_main(index, builder, job_rx, ready_tx))
             .map_err(Error::Io)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Core { jobs: job_tx, thread: Some(thread) }),
+            Ok(Ok(())) => Ok(Core {
+                jobs: job_tx,
+                thread: Some(thread),
+            }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(Error::IoUringUnavailable(e))
             }
-            Err(_) => Err(Error::Io(std::io::Error::other("core thread died at start"))),
+            Err(_) => Err(Error::Io(std::io::Error::other(
+                "core thread died at start",
+            ))),
         }
     }
 }
@@ -225,7 +230,10 @@ impl Runtime {
             .detach();
         });
         let target = self.cores.get(core).ok_or(Error::Shutdown)?;
-        target.jobs.unbounded_send(job).map_err(|_| Error::Shutdown)?;
+        target
+            .jobs
+            .unbounded_send(job)
+            .map_err(|_| Error::Shutdown)?;
         Ok(CoreTask { rx })
     }
 
@@ -285,7 +293,10 @@ mod tests {
     fn work_runs_on_the_chosen_core() {
         let rt = Runtime::builder().cores(2).pin(false).build().unwrap();
         for core in 0..2 {
-            assert_eq!(rt.block_on(core, || async { current_core() }).unwrap(), Some(core));
+            assert_eq!(
+                rt.block_on(core, || async { current_core() }).unwrap(),
+                Some(core)
+            );
         }
         assert!(matches!(rt.spawn_on(5, || async {}), Err(Error::Shutdown)));
         rt.shutdown();

@@ -76,7 +76,11 @@ impl ConnShared {
         if let Err(e) = result {
             out.truncate(start);
             drop(out);
-            self.push_error(call_id, ErrorCode::Application, &format_args!("response not sent: {e}"));
+            self.push_error(
+                call_id,
+                ErrorCode::Application,
+                &format_args!("response not sent: {e}"),
+            );
         }
     }
 
@@ -151,7 +155,9 @@ pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<Se
         Err(ConnError::Io(e)) => tracing::debug!(error = %e, "connection read failed"),
         Err(ConnError::Protocol(e)) => {
             tracing::warn!(error = %e, "closing connection after protocol error");
-            cfg.stats.protocol_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            cfg.stats
+                .protocol_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     conn.close();
@@ -163,12 +169,18 @@ enum ConnError {
     Protocol(ProtocolError),
 }
 
-async fn read_loop(conn: &Rc<ConnShared>, router: &Router, cfg: &ServerConfig) -> Result<(), ConnError> {
+async fn read_loop(
+    conn: &Rc<ConnShared>,
+    router: &Router,
+    cfg: &ServerConfig,
+) -> Result<(), ConnError> {
     let mut buf = RecvBuf::new(cfg.recv_chunk);
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        let n = io::read(&conn.stream, &mut buf).await.map_err(ConnError::Io)?;
+        let n = io::read(&conn.stream, &mut buf)
+            .await
+            .map_err(ConnError::Io)?;
         if n == 0 || conn.closed.get() {
             return Ok(());
         }
@@ -214,11 +226,22 @@ fn dispatch(
         FrameKind::Request => {
             let deadline = (header.budget_us != 0)
                 .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
-            let ctx = CallCtx { call_id: header.call_id, deadline };
+            let ctx = CallCtx {
+                call_id: header.call_id,
+                deadline,
+            };
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                conn.push_error(ctx.call_id, ErrorCode::DeadlineExceeded, &"deadline exceeded");
+                conn.push_error(
+                    ctx.call_id,
+                    ErrorCode::DeadlineExceeded,
+                    &"deadline exceeded",
+                );
             } else if conn.draining.get() {
-                conn.push_error(ctx.call_id, ErrorCode::Unavailable, &"server is shutting down");
+                conn.push_error(
+                    ctx.call_id,
+                    ErrorCode::Unavailable,
+                    &"server is shutting down",
+                );
             } else if let Some(handler) = router.get(header.method) {
                 let len = header.len as usize;
                 let payload = Payload {
@@ -227,7 +250,11 @@ fn dispatch(
                 };
                 handler.call(conn, ctx, payload);
             } else {
-                conn.push_error(ctx.call_id, ErrorCode::UnknownMethod, &format_args!("unknown method id {:#010x}", header.method));
+                conn.push_error(
+                    ctx.call_id,
+                    ErrorCode::UnknownMethod,
+                    &format_args!("unknown method id {:#010x}", header.method),
+                );
             }
             Ok(())
         }

@@ -91,7 +91,11 @@ impl ServerBuilder {
     ///
     /// Fails on a malformed, duplicate or id-colliding method name. A handler
     /// error `E` reaches the caller as [`Error::Remote`] with its `Display` text.
-    pub fn register<Req, Resp, E, F>(mut self, method: Method<Req, Resp>, handler: F) -> Result<Self, Error>
+    pub fn register<Req, Resp, E, F>(
+        mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, Error>
     where
         Req: Message + 'static,
         Resp: Message + 'static,
@@ -104,7 +108,11 @@ impl ServerBuilder {
 
     /// Registers a handler that may await; it runs as its own task on the
     /// connection's core and owns its [`Request`] (still zero-copy).
-    pub fn register_async<Req, Resp, E, F, Fut>(mut self, method: Method<Req, Resp>, handler: F) -> Result<Self, Error>
+    pub fn register_async<Req, Resp, E, F, Fut>(
+        mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, Error>
     where
         Req: Message + 'static,
         Resp: Message + 'static,
@@ -136,7 +144,12 @@ impl ServerBuilder {
     }
 
     /// Serves on the listed cores of `runtime`.
-    pub fn serve_on(self, runtime: &Runtime, cores: &[usize], addr: SocketAddr) -> Result<ServerHandle, Error> {
+    pub fn serve_on(
+        self,
+        runtime: &Runtime,
+        cores: &[usize],
+        addr: SocketAddr,
+    ) -> Result<ServerHandle, Error> {
         let first = io::bind_reuseport(addr)?;
         let addr = first.local_addr()?;
         let mut listeners = vec![first];
@@ -150,11 +163,16 @@ impl ServerBuilder {
             max_pending_out: self.max_pending_out,
             stats: ServerCounters::default(),
         });
-        let mut handle = ServerHandle { addr, cores: Vec::new(), cfg: cfg.clone() };
+        let mut handle = ServerHandle {
+            addr,
+            cores: Vec::new(),
+            cfg: cfg.clone(),
+        };
         for (&core, listener) in cores.iter().zip(listeners) {
             let (stop_tx, stop_rx) = oneshot::channel();
             let (router, cfg) = (router.clone(), cfg.clone());
-            let task = runtime.spawn_on(core, move || core_serve(listener, router, cfg, stop_rx))?;
+            let task =
+                runtime.spawn_on(core, move || core_serve(listener, router, cfg, stop_rx))?;
             handle.cores.push((stop_tx, task));
         }
         Ok(handle)
@@ -245,7 +263,12 @@ async fn core_serve(
     if let Stop::Drain(drain) = how {
         drain_conns(&conns, Instant::now() + drain).await;
     }
-    let all: Vec<_> = conns.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+    let all: Vec<_> = conns
+        .conns
+        .borrow()
+        .iter()
+        .map(|(_, c)| c.clone())
+        .collect();
     for conn in all {
         conn.close();
     }
@@ -281,7 +304,13 @@ async fn accept_loop(
     }
 }
 
-fn start_conn(stream: Stream, peer: SocketAddr, router: &Arc<Router>, cfg: &Arc<ServerConfig>, conns: &Rc<CoreConns>) {
+fn start_conn(
+    stream: Stream,
+    peer: SocketAddr,
+    router: &Arc<Router>,
+    cfg: &Arc<ServerConfig>,
+    conns: &Rc<CoreConns>,
+) {
     let conn = Rc::new(ConnShared::new(stream, cfg.max_frame));
     let key = conns.conns.borrow_mut().insert(conn.clone());
     cfg.stats.open.fetch_add(1, Ordering::Relaxed);

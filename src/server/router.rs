@@ -95,8 +95,14 @@ where
             match outcome {
                 Some(Ok(Ok(resp))) => conn.push_response(ctx.call_id, &resp, started),
                 Some(Ok(Err(e))) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
-                Some(Err(_)) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
-                None => conn.push_error(ctx.call_id, ErrorCode::DeadlineExceeded, &"deadline exceeded"),
+                Some(Err(_)) => {
+                    conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
+                }
+                None => conn.push_error(
+                    ctx.call_id,
+                    ErrorCode::DeadlineExceeded,
+                    &"deadline exceeded",
+                ),
             }
             conn.handler_finished();
             conn.flush();
@@ -126,9 +132,16 @@ impl Router {
             .map(|i| &*self.routes[i].handler)
     }
 
-    fn insert(&mut self, name: &'static str, id: u32, handler: Box<dyn ErasedHandler>) -> Result<(), Error> {
+    fn insert(
+        &mut self,
+        name: &'static str,
+        id: u32,
+        handler: Box<dyn ErasedHandler>,
+    ) -> Result<(), Error> {
         if !is_valid_method_name(name) {
-            return Err(Error::Config(format!("method name {name:?} is not \"Service.method\"")));
+            return Err(Error::Config(format!(
+                "method name {name:?} is not \"Service.method\""
+            )));
         }
         match self.routes.binary_search_by_key(&id, |r| r.id) {
             Ok(i) if self.routes[i].name == name => {
@@ -146,19 +159,30 @@ impl Router {
     }
 
     /// Registers a handler that runs inline on the connection's core.
-    pub fn add_sync<Req, Resp, E, F>(&mut self, method: Method<Req, Resp>, f: F) -> Result<(), Error>
+    pub fn add_sync<Req, Resp, E, F>(
+        &mut self,
+        method: Method<Req, Resp>,
+        f: F,
+    ) -> Result<(), Error>
     where
         Req: Message + 'static,
         Resp: Message + 'static,
         E: Display + 'static,
         F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
-        let handler = SyncHandler::<Req, Resp, F> { f, _types: PhantomData };
+        let handler = SyncHandler::<Req, Resp, F> {
+            f,
+            _types: PhantomData,
+        };
         self.insert(method.name(), method.id(), Box::new(handler))
     }
 
     /// Registers a handler that runs as its own task on the connection's core.
-    pub fn add_async<Req, Resp, E, F, Fut>(&mut self, method: Method<Req, Resp>, f: F) -> Result<(), Error>
+    pub fn add_async<Req, Resp, E, F, Fut>(
+        &mut self,
+        method: Method<Req, Resp>,
+        f: F,
+    ) -> Result<(), Error>
     where
         Req: Message + 'static,
         Resp: Message + 'static,
@@ -166,7 +190,10 @@ impl Router {
         F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + 'static,
     {
-        let handler = AsyncHandler::<Req, Resp, F> { f, _types: PhantomData };
+        let handler = AsyncHandler::<Req, Resp, F> {
+            f,
+            _types: PhantomData,
+        };
         self.insert(method.name(), method.id(), Box::new(handler))
     }
 
@@ -174,7 +201,14 @@ impl Router {
     #[cfg(test)]
     fn add_raw(&mut self, name: &'static str, id: u32) -> Result<(), Error> {
         let f = |_: &rkyv::Archived<u32>| -> Result<u32, String> { Ok(0) };
-        self.insert(name, id, Box::new(SyncHandler::<u32, u32, _> { f, _types: PhantomData }))
+        self.insert(
+            name,
+            id,
+            Box::new(SyncHandler::<u32, u32, _> {
+                f,
+                _types: PhantomData,
+            }),
+        )
     }
 }
 
