@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{ClientConfig, Counters};
 use crate::message::{serialize_into, Message};
@@ -25,10 +25,34 @@ use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::runtime::io::{self, Stream};
 use crate::Error;
 
-/// A call's slot: waiting for its reply, or holding it until the caller takes it.
-enum Slot {
+/// A call's slot: its deadline, and its reply (once it has one).
+struct Slot {
+    deadline: Instant,
+    state: SlotState,
+}
+
+/// Waiting for the reply, or holding it until the caller takes it.
+enum SlotState {
     Waiting(Option<Waker>),
     Done(Result<FrameBytes, Error>),
+}
+
+impl SlotState {
+    /// Completes a waiting call and wakes its task; a finished one is left alone.
+    fn complete(&mut self, result: Result<FrameBytes, Error>) -> bool {
+        match std::mem::replace(self, SlotState::Done(result)) {
+            SlotState::Waiting(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                true
+            }
+            done => {
+                *self = done;
+                false
+            }
+        }
+    }
 }
 
 /// A connection's lifecycle.
@@ -52,6 +76,9 @@ pub(crate) struct ClientConn {
     state: Cell<State>,
     closed_waker: RefCell<Option<Waker>>,
     last_rx: Cell<Instant>,
+    /// Earliest deadline the expiry task is sleeping towards (None: asleep until woken).
+    next_deadline: Cell<Option<Instant>>,
+    expiry_waker: RefCell<Option<Waker>>,
 }
 
 impl ClientConn {
@@ -67,6 +94,8 @@ impl ClientConn {
             state: Cell::new(State::Live),
             closed_waker: RefCell::new(None),
             last_rx: Cell::new(Instant::now()),
+            next_deadline: Cell::new(None),
+            expiry_waker: RefCell::new(None),
         })
     }
 
@@ -87,13 +116,20 @@ impl ClientConn {
 
     /// Registers a call and queues its request frame. The caller must then poll
     /// [`poll_reply`](Self::poll_reply) and call [`forget`](Self::forget) if it gives up.
+    /// The call fails with [`Error::Timeout`] at `deadline`; `now` is the current time.
     pub fn start_call<Req: Message>(
         &self,
         method: u32,
-        budget: Duration,
+        deadline: Instant,
+        now: Instant,
         req: &Req,
     ) -> Result<CallId, Error> {
-        let id = self.calls.borrow_mut().insert(Slot::Waiting(None));
+        let budget = deadline.saturating_duration_since(now);
+        let slot = Slot {
+            deadline,
+            state: SlotState::Waiting(None),
+        };
+        let id = self.calls.borrow_mut().insert(slot);
         let mut out = self.out.borrow_mut();
         let start = begin_frame(&mut out);
         let mut header = FrameHeader::new(FrameKind::Request);
@@ -109,21 +145,27 @@ impl ClientConn {
             return Err(e.into());
         }
         self.schedule_write();
+        if self.next_deadline.get().is_none_or(|next| deadline < next) {
+            self.next_deadline.set(Some(deadline));
+            if let Some(w) = self.expiry_waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
         Ok(id)
     }
 
     /// Polls for the reply to `id`; on `Ready` the slot has been freed.
     pub fn poll_reply(&self, id: CallId, cx: &mut Context<'_>) -> Poll<Result<FrameBytes, Error>> {
         let mut calls = self.calls.borrow_mut();
-        match calls.get_mut(id) {
-            Some(Slot::Waiting(waker)) => {
+        match calls.get_mut(id).map(|slot| &mut slot.state) {
+            Some(SlotState::Waiting(waker)) => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *waker = Some(cx.waker().clone());
                 }
                 Poll::Pending
             }
-            Some(Slot::Done(_)) => match calls.remove(id) {
-                Some(Slot::Done(result)) => {
+            Some(SlotState::Done(_)) => match calls.remove(id).map(|slot| slot.state) {
+                Some(SlotState::Done(result)) => {
                     drop(calls);
                     self.after_removal();
                     Poll::Ready(result)
@@ -171,15 +213,9 @@ impl ClientConn {
         }
         io::shutdown(&self.stream);
         for (_, slot) in self.calls.borrow_mut().iter_mut() {
-            if let Slot::Waiting(waker) = slot {
-                let waker = waker.take();
-                *slot = Slot::Done(Err(Error::ConnectionLost));
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            }
+            slot.state.complete(Err(Error::ConnectionLost));
         }
-        for waker in [&self.writer, &self.closed_waker] {
+        for waker in [&self.writer, &self.closed_waker, &self.expiry_waker] {
             if let Some(w) = waker.borrow_mut().take() {
                 w.wake();
             }
@@ -203,13 +239,11 @@ impl ClientConn {
     fn complete(&self, header: &FrameHeader, result: Result<FrameBytes, Error>) {
         let id = CallId::from_u64(header.call_id);
         let mut calls = self.calls.borrow_mut();
-        match calls.get_mut(id) {
-            Some(slot @ Slot::Waiting(_)) => {
-                if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(result)) {
-                    w.wake();
-                }
-            }
-            _ => self.counters.stale(),
+        let delivered = calls
+            .get_mut(id)
+            .is_some_and(|slot| slot.state.complete(result));
+        if !delivered {
+            self.counters.stale();
         }
     }
 
@@ -311,6 +345,57 @@ pub(crate) async fn write_loop(conn: Rc<ClientConn>) {
         }
         batch.clear();
         spare = batch;
+    }
+}
+
+/// Fails calls whose deadline has passed. Sleeps until the earliest deadline in
+/// the table (one timer per connection, not per call) and rescans then.
+pub(crate) async fn expiry_loop(conn: Rc<ClientConn>) {
+    while conn.state.get() != State::Closed {
+        match conn.next_deadline.get() {
+            Some(at) => {
+                let woken = poll_fn(|cx| {
+                    if conn.next_deadline.get() != Some(at) || conn.state.get() == State::Closed {
+                        Poll::Ready(())
+                    } else {
+                        *conn.expiry_waker.borrow_mut() = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                });
+                io::until(at, woken).await;
+            }
+            None => {
+                poll_fn(|cx| {
+                    if conn.next_deadline.get().is_some() || conn.state.get() == State::Closed {
+                        Poll::Ready(())
+                    } else {
+                        *conn.expiry_waker.borrow_mut() = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                })
+                .await;
+                continue;
+            }
+        }
+        conn.expire(Instant::now());
+    }
+}
+
+impl ClientConn {
+    /// Times out every waiting call due by `now` and records the next deadline.
+    fn expire(&self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        for (_, slot) in self.calls.borrow_mut().iter_mut() {
+            if !matches!(slot.state, SlotState::Waiting(_)) {
+                continue;
+            }
+            if slot.deadline <= now {
+                slot.state.complete(Err(Error::Timeout));
+            } else if next.is_none_or(|n| slot.deadline < n) {
+                next = Some(slot.deadline);
+            }
+        }
+        self.next_deadline.set(next);
     }
 }
 

@@ -262,11 +262,14 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
-        let deadline_at = Instant::now() + deadline;
+        let mut now = Instant::now();
+        let deadline_at = now + deadline;
         let pool = &self.pool.shared;
-        let conn = pool.acquire(deadline_at).await?;
-        let budget = deadline_at.saturating_duration_since(Instant::now());
-        let id = conn.start_call(method.id(), budget, req)?;
+        let (conn, waited) = pool.acquire(deadline_at).await?;
+        if waited {
+            now = Instant::now();
+        }
+        let id = conn.start_call(method.id(), deadline_at, now, req)?;
         struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
@@ -274,13 +277,14 @@ impl Client {
             }
         }
         let _forget = Forget(&conn, id);
-        match io::until(deadline_at, poll_fn(|cx| conn.poll_reply(id, cx))).await {
-            Some(Ok(bytes)) => Ok(Reply::new(bytes)?),
-            Some(Err(e)) => Err(e),
-            None => {
+        // No timer per call: the connection's expiry task completes overdue calls.
+        match poll_fn(|cx| conn.poll_reply(id, cx)).await {
+            Ok(bytes) => Ok(Reply::new(bytes)?),
+            Err(Error::Timeout) => {
                 bump(&pool.counters.timeouts);
                 Err(Error::Timeout)
             }
+            Err(e) => Err(e),
         }
     }
 

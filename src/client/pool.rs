@@ -73,13 +73,19 @@ impl PoolShared {
         }
     }
 
-    /// A connection with room for one more call, waiting until `deadline` if needed.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Rc<ClientConn>, Error> {
+    /// A connection with room for one more call, waiting until `deadline` if
+    /// needed; the flag says whether it had to wait.
+    pub async fn acquire(&self, deadline: Instant) -> Result<(Rc<ClientConn>, bool), Error> {
+        let mut waited = false;
         loop {
             let error = match self.pick() {
                 Pick::Conn(conn) => {
-                    self.counters.hit();
-                    return Ok(conn);
+                    if waited {
+                        self.counters.miss();
+                    } else {
+                        self.counters.hit();
+                    }
+                    return Ok((conn, waited));
                 }
                 Pick::Saturated if self.cfg.overload == OverloadPolicy::FailFast => {
                     return Err(Error::Overloaded)
@@ -88,8 +94,9 @@ impl PoolShared {
                 Pick::Saturated => Error::Overloaded,
                 Pick::Connecting => Error::Unavailable,
             };
-            self.counters.miss();
+            waited = true;
             if io::until(deadline, self.counters.changed()).await.is_none() {
+                self.counters.miss();
                 return Err(error);
             }
         }
@@ -196,6 +203,7 @@ async fn run_conn(pool: &PoolShared, index: usize, conn: Rc<ClientConn>) {
         io::spawn(conn::read_loop(conn.clone())),
         io::spawn(conn::write_loop(conn.clone())),
         io::spawn(conn::heartbeat_loop(conn.clone())),
+        io::spawn(conn::expiry_loop(conn.clone())),
     ];
     pool.set_slot(index, SlotState::Live(conn.clone()));
     conn.closed().await;

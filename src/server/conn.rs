@@ -41,8 +41,6 @@ pub(crate) struct ConnShared {
     reader: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     draining: Cell<bool>,
-    writing: Cell<bool>,
-    running: Cell<usize>,
     max_frame: usize,
 }
 
@@ -55,8 +53,6 @@ impl ConnShared {
             reader: RefCell::new(None),
             closed: Cell::new(false),
             draining: Cell::new(false),
-            writing: Cell::new(false),
-            running: Cell::new(0),
             max_frame,
         }
     }
@@ -110,19 +106,6 @@ impl ConnShared {
                 w.wake();
             }
         }
-    }
-
-    pub fn handler_started(&self) {
-        self.running.set(self.running.get() + 1);
-    }
-
-    pub fn handler_finished(&self) {
-        self.running.set(self.running.get() - 1);
-    }
-
-    /// True once no handler runs and every response has been written.
-    pub fn is_idle(&self) -> bool {
-        self.running.get() == 0 && self.out.borrow().is_empty() && !self.writing.get()
     }
 
     /// Tells the peer to stop sending new calls here.
@@ -285,9 +268,7 @@ async fn write_loop(conn: Rc<ConnShared>) {
             return;
         }
         let batch = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
-        conn.writing.set(true);
         let (result, mut batch) = io::write_all(&conn.stream, batch).await;
-        conn.writing.set(false);
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection write failed");
             conn.close();

@@ -85,7 +85,6 @@ where
                 return conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
             }
         };
-        conn.handler_started();
         let conn = conn.clone();
         io::spawn(async move {
             let outcome = match ctx.deadline {
@@ -104,7 +103,6 @@ where
                     &"deadline exceeded",
                 ),
             }
-            conn.handler_finished();
             conn.flush();
         })
         .detach();
