@@ -1,0 +1,280 @@
+//! `ringrpc bench`: a closed-loop load generator for the `Bench.echo` method.
+//!
+//! Without `--connect` it starts an embedded loopback server on its own
+//! runtime pinned to `--server-cpu`. The client runs on `--cores` pinned cores
+//! starting at `--client-cpu`; each core owns one [`Client`] (a pool of
+//! `--pool-size` connections) and runs `in-flight` caller tasks, each looping
+//! call → check → record. One table row per `--in-flight` value.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use ringrpc::runtime::io;
+use ringrpc::{Client, Runtime, ServerHandle};
+
+use crate::echo::{self, Echo, ECHO};
+use crate::floor::{self, FloorSpec};
+use crate::measure::{parse_positive, parse_secs, Tally, Window};
+use crate::report::{self, Row, Shape};
+use crate::CliResult;
+
+/// How long a client core waits for its first connection.
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+/// Options of `ringrpc bench` (also the default command).
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Benchmark a running `ringrpc serve` at ADDR instead of an embedded server.
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<SocketAddr>,
+    /// Client cores (pinned to CPUs from --client-cpu upward).
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    cores: usize,
+    /// Connections per client core.
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    pool_size: usize,
+    /// Concurrent callers per client core; one measurement per listed value.
+    #[arg(long, value_delimiter = ',', default_value = "1,128", value_parser = parse_positive)]
+    in_flight: Vec<usize>,
+    /// Payload bytes per request (echoed back).
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    payload: usize,
+    /// Measured seconds per row.
+    #[arg(long, default_value = "2", value_parser = parse_secs, value_name = "SECS")]
+    duration: Duration,
+    /// Unrecorded seconds before each row's measurement.
+    #[arg(long, default_value = "0.5", value_parser = parse_secs, value_name = "SECS")]
+    warmup: Duration,
+    /// CPU of the embedded server.
+    #[arg(long, default_value_t = 0, value_name = "CPU")]
+    server_cpu: usize,
+    /// First client CPU [default: 1, or 0 on a one-CPU machine].
+    #[arg(long, value_name = "CPU")]
+    client_cpu: Option<usize>,
+    /// Also measure raw-socket baselines with the same payload and duration.
+    #[arg(long, value_enum)]
+    compare: Option<Compare>,
+}
+
+/// Baselines `--compare` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Compare {
+    /// Blocking and pipelined echo over one plain TCP socket.
+    Floor,
+}
+
+/// Which CPUs the server and the client cores run on.
+#[derive(Debug, Clone)]
+struct CpuPlan {
+    server: usize,
+    client: Vec<usize>,
+}
+
+impl CpuPlan {
+    fn new(args: &BenchArgs) -> Self {
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        let first = args.client_cpu.unwrap_or(if n > 1 { 1 } else { 0 });
+        Self {
+            server: args.server_cpu,
+            client: (0..args.cores)
+                .map(|i| (first + i) % n.max(first + 1))
+                .collect(),
+        }
+    }
+}
+
+/// A loopback server on its own pinned runtime.
+struct EmbeddedServer {
+    handle: ServerHandle,
+    runtime: Runtime,
+}
+
+impl EmbeddedServer {
+    fn start(cpu: usize) -> CliResult<Self> {
+        let runtime = Runtime::builder()
+            .cpus([cpu])
+            .name("bench-server")
+            .build()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let handle = echo::server()?.serve(&runtime, addr)?;
+        Ok(Self { handle, runtime })
+    }
+
+    fn stop(self) {
+        self.handle.shutdown(Duration::from_millis(200));
+        self.runtime.shutdown();
+    }
+}
+
+/// What one measurement needs on each client core (`Send + Copy`).
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    addr: SocketAddr,
+    pool_size: usize,
+    in_flight: usize,
+    payload: usize,
+    warmup: Duration,
+    duration: Duration,
+}
+
+/// Runs the benchmark; `Ok(false)` when any call failed.
+pub fn run(args: &BenchArgs) -> CliResult<bool> {
+    if args.connect.is_some() && args.compare.is_some() {
+        return Err(
+            "--compare floor measures loopback; it cannot be combined with --connect".into(),
+        );
+    }
+    let cpus = CpuPlan::new(args);
+    let server = match args.connect {
+        Some(_) => None,
+        None => Some(EmbeddedServer::start(cpus.server)?),
+    };
+    let addr = args
+        .connect
+        .or_else(|| server.as_ref().map(|s| s.handle.local_addr()))
+        .ok_or("no server address")?;
+    describe(args, &cpus, addr, server.is_some());
+    let rows = run_rows(args, &cpus, addr)?;
+    if let Some(server) = server {
+        server.stop();
+    }
+    let mut healthy = rows.iter().all(|r| r.errors == 0);
+    if args.compare == Some(Compare::Floor) {
+        healthy &= run_floor(args, &cpus, &rows)?;
+    }
+    Ok(healthy)
+}
+
+/// Prints what is about to run.
+fn describe(args: &BenchArgs, cpus: &CpuPlan, addr: SocketAddr, embedded: bool) {
+    let server = if embedded {
+        format!("embedded on cpu {}", cpus.server)
+    } else {
+        "remote".to_string()
+    };
+    println!(
+        "ringrpc bench: server {addr} ({server}), client cpus {:?}, {:.1} s per row after {:.1} s warmup",
+        cpus.client,
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64()
+    );
+}
+
+/// Measures every `--in-flight` value on one client runtime, printing rows as they finish.
+fn run_rows(args: &BenchArgs, cpus: &CpuPlan, addr: SocketAddr) -> CliResult<Vec<Row>> {
+    let runtime = Runtime::builder()
+        .cpus(cpus.client.iter().copied())
+        .name("bench-client")
+        .build()?;
+    report::header();
+    let mut rows = Vec::new();
+    for &in_flight in &args.in_flight {
+        let spec = Spec {
+            addr,
+            pool_size: args.pool_size,
+            in_flight,
+            payload: args.payload,
+            warmup: args.warmup,
+            duration: args.duration,
+        };
+        let row = measure(&runtime, spec)?;
+        report::row(&row);
+        rows.push(row);
+    }
+    runtime.shutdown();
+    Ok(rows)
+}
+
+/// Runs one configuration on every core of `runtime` and merges the results.
+fn measure(runtime: &Runtime, spec: Spec) -> CliResult<Row> {
+    let tasks = (0..runtime.cores())
+        .map(|core| runtime.spawn_on(core, move || run_core(core, spec)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut total = Tally::new();
+    for task in tasks {
+        total.merge(task.join()?);
+    }
+    if let Some(e) = &total.first_error {
+        eprintln!("ringrpc bench: {} failed calls; first: {e}", total.errors);
+    }
+    let shape = Shape {
+        in_flight: spec.in_flight,
+        pool: Some(spec.pool_size),
+        payload: spec.payload,
+    };
+    Ok(Row::new("ringrpc", shape, &total, spec.duration))
+}
+
+/// One client core: connect, run the callers, merge their tallies.
+async fn run_core(core: usize, spec: Spec) -> Tally {
+    let client = Client::builder()
+        .pool_size(spec.pool_size)
+        .connect(spec.addr);
+    let mut total = Tally::new();
+    if !client.wait_connected(CONNECT_WAIT).await {
+        total.error(|| {
+            format!(
+                "core {core}: no connection to {} within {CONNECT_WAIT:?}",
+                spec.addr
+            )
+        });
+        return total;
+    }
+    let window = Window::after(spec.warmup, spec.duration);
+    let callers: Vec<_> = (0..spec.in_flight)
+        .map(|i| {
+            let first_id = ((core as u64) << 56) | ((i as u64) << 32);
+            io::spawn(caller(client.clone(), window, first_id, spec.payload))
+        })
+        .collect();
+    for caller in callers {
+        match caller.await {
+            Ok(tally) => total.merge(tally),
+            Err(_) => total.error(|| format!("core {core}: a caller task panicked")),
+        }
+    }
+    client.close();
+    total
+}
+
+/// One closed-loop caller: call, check the echo, record, until the window ends.
+async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -> Tally {
+    let mut tally = Tally::new();
+    let mut req = Echo {
+        id: first_id,
+        payload: vec![0xA5; payload],
+    };
+    loop {
+        let started = Instant::now();
+        if started >= window.end {
+            return tally;
+        }
+        let outcome = match client.call(&ECHO, &req).await {
+            Ok(reply) => echo::matches(&reply, &req),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => tally.ok(&window, started),
+            Err(e) => tally.error(|| e),
+        }
+        req.id = req.id.wrapping_add(1);
+    }
+}
+
+/// Runs the raw-socket floors with the same payload and CPUs, prints them and the ratios.
+fn run_floor(args: &BenchArgs, cpus: &CpuPlan, rows: &[Row]) -> CliResult<bool> {
+    let spec = FloorSpec {
+        server_cpu: cpus.server,
+        client_cpu: cpus.client.first().copied().unwrap_or(cpus.server),
+        payload: args.payload,
+        window: args.in_flight.iter().copied().max().unwrap_or(1),
+        warmup: args.warmup,
+        duration: args.duration,
+    };
+    let (blocking, pipelined) = floor::run(&spec)?;
+    report::row(&blocking);
+    report::row(&pipelined);
+    report::ratios(rows, &blocking, &pipelined);
+    Ok(blocking.errors == 0 && pipelined.errors == 0)
+}

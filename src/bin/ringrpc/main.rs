@@ -1,0 +1,64 @@
+//! `ringrpc`: benchmark and serve the ringrpc echo workload.
+//!
+//! - `ringrpc [bench] [OPTIONS]` (the default): closed-loop load generator
+//!   against an embedded loopback server or `--connect ADDR`, optionally
+//!   compared with raw-socket floors (`--compare floor`).
+//! - `ringrpc serve --listen ADDR`: serves the benchmark's `Bench.echo` method.
+
+mod bench;
+mod echo;
+mod floor;
+mod measure;
+mod report;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Result type of the CLI's top-level operations.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// io_uring thread-per-core RPC: benchmark and echo server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringrpc",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options for the default `bench` command.
+    #[command(flatten)]
+    bench: bench::BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure calls/s and latency of the echo method (the default).
+    Bench(bench::BenchArgs),
+    /// Serve the echo method for `bench --connect`.
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        None => bench::run(&cli.bench),
+        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Serve(args)) => serve::run(args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("ringrpc: some calls failed (see the errors column)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("ringrpc: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

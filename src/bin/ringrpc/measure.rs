@@ -1,0 +1,110 @@
+//! Measurement helpers shared by the ringrpc bench and the raw-socket floors:
+//! the warmup/measure window, latency histograms and per-worker tallies.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Lowest recordable latency, in microseconds.
+const LOWEST_US: u64 = 1;
+/// Highest recordable latency, in microseconds (60 s).
+const HIGHEST_US: u64 = 60_000_000;
+/// Significant figures kept by the histograms.
+const SIGFIGS: u8 = 3;
+
+/// Parses a positive, finite number of seconds (`"2"`, `"0.5"`).
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if secs < 0.0 {
+        return Err("must not be negative".into());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// Parses a count that must be at least 1.
+pub fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// When a worker warms up (calls not recorded) and when it measures.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// First instant whose calls are recorded.
+    pub start: Instant,
+    /// Calls starting at or after this instant are not made.
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window that opens after `warmup` from now and lasts `duration`.
+    pub fn after(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Self {
+            start,
+            end: start + duration,
+        }
+    }
+
+    /// Whether a call started at `t` counts.
+    pub fn counts(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+/// An empty latency histogram (1 µs ..= 60 s, 3 significant figures).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIGS)
+        .expect("static histogram bounds are valid")
+}
+
+/// What one worker (caller task or floor thread) measured.
+#[derive(Debug)]
+pub struct Tally {
+    /// Latencies of successful calls started inside the window, in µs.
+    pub hist: Histogram<u64>,
+    /// Failed calls (at any time, warmup included).
+    pub errors: u64,
+    /// The first failure's description, if any.
+    pub first_error: Option<String>,
+}
+
+impl Tally {
+    /// An empty tally.
+    pub fn new() -> Self {
+        Self {
+            hist: histogram(),
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Records a call started at `started` that succeeded just now.
+    pub fn ok(&mut self, window: &Window, started: Instant) {
+        if window.counts(started) {
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.hist.saturating_record(us.max(LOWEST_US));
+        }
+    }
+
+    /// Records a failed call.
+    pub fn error(&mut self, what: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(what());
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: Tally) {
+        // Both histograms share the same bounds, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
