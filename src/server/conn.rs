@@ -31,6 +31,8 @@ pub(crate) struct CallCtx {
     pub call_id: u64,
     /// Local instant after which the caller no longer waits, if it sent a budget.
     pub deadline: Option<Instant>,
+    /// When the handler starts (the connection's last clock reading).
+    pub started: Instant,
 }
 
 /// State shared by a connection's reader, writer and async handler tasks.
@@ -41,6 +43,9 @@ pub(crate) struct ConnShared {
     reader: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     draining: Cell<bool>,
+    /// The reader's latest clock reading: set per receive and after each response,
+    /// so the server reads the clock about once per call.
+    clock: Cell<Instant>,
     max_frame: usize,
 }
 
@@ -53,6 +58,7 @@ impl ConnShared {
             reader: RefCell::new(None),
             closed: Cell::new(false),
             draining: Cell::new(false),
+            clock: Cell::new(Instant::now()),
             max_frame,
         }
     }
@@ -66,7 +72,10 @@ impl ConnShared {
         let start = begin_frame(&mut out);
         let mut header = FrameHeader::new(FrameKind::Response);
         header.call_id = call_id;
-        header.budget_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        self.clock.set(now);
+        let handler_us = now.saturating_duration_since(started).as_micros();
+        header.budget_us = u32::try_from(handler_us).unwrap_or(u32::MAX);
         let result = serialize_into(resp, &mut out)
             .and_then(|()| finish_frame(&mut out, start, header, self.max_frame));
         if let Err(e) = result {
@@ -85,6 +94,7 @@ impl ConnShared {
         if self.closed.get() {
             return;
         }
+        self.clock.set(Instant::now());
         let mut header = FrameHeader::new(FrameKind::Error);
         header.call_id = call_id;
         header.method = code.to_u32();
@@ -167,11 +177,11 @@ async fn read_loop(
         if n == 0 || conn.closed.get() {
             return Ok(());
         }
-        let arrived = Instant::now();
+        conn.clock.set(Instant::now());
         loop {
             match decode_frame(buf.unconsumed(), cfg.max_frame).map_err(ConnError::Protocol)? {
                 Decoded::Frame(header) => {
-                    dispatch(conn, router, &buf, header, arrived).map_err(ConnError::Protocol)?;
+                    dispatch(conn, router, &buf, header).map_err(ConnError::Protocol)?;
                     buf.consume(header.frame_len());
                 }
                 Decoded::Incomplete { total } => {
@@ -203,27 +213,22 @@ fn dispatch(
     router: &Router,
     buf: &RecvBuf,
     header: FrameHeader,
-    arrived: Instant,
 ) -> Result<(), ProtocolError> {
     match header.kind {
         FrameKind::Request => {
             let deadline = (header.budget_us != 0)
-                .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
+                .then(|| conn.clock.get() + Duration::from_micros(u64::from(header.budget_us)));
+            let now = conn.clock.get();
             let ctx = CallCtx {
                 call_id: header.call_id,
                 deadline,
+                started: now,
             };
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some_and(|d| now >= d) {
                 conn.push_error(
                     ctx.call_id,
                     ErrorCode::DeadlineExceeded,
                     &"deadline exceeded",
-                );
-            } else if conn.draining.get() {
-                conn.push_error(
-                    ctx.call_id,
-                    ErrorCode::Unavailable,
-                    &"server is shutting down",
                 );
             } else if let Some(handler) = router.get(header.method) {
                 let len = header.len as usize;

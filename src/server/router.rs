@@ -11,7 +11,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::time::Instant;
 
 use futures_util::FutureExt;
 
@@ -51,7 +50,7 @@ where
             Ok(req) => req,
             Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
         };
-        let started = Instant::now();
+        let started = ctx.started;
         match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
             Ok(Ok(resp)) => conn.push_response(ctx.call_id, &resp, started),
             Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
@@ -78,7 +77,7 @@ where
             Ok(req) => req,
             Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
         };
-        let started = Instant::now();
+        let started = ctx.started;
         let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind(),
             Err(_) => {
