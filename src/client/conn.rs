@@ -256,6 +256,7 @@ impl ClientConn {
                 let text = &buf.unconsumed()[HEADER_LEN..HEADER_LEN + header.len as usize];
                 let error = match ErrorCode::from_u32(header.method) {
                     ErrorCode::DeadlineExceeded => Error::Timeout,
+                    ErrorCode::Overloaded => Error::Overloaded,
                     code => Error::Remote {
                         code,
                         message: String::from_utf8_lossy(text).into_owned(),

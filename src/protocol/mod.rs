@@ -64,8 +64,10 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// The request payload failed validation.
     InvalidRequest,
-    /// The server is shutting down or over its limits.
+    /// The server is shutting down.
     Unavailable,
+    /// The connection has too many calls running on the server.
+    Overloaded,
 }
 
 impl ErrorCode {
@@ -78,6 +80,7 @@ impl ErrorCode {
             Self::DeadlineExceeded => 4,
             Self::InvalidRequest => 5,
             Self::Unavailable => 6,
+            Self::Overloaded => 7,
         }
     }
 
@@ -89,6 +92,7 @@ impl ErrorCode {
             4 => Self::DeadlineExceeded,
             5 => Self::InvalidRequest,
             6 => Self::Unavailable,
+            7 => Self::Overloaded,
             _ => Self::Application,
         }
     }
@@ -107,6 +111,7 @@ mod tests {
             ErrorCode::DeadlineExceeded,
             ErrorCode::InvalidRequest,
             ErrorCode::Unavailable,
+            ErrorCode::Overloaded,
         ] {
             assert_eq!(ErrorCode::from_u32(code.to_u32()), code);
         }

@@ -46,11 +46,17 @@ pub(crate) struct ConnShared {
     /// The reader's latest clock reading: set per receive and after each response,
     /// so the server reads the clock about once per call.
     clock: Cell<Instant>,
+    /// Since when the front frame has been incomplete (None: at a frame boundary).
+    partial_since: Cell<Option<Instant>>,
+    /// Async handlers running for this connection.
+    running: Cell<usize>,
     max_frame: usize,
+    cfg: Arc<ServerConfig>,
 }
 
 impl ConnShared {
-    pub fn new(stream: Stream, max_frame: usize) -> Self {
+    pub fn new(stream: Stream, cfg: Arc<ServerConfig>) -> Self {
+        let max_frame = cfg.limits.max_frame;
         Self {
             stream,
             out: RefCell::new(Vec::with_capacity(64 << 10)),
@@ -59,8 +65,33 @@ impl ConnShared {
             closed: Cell::new(false),
             draining: Cell::new(false),
             clock: Cell::new(Instant::now()),
+            partial_since: Cell::new(None),
+            running: Cell::new(0),
             max_frame,
+            cfg,
         }
+    }
+
+    /// Since when a partially received frame has been waiting for its rest.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.partial_since.get()
+    }
+
+    /// Counts an async handler in, unless the connection is at its limit, in
+    /// which case the call is answered with `Overloaded` and `false` returned.
+    pub fn try_start_async(&self, call_id: u64) -> bool {
+        if self.running.get() >= self.cfg.limits.max_in_flight_per_connection {
+            super::bump(&self.cfg.stats.overloaded);
+            self.push_error(call_id, ErrorCode::Overloaded, &"too many calls in flight");
+            return false;
+        }
+        self.running.set(self.running.get() + 1);
+        true
+    }
+
+    /// Counts an async handler out.
+    pub fn finish_async(&self) {
+        self.running.set(self.running.get().saturating_sub(1));
     }
 
     /// Serialises a response frame for `call_id` into the send buffer.
@@ -148,9 +179,7 @@ pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<Se
         Err(ConnError::Io(e)) => tracing::debug!(error = %e, "connection read failed"),
         Err(ConnError::Protocol(e)) => {
             tracing::warn!(error = %e, "closing connection after protocol error");
-            cfg.stats
-                .protocol_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            super::bump(&cfg.stats.protocol_errors);
         }
     }
     conn.close();
@@ -167,7 +196,7 @@ async fn read_loop(
     router: &Router,
     cfg: &ServerConfig,
 ) -> Result<(), ConnError> {
-    let mut buf = RecvBuf::new(cfg.recv_chunk);
+    let mut buf = RecvBuf::new(cfg.limits.recv_chunk);
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
@@ -177,12 +206,17 @@ async fn read_loop(
         if n == 0 || conn.closed.get() {
             return Ok(());
         }
-        conn.clock.set(Instant::now());
+        let arrived = Instant::now();
+        conn.clock.set(arrived);
+        let mut progressed = false;
         loop {
-            match decode_frame(buf.unconsumed(), cfg.max_frame).map_err(ConnError::Protocol)? {
+            match decode_frame(buf.unconsumed(), cfg.limits.max_frame)
+                .map_err(ConnError::Protocol)?
+            {
                 Decoded::Frame(header) => {
                     dispatch(conn, router, &buf, header).map_err(ConnError::Protocol)?;
                     buf.consume(header.frame_len());
+                    progressed = true;
                 }
                 Decoded::Incomplete { total } => {
                     need = total;
@@ -190,8 +224,18 @@ async fn read_loop(
                 }
             }
         }
+        track_partial(conn, buf.unconsumed().is_empty(), progressed, arrived);
         conn.flush();
-        wait_for_send_room(conn, cfg.max_pending_out).await;
+        wait_for_send_room(conn, cfg.limits.max_pending_out).await;
+    }
+}
+
+/// Records since when the front frame has been incomplete (for the read timeout).
+fn track_partial(conn: &ConnShared, at_boundary: bool, progressed: bool, now: Instant) {
+    if at_boundary {
+        conn.partial_since.set(None);
+    } else if progressed || conn.partial_since.get().is_none() {
+        conn.partial_since.set(Some(now));
     }
 }
 

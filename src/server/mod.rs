@@ -38,6 +38,13 @@ pub(crate) struct ServerCounters {
     open: AtomicUsize,
     accepted: AtomicU64,
     protocol_errors: AtomicU64,
+    read_timeouts: AtomicU64,
+    rejected: AtomicU64,
+    overloaded: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A point-in-time copy of a server's connection counters.
@@ -50,24 +57,43 @@ pub struct ServerStats {
     pub accepted: u64,
     /// Connections closed because the peer broke the protocol.
     pub protocol_errors: u64,
+    /// Connections closed because a partial frame stalled past the read timeout.
+    pub read_timeouts: u64,
+    /// Connections refused because their core was at its connection limit.
+    pub rejected_connections: u64,
+    /// Calls refused because their connection had too many calls running.
+    pub overloaded_calls: u64,
 }
 
-pub(crate) struct ServerConfig {
+/// The server's limits (see [`ServerBuilder`] for defaults).
+#[derive(Debug, Clone)]
+struct Limits {
     max_frame: usize,
     recv_chunk: usize,
     max_pending_out: usize,
+    read_timeout: Duration,
+    max_connections_per_core: usize,
+    max_in_flight_per_connection: usize,
+}
+
+pub(crate) struct ServerConfig {
+    limits: Limits,
     stats: ServerCounters,
 }
 
 /// Builds a server: handlers plus limits.
 ///
-/// Defaults: maximum frame 16 MiB; 64 KiB receive chunks; reading from a
-/// connection pauses while more than 4 MiB of its responses wait to be sent.
+/// | limit | default |
+/// |---|---|
+/// | `max_frame` (header included; bigger ⇒ connection closed) | 16 MiB |
+/// | `recv_chunk` (receive buffer chunk) | 64 KiB |
+/// | `max_pending_out` (unsent responses before reading pauses) | 4 MiB |
+/// | `read_timeout` (a started frame must complete within) | 10 s |
+/// | `max_connections_per_core` (more are closed at accept) | 16384 |
+/// | `max_in_flight_per_connection` (async calls running; more get `Overloaded`) | 4096 |
 pub struct ServerBuilder {
     router: Router,
-    max_frame: usize,
-    recv_chunk: usize,
-    max_pending_out: usize,
+    limits: Limits,
 }
 
 /// Entry point for building servers.
@@ -78,9 +104,14 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             router: Router::default(),
-            max_frame: DEFAULT_MAX_FRAME,
-            recv_chunk: 64 << 10,
-            max_pending_out: 4 << 20,
+            limits: Limits {
+                max_frame: DEFAULT_MAX_FRAME,
+                recv_chunk: 64 << 10,
+                max_pending_out: 4 << 20,
+                read_timeout: Duration::from_secs(10),
+                max_connections_per_core: 16384,
+                max_in_flight_per_connection: 4096,
+            },
         }
     }
 }
@@ -124,16 +155,43 @@ impl ServerBuilder {
         Ok(self)
     }
 
-    /// Largest frame accepted or sent, header included (default 16 MiB). A peer
-    /// sending a bigger one is disconnected.
+    /// Largest frame accepted or sent, header included. A peer sending a bigger
+    /// one is disconnected.
     pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.max_frame = bytes;
+        self.limits.max_frame = bytes;
         self
     }
 
-    /// Size of receive buffer chunks (default 64 KiB).
+    /// Size of receive buffer chunks.
     pub fn recv_chunk(mut self, bytes: usize) -> Self {
-        self.recv_chunk = bytes;
+        self.limits.recv_chunk = bytes;
+        self
+    }
+
+    /// Unsent response bytes on one connection above which the server stops
+    /// reading from it until the peer catches up.
+    pub fn max_pending_out(mut self, bytes: usize) -> Self {
+        self.limits.max_pending_out = bytes;
+        self
+    }
+
+    /// Time within which a frame, once started, must arrive completely (slowloris
+    /// defence). Idle connections between frames are not affected.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.read_timeout = timeout;
+        self
+    }
+
+    /// Connections one core holds at most; further ones are closed at accept.
+    pub fn max_connections_per_core(mut self, n: usize) -> Self {
+        self.limits.max_connections_per_core = n;
+        self
+    }
+
+    /// Async calls that may run at once on one connection; more are answered
+    /// with an `Overloaded` error frame.
+    pub fn max_in_flight_per_connection(mut self, n: usize) -> Self {
+        self.limits.max_in_flight_per_connection = n;
         self
     }
 
@@ -158,9 +216,7 @@ impl ServerBuilder {
         }
         let router = Arc::new(self.router);
         let cfg = Arc::new(ServerConfig {
-            max_frame: self.max_frame,
-            recv_chunk: self.recv_chunk,
-            max_pending_out: self.max_pending_out,
+            limits: self.limits,
             stats: ServerCounters::default(),
         });
         let mut handle = ServerHandle {
@@ -206,6 +262,9 @@ impl ServerHandle {
             open_connections: s.open.load(Ordering::Relaxed),
             accepted: s.accepted.load(Ordering::Relaxed),
             protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
+            read_timeouts: s.read_timeouts.load(Ordering::Relaxed),
+            rejected_connections: s.rejected.load(Ordering::Relaxed),
+            overloaded_calls: s.overloaded.load(Ordering::Relaxed),
         }
     }
 
@@ -254,6 +313,7 @@ async fn core_serve(
         Err(e) => return tracing::error!(error = %e, "cannot adopt listener"),
     };
     let conns = Rc::new(CoreConns::default());
+    let _sweeper = io::spawn(sweep_stalled(conns.clone(), cfg.clone()));
     let accept = accept_loop(&listener, &router, &cfg, &conns);
     let how = match select(pin!(accept), stop).await {
         Either::Right((Ok(how), _)) => how,
@@ -296,11 +356,45 @@ async fn accept_loop(
 ) {
     loop {
         match io::accept(listener).await {
+            Ok((stream, _))
+                if conns.conns.borrow().len() >= cfg.limits.max_connections_per_core =>
+            {
+                bump(&cfg.stats.rejected);
+                tracing::warn!("connection limit reached; refusing a connection");
+                io::set_linger_zero(&stream);
+                drop(stream);
+            }
             Ok((stream, peer)) => start_conn(stream, peer, router, cfg, conns),
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 io::sleep(Duration::from_millis(10)).await;
             }
+        }
+    }
+}
+
+/// Closes connections whose partially received frame has stalled past the read
+/// timeout. One timer per core, whatever the number of connections.
+async fn sweep_stalled(conns: Rc<CoreConns>, cfg: Arc<ServerConfig>) {
+    let timeout = cfg.limits.read_timeout;
+    let period = (timeout / 4).max(Duration::from_millis(5));
+    loop {
+        io::sleep(period).await;
+        let now = Instant::now();
+        let stalled: Vec<_> = conns
+            .conns
+            .borrow()
+            .iter()
+            .filter(|(_, c)| {
+                c.partial_since()
+                    .is_some_and(|t| now.saturating_duration_since(t) > timeout)
+            })
+            .map(|(_, c)| c.clone())
+            .collect();
+        for conn in stalled {
+            tracing::warn!(?timeout, "closing connection: partial frame stalled");
+            bump(&cfg.stats.read_timeouts);
+            conn.close();
         }
     }
 }
@@ -312,7 +406,7 @@ fn start_conn(
     cfg: &Arc<ServerConfig>,
     conns: &Rc<CoreConns>,
 ) {
-    let conn = Rc::new(ConnShared::new(stream, cfg.max_frame));
+    let conn = Rc::new(ConnShared::new(stream, cfg.clone()));
     let key = conns.conns.borrow_mut().insert(conn.clone());
     cfg.stats.open.fetch_add(1, Ordering::Relaxed);
     cfg.stats.accepted.fetch_add(1, Ordering::Relaxed);

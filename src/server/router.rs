@@ -77,11 +77,15 @@ where
             Ok(req) => req,
             Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
         };
+        if !conn.try_start_async(ctx.call_id) {
+            return;
+        }
         let started = ctx.started;
         let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind(),
             Err(_) => {
-                return conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
+                conn.finish_async();
+                return conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked");
             }
         };
         let conn = conn.clone();
@@ -102,6 +106,7 @@ where
                     &"deadline exceeded",
                 ),
             }
+            conn.finish_async();
             conn.flush();
         })
         .detach();
