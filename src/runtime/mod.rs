@@ -249,6 +249,13 @@ impl Runtime {
         self.spawn_on(core, make)?.join()
     }
 
+    /// A handle that runs closures on core `core`'s thread (outside any task).
+    pub(crate) fn remote(&self, core: usize) -> Option<CoreRemote> {
+        self.cores.get(core).map(|c| CoreRemote {
+            jobs: c.jobs.clone(),
+        })
+    }
+
     /// Stops every core and joins its thread. Tasks still running are cancelled.
     pub fn shutdown(mut self) {
         self.stop();
@@ -269,6 +276,22 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Runs closures on one core's thread from any thread.
+///
+/// Waking a core task directly from a foreign thread that is unwinding aborts the
+/// process (compio's panic guard); going through the core's job queue does not.
+#[derive(Clone)]
+pub(crate) struct CoreRemote {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl CoreRemote {
+    /// Queues `job` to run on the core; false if the core has stopped.
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
+        self.jobs.unbounded_send(Box::new(job)).is_ok()
     }
 }
 

@@ -214,7 +214,7 @@ async fn read_loop(
                 .map_err(ConnError::Protocol)?
             {
                 Decoded::Frame(header) => {
-                    dispatch(conn, router, &buf, header).map_err(ConnError::Protocol)?;
+                    dispatch(conn, router, &buf, header, arrived).map_err(ConnError::Protocol)?;
                     buf.consume(header.frame_len());
                     progressed = true;
                 }
@@ -257,11 +257,12 @@ fn dispatch(
     router: &Router,
     buf: &RecvBuf,
     header: FrameHeader,
+    arrived: Instant,
 ) -> Result<(), ProtocolError> {
     match header.kind {
         FrameKind::Request => {
             let deadline = (header.budget_us != 0)
-                .then(|| conn.clock.get() + Duration::from_micros(u64::from(header.budget_us)));
+                .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
             let now = conn.clock.get();
             let ctx = CallCtx {
                 call_id: header.call_id,

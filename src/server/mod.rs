@@ -27,7 +27,7 @@ use slab::Slab;
 use crate::message::{Message, Method, Request};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io::{self, Stream};
-use crate::runtime::{CoreTask, Runtime};
+use crate::runtime::{CoreRemote, CoreTask, Runtime};
 use crate::Error;
 use conn::ConnShared;
 use router::Router;
@@ -229,7 +229,12 @@ impl ServerBuilder {
             let (router, cfg) = (router.clone(), cfg.clone());
             let task =
                 runtime.spawn_on(core, move || core_serve(listener, router, cfg, stop_rx))?;
-            handle.cores.push((stop_tx, task));
+            let remote = runtime.remote(core).ok_or(Error::Shutdown)?;
+            handle.cores.push(CoreControl {
+                remote,
+                stop: stop_tx,
+                task,
+            });
         }
         Ok(handle)
     }
@@ -245,8 +250,15 @@ enum Stop {
 /// Controls a running server. Dropping it aborts the server.
 pub struct ServerHandle {
     addr: SocketAddr,
-    cores: Vec<(oneshot::Sender<Stop>, CoreTask<()>)>,
+    cores: Vec<CoreControl>,
     cfg: Arc<ServerConfig>,
+}
+
+/// How the handle reaches one serving core.
+struct CoreControl {
+    remote: CoreRemote,
+    stop: oneshot::Sender<Stop>,
+    task: CoreTask<()>,
 }
 
 impl ServerHandle {
@@ -282,9 +294,13 @@ impl ServerHandle {
     }
 
     fn stop(&mut self, how: Stop) {
-        for (stop, task) in self.cores.drain(..) {
-            if stop.send(how).is_ok() {
-                let _ = task.join();
+        for core in self.cores.drain(..) {
+            // The stop is sent from the core's own thread (see `CoreRemote`).
+            let stop = core.stop;
+            if core.remote.run(move || {
+                let _ = stop.send(how);
+            }) {
+                let _ = core.task.join();
             }
         }
     }

@@ -1,0 +1,124 @@
+//! 10,000 concurrent calls over one connection, answered out of order.
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{base_server, finish, mix, text_for, Msg, TestClient, TestServer};
+use ringrpc::runtime::io::{sleep, spawn};
+use ringrpc::{Method, Request};
+
+/// Echoes after a pseudo-random 0..5 ms delay derived from the request id.
+const SHUFFLE: Method<Msg, Msg> = Method::new("Test.shuffle");
+
+const CALLS: u64 = 10_000;
+
+fn delay_for(id: u64) -> Duration {
+    Duration::from_micros(mix(id) % 5_000)
+}
+
+#[test]
+fn ten_thousand_concurrent_calls_on_one_connection_answered_out_of_order() {
+    let server = TestServer::start(
+        base_server()
+            .register_async(SHUFFLE, |req: Request<Msg>| async move {
+                let id = req.id.to_native();
+                sleep(delay_for(id)).await;
+                // Read the request again after the await: it must still be intact.
+                Ok::<_, String>(Msg {
+                    id,
+                    text: req.text.as_str().to_owned(),
+                })
+            })
+            .unwrap()
+            // All 10,000 calls may be running in the handler at once.
+            .max_in_flight_per_connection(CALLS as usize),
+    );
+    let builder = common::client_builder()
+        .pool_size(1)
+        .max_in_flight(10_000)
+        .deadline(Duration::from_secs(8));
+    let client = TestClient::connect_with(builder, server.addr());
+
+    let (failures, order, peak) = client.run(|client| async move {
+        let order = Rc::new(RefCell::new(Vec::with_capacity(CALLS as usize)));
+        let peak = Rc::new(RefCell::new(0usize));
+        let tasks: Vec<_> = (0..CALLS)
+            .map(|id| {
+                let (client, order, peak) = (client.clone(), order.clone(), peak.clone());
+                spawn(async move {
+                    let req = Msg {
+                        id,
+                        text: text_for(id),
+                    };
+                    let call = client.call(&SHUFFLE, &req);
+                    let in_flight = client.stats().in_flight;
+                    let result = call.await;
+                    {
+                        let mut p = peak.borrow_mut();
+                        *p = (*p).max(in_flight);
+                    }
+                    let reply = result.map_err(|e| format!("call {id}: {e:?}"))?;
+                    if reply.id.to_native() != id || reply.text.as_str() != req.text {
+                        return Err(format!(
+                            "call {id} got reply ({}, {:?})",
+                            reply.id.to_native(),
+                            reply.text.as_str()
+                        ));
+                    }
+                    order.borrow_mut().push(id);
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for task in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e),
+                Err(e) => failures.push(format!("task failed: {e}")),
+            }
+        }
+        let order = order.borrow().clone();
+        let peak = *peak.borrow();
+        (failures, order, peak)
+    });
+
+    assert!(
+        failures.is_empty(),
+        "{} of {CALLS} calls failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(order.len() as u64, CALLS);
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert!(
+        sorted.iter().copied().eq(0..CALLS),
+        "every call completed once"
+    );
+    // The replies really came back out of order.
+    let displaced = order
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| *i as u64 != **id)
+        .count();
+    assert!(
+        displaced > (CALLS / 2) as usize,
+        "only {displaced} replies out of order; the server did not reorder"
+    );
+
+    let stats = client.stats();
+    assert_eq!(stats.live_connections, 1);
+    assert_eq!(stats.reconnects, 0);
+    assert_eq!(stats.connections_lost, 0);
+    assert_eq!(stats.timeouts, 0);
+    assert_eq!(server.stats().accepted, 1, "all calls on one connection");
+    assert!(
+        peak > 1_000,
+        "calls were not concurrent (peak in flight seen {peak})"
+    );
+    finish(&client, &server);
+}
