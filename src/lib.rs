@@ -48,6 +48,7 @@
 pub mod client;
 mod error;
 mod message;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
@@ -55,6 +56,7 @@ pub mod server;
 pub use client::{Client, ClientBuilder, ClientStats, OverloadPolicy};
 pub use error::Error;
 pub use message::{Message, Method, Reply, Request};
+pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::ErrorCode;
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use server::{Server, ServerBuilder, ServerHandle, ServerStats};

@@ -25,22 +25,35 @@ use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::runtime::io::{self, Stream};
 use crate::Error;
 
-/// A call's slot: its deadline, and its reply (once it has one).
+/// A call's slot: its deadline, timing, and its reply (once it has one).
 struct Slot {
     deadline: Instant,
+    started: Instant,
+    /// The write batch its request went out in (for the queue/wire split).
+    batch: u32,
     state: SlotState,
 }
 
-/// Waiting for the reply, or holding it until the caller takes it.
+/// Waiting for the reply, or holding it (and when it came) until the caller takes it.
 enum SlotState {
     Waiting(Option<Waker>),
-    Done(Result<FrameBytes, Error>),
+    Done(Result<FrameBytes, Error>, Instant),
 }
+
+/// A finished call as handed to its caller.
+pub(crate) struct Finished {
+    pub result: Result<FrameBytes, Error>,
+    pub started: Instant,
+    pub received: Instant,
+}
+
+/// Completion times of the most recent write batches, indexed by `seq % len`.
+const WRITTEN_RING: usize = 64;
 
 impl SlotState {
     /// Completes a waiting call and wakes its task; a finished one is left alone.
-    fn complete(&mut self, result: Result<FrameBytes, Error>) -> bool {
-        match std::mem::replace(self, SlotState::Done(result)) {
+    fn complete(&mut self, result: Result<FrameBytes, Error>, at: Instant) -> bool {
+        match std::mem::replace(self, SlotState::Done(result, at)) {
             SlotState::Waiting(waker) => {
                 if let Some(w) = waker {
                     w.wake();
@@ -79,6 +92,10 @@ pub(crate) struct ClientConn {
     /// Earliest deadline the expiry task is sleeping towards (None: asleep until woken).
     next_deadline: Cell<Option<Instant>>,
     expiry_waker: RefCell<Option<Waker>>,
+    /// Sequence number of the batch now being filled.
+    batch: Cell<u32>,
+    /// (batch, completion time) of recent writes; only kept when timing is on.
+    written: RefCell<[(u32, Option<Instant>); WRITTEN_RING]>,
 }
 
 impl ClientConn {
@@ -96,6 +113,8 @@ impl ClientConn {
             last_rx: Cell::new(Instant::now()),
             next_deadline: Cell::new(None),
             expiry_waker: RefCell::new(None),
+            batch: Cell::new(0),
+            written: RefCell::new([(u32::MAX, None); WRITTEN_RING]),
         })
     }
 
@@ -127,6 +146,8 @@ impl ClientConn {
         let budget = deadline.saturating_duration_since(now);
         let slot = Slot {
             deadline,
+            started: now,
+            batch: self.batch.get(),
             state: SlotState::Waiting(None),
         };
         let id = self.calls.borrow_mut().insert(slot);
@@ -145,6 +166,7 @@ impl ClientConn {
             return Err(e.into());
         }
         self.schedule_write();
+        self.counters.call_started();
         if self.next_deadline.get().is_none_or(|next| deadline < next) {
             self.next_deadline.set(Some(deadline));
             if let Some(w) = self.expiry_waker.borrow_mut().take() {
@@ -155,7 +177,7 @@ impl ClientConn {
     }
 
     /// Polls for the reply to `id`; on `Ready` the slot has been freed.
-    pub fn poll_reply(&self, id: CallId, cx: &mut Context<'_>) -> Poll<Result<FrameBytes, Error>> {
+    pub fn poll_reply(&self, id: CallId, cx: &mut Context<'_>) -> Poll<Finished> {
         let mut calls = self.calls.borrow_mut();
         match calls.get_mut(id).map(|slot| &mut slot.state) {
             Some(SlotState::Waiting(waker)) => {
@@ -164,15 +186,32 @@ impl ClientConn {
                 }
                 Poll::Pending
             }
-            Some(SlotState::Done(_)) => match calls.remove(id).map(|slot| slot.state) {
-                Some(SlotState::Done(result)) => {
+            Some(SlotState::Done(..)) => match calls.remove(id) {
+                Some(Slot {
+                    started,
+                    state: SlotState::Done(result, received),
+                    ..
+                }) => {
                     drop(calls);
                     self.after_removal();
-                    Poll::Ready(result)
+                    Poll::Ready(Finished {
+                        result,
+                        started,
+                        received,
+                    })
                 }
-                _ => Poll::Ready(Err(Error::ConnectionLost)),
+                _ => Poll::Ready(self.vanished()),
             },
-            None => Poll::Ready(Err(Error::ConnectionLost)),
+            None => Poll::Ready(self.vanished()),
+        }
+    }
+
+    fn vanished(&self) -> Finished {
+        let now = Instant::now();
+        Finished {
+            result: Err(Error::ConnectionLost),
+            started: now,
+            received: now,
         }
     }
 
@@ -212,8 +251,9 @@ impl ClientConn {
             return;
         }
         io::shutdown(&self.stream);
+        let now = Instant::now();
         for (_, slot) in self.calls.borrow_mut().iter_mut() {
-            slot.state.complete(Err(Error::ConnectionLost));
+            slot.state.complete(Err(Error::ConnectionLost), now);
         }
         for waker in [&self.writer, &self.closed_waker, &self.expiry_waker] {
             if let Some(w) = waker.borrow_mut().take() {
@@ -239,11 +279,24 @@ impl ClientConn {
     fn complete(&self, header: &FrameHeader, result: Result<FrameBytes, Error>) {
         let id = CallId::from_u64(header.call_id);
         let mut calls = self.calls.borrow_mut();
-        let delivered = calls
-            .get_mut(id)
-            .is_some_and(|slot| slot.state.complete(result));
-        if !delivered {
-            self.counters.stale();
+        let received = self.last_rx.get();
+        let Some(slot) = calls.get_mut(id) else {
+            return self.counters.stale();
+        };
+        if !slot.state.complete(result, received) {
+            return self.counters.stale();
+        }
+        if self.counters.timing {
+            let written = self.written_at(slot.batch);
+            self.counters
+                .reply_phases(slot.started, written, received, header.budget_us);
+        }
+    }
+
+    fn written_at(&self, batch: u32) -> Option<Instant> {
+        match self.written.borrow()[batch as usize % WRITTEN_RING] {
+            (b, at) if b == batch => at,
+            _ => None,
         }
     }
 
@@ -288,7 +341,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
     loop {
         buf.reserve(need);
         match io::read(&conn.stream, &mut buf).await {
-            Ok(n) if n > 0 && conn.state.get() != State::Closed => {}
+            Ok(n) if n > 0 && conn.state.get() != State::Closed => conn.counters.bytes_in(n),
             Ok(_) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "client read failed");
@@ -339,10 +392,16 @@ pub(crate) async fn write_loop(conn: Rc<ClientConn>) {
             return;
         }
         let batch = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+        let seq = conn.batch.get();
+        conn.batch.set(seq.wrapping_add(1));
+        conn.counters.bytes_out(batch.len());
         let (result, mut batch) = io::write_all(&conn.stream, batch).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "client write failed");
             return conn.close();
+        }
+        if conn.counters.timing {
+            conn.written.borrow_mut()[seq as usize % WRITTEN_RING] = (seq, Some(Instant::now()));
         }
         batch.clear();
         spare = batch;
@@ -391,7 +450,7 @@ impl ClientConn {
                 continue;
             }
             if slot.deadline <= now {
-                slot.state.complete(Err(Error::Timeout));
+                slot.state.complete(Err(Error::Timeout), now);
             } else if next.is_none_or(|n| slot.deadline < n) {
                 next = Some(slot.deadline);
             }

@@ -10,19 +10,19 @@
 //! reason frees its slot.
 
 mod conn;
+mod counters;
 mod pool;
 
-use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::message::{Message, Method, Reply};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io;
 use crate::Error;
+use counters::Counters;
 use pool::Pool;
 
 /// What a call does when every connection is at its in-flight limit.
@@ -49,6 +49,7 @@ pub(crate) struct ClientConfig {
     backoff_max: Duration,
     max_frame: usize,
     recv_chunk: usize,
+    metrics: bool,
 }
 
 /// Builds [`Client`]s. `Send + Clone`: configure once, connect on every core.
@@ -65,6 +66,7 @@ pub(crate) struct ClientConfig {
 /// | `backoff` (reconnect, doubling) | 10 ms ..= 1 s |
 /// | `max_frame` | 16 MiB |
 /// | `recv_chunk` | 64 KiB |
+/// | `metrics` (per-phase timing and histograms; counters are always kept) | on |
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     cfg: ClientConfig,
@@ -85,6 +87,7 @@ impl Default for ClientBuilder {
                 backoff_max: Duration::from_secs(1),
                 max_frame: DEFAULT_MAX_FRAME,
                 recv_chunk: 64 << 10,
+                metrics: true,
             },
         }
     }
@@ -137,6 +140,10 @@ impl ClientBuilder {
         /// Receive buffer chunk size.
         recv_chunk: usize
     );
+    setter!(
+        /// Per-phase timing and latency histograms (clock reads per call).
+        metrics: bool
+    );
 
     /// First and largest reconnect backoff (doubling in between, with jitter).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
@@ -152,59 +159,6 @@ impl ClientBuilder {
         Client {
             pool: Rc::new(Pool::start(addr, self.cfg.clone())),
         }
-    }
-}
-
-/// Per-client counters (core-local cells, no atomics).
-#[derive(Default)]
-pub(crate) struct Counters {
-    stale: Cell<u64>,
-    reconnects: Cell<u64>,
-    lost: Cell<u64>,
-    timeouts: Cell<u64>,
-    pings: Cell<u64>,
-    hits: Cell<u64>,
-    misses: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
-}
-
-fn bump(cell: &Cell<u64>) {
-    cell.set(cell.get() + 1);
-}
-
-impl Counters {
-    fn stale(&self) {
-        bump(&self.stale);
-    }
-    fn reconnect(&self) {
-        bump(&self.reconnects);
-    }
-    fn conn_lost(&self) {
-        bump(&self.lost);
-    }
-    fn ping(&self) {
-        bump(&self.pings);
-    }
-    fn hit(&self) {
-        bump(&self.hits);
-    }
-    fn miss(&self) {
-        bump(&self.misses);
-    }
-    /// A call slot was freed: wake callers waiting for room, if any.
-    fn slot_freed(&self) {
-        if !self.waiters.borrow().is_empty() {
-            self.notify_waiters();
-        }
-    }
-    fn notify_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for w in waiters {
-            w.wake();
-        }
-    }
-    async fn changed(&self) {
-        pool::wait_for(&self.waiters).await
     }
 }
 
@@ -278,14 +232,21 @@ impl Client {
         }
         let _forget = Forget(&conn, id);
         // No timer per call: the connection's expiry task completes overdue calls.
-        match poll_fn(|cx| conn.poll_reply(id, cx)).await {
-            Ok(bytes) => Ok(Reply::new(bytes)?),
-            Err(Error::Timeout) => {
-                bump(&pool.counters.timeouts);
-                Err(Error::Timeout)
-            }
-            Err(e) => Err(e),
+        let finished = poll_fn(|cx| conn.poll_reply(id, cx)).await;
+        let counters = &pool.counters;
+        let result = finished.result.and_then(|bytes| Ok(Reply::new(bytes)?));
+        counters.call_ended(result.as_ref().map(|_| ()));
+        if counters.timing && result.is_ok() {
+            let (started, received) = (finished.started, finished.received);
+            counters.delivered(
+                method.id(),
+                method.name(),
+                started,
+                received,
+                Instant::now(),
+            );
         }
+        result
     }
 
     /// Waits until at least one connection of the pool is up, or `timeout` passes.

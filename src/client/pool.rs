@@ -80,26 +80,29 @@ impl PoolShared {
         loop {
             let error = match self.pick() {
                 Pick::Conn(conn) => {
-                    if waited {
-                        self.counters.miss();
-                    } else {
-                        self.counters.hit();
-                    }
+                    self.counters.pool_access(!waited);
                     return Ok((conn, waited));
                 }
                 Pick::Saturated if self.cfg.overload == OverloadPolicy::FailFast => {
-                    return Err(Error::Overloaded)
+                    return Err(self.refuse(Error::Overloaded));
                 }
-                Pick::Down => return Err(Error::Unavailable),
+                Pick::Down => return Err(self.refuse(Error::Unavailable)),
                 Pick::Saturated => Error::Overloaded,
                 Pick::Connecting => Error::Unavailable,
             };
             waited = true;
             if io::until(deadline, self.counters.changed()).await.is_none() {
-                self.counters.miss();
+                self.counters.pool_access(false);
+                self.counters.call_ended(Err(&error));
                 return Err(error);
             }
         }
+    }
+
+    fn refuse(&self, error: Error) -> Error {
+        self.counters.pool_access(false);
+        self.counters.call_ended(Err(&error));
+        error
     }
 
     fn set_slot(&self, index: usize, state: SlotState) {
@@ -132,8 +135,8 @@ impl Pool {
         let size = cfg.pool_size.max(1);
         let shared = Rc::new(PoolShared {
             addr,
+            counters: Rc::new(Counters::new(addr, cfg.metrics)),
             cfg: Rc::new(cfg),
-            counters: Rc::new(Counters::default()),
             slots: RefCell::new((0..size).map(|_| SlotState::Connecting).collect()),
             next: Cell::new(0),
         });
@@ -174,6 +177,7 @@ async fn maintain(pool: Rc<PoolShared>, index: usize) {
         match io::until(Instant::now() + cfg.connect_timeout, io::connect(pool.addr)).await {
             Some(Ok(stream)) => {
                 backoff = cfg.backoff_initial;
+                pool.counters.conn_opened();
                 let conn = ClientConn::new(stream, cfg.clone(), pool.counters.clone());
                 run_conn(&pool, index, conn).await;
                 pool.counters.reconnect();
@@ -182,6 +186,7 @@ async fn maintain(pool: Rc<PoolShared>, index: usize) {
                 if let Some(Err(e)) = failed {
                     tracing::debug!(addr = %pool.addr, error = %e, "connect failed");
                 }
+                pool.counters.connect_failed();
                 pool.set_slot(index, SlotState::Backoff);
                 io::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(cfg.backoff_max);

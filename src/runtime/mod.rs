@@ -10,17 +10,21 @@
 
 pub mod buf;
 pub mod io;
+mod stall;
 
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 
+use crate::metrics::MetricsSnapshot;
 use crate::Error;
+use stall::{Beat, Watchdog};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -37,7 +41,7 @@ pub fn current_core() -> Option<usize> {
 ///
 /// Defaults: one core per available CPU, pinned; 1024 ring entries;
 /// `COOP_TASKRUN` and `TASKRUN_FLAG` on; `SINGLE_ISSUER`/`DEFER_TASKRUN` and
-/// `SQPOLL` off.
+/// `SQPOLL` off; stall detection at 10 ms.
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
     cpus: Option<Vec<usize>>,
@@ -46,6 +50,7 @@ pub struct RuntimeBuilder {
     sqpoll_idle: Option<Duration>,
     coop_taskrun: bool,
     defer_taskrun: bool,
+    stall_threshold: Option<Duration>,
     name: String,
 }
 
@@ -58,6 +63,7 @@ impl Default for RuntimeBuilder {
             sqpoll_idle: None,
             coop_taskrun: true,
             defer_taskrun: false,
+            stall_threshold: Some(Duration::from_millis(10)),
             name: "ringrpc".into(),
         }
     }
@@ -106,6 +112,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Reports a core whose loop does not turn for this long (default 10 ms;
+    /// `None` disables the detector).
+    pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.stall_threshold = threshold;
+        self
+    }
+
     /// Thread name prefix (default `"ringrpc"`); threads are named `{name}-{core}`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -141,7 +154,15 @@ impl RuntimeBuilder {
         for (index, &cpu) in cpus.iter().enumerate() {
             cores.push(self.start_core(index, cpu)?);
         }
-        Ok(Runtime { cores })
+        let mut runtime = Runtime {
+            cores,
+            beats: Vec::new(),
+            watchdog: None,
+        };
+        if let Some(threshold) = self.stall_threshold {
+            runtime.start_watchdog(threshold)?;
+        }
+        Ok(runtime)
     }
 
     fn start_core(&self, index: usize, cpu: usize) -> Result<Core, Error> {
@@ -199,6 +220,8 @@ struct Core {
 /// A set of pinned io_uring cores. Dropping it stops and joins them.
 pub struct Runtime {
     cores: Vec<Core>,
+    beats: Vec<Arc<Beat>>,
+    watchdog: Option<Watchdog>,
 }
 
 impl Runtime {
@@ -237,6 +260,39 @@ impl Runtime {
         Ok(CoreTask { rx })
     }
 
+    fn start_watchdog(&mut self, threshold: Duration) -> Result<(), Error> {
+        let base = Instant::now();
+        let period = (threshold / 2).max(Duration::from_micros(100));
+        for core in 0..self.cores.len() {
+            let beat = Arc::new(Beat::default());
+            self.beats.push(beat.clone());
+            self.spawn_on(core, move || stall::beat_task(beat, base, period))?;
+        }
+        self.watchdog = Some(Watchdog::start(self.beats.clone(), base, threshold)?);
+        Ok(())
+    }
+
+    /// Collects every core's metrics (each core copies its own, on its thread).
+    ///
+    /// Blocks until all cores answered; call it from outside the runtime's cores.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let tasks: Vec<_> = (0..self.cores.len())
+            .filter_map(|core| {
+                self.spawn_on(core, move || async move {
+                    crate::metrics::local().snapshot(Some(core))
+                })
+                .ok()
+            })
+            .collect();
+        let mut cores: Vec<_> = tasks.into_iter().filter_map(|t| t.join().ok()).collect();
+        for snap in &mut cores {
+            if let Some(beat) = snap.core.and_then(|c| self.beats.get(c)) {
+                snap.stalls = beat.stalls();
+            }
+        }
+        MetricsSnapshot { cores }
+    }
+
     /// Runs a future on `core` and blocks the calling thread until it finishes.
     ///
     /// Do not call this from a core thread of the same runtime (it would deadlock).
@@ -262,6 +318,7 @@ impl Runtime {
     }
 
     fn stop(&mut self) {
+        self.watchdog = None;
         for core in &self.cores {
             core.jobs.close_channel();
         }

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use super::router::{Payload, Router};
 use super::ServerConfig;
 use crate::message::{serialize_into, Message};
+use crate::metrics::counters::{add, dec, inc};
+use crate::metrics::{self, CoreMetrics, Phase};
 use crate::protocol::{
     begin_frame, decode_frame, encode_frame, finish_frame, Decoded, ErrorCode, FrameHeader,
     FrameKind, ProtocolError, HEADER_LEN,
@@ -29,6 +31,9 @@ use crate::runtime::io::{self, Stream};
 #[derive(Clone, Copy)]
 pub(crate) struct CallCtx {
     pub call_id: u64,
+    /// Method id and registered name (for per-method metrics).
+    pub method: u32,
+    pub name: &'static str,
     /// Local instant after which the caller no longer waits, if it sent a budget.
     pub deadline: Option<Instant>,
     /// When the handler starts (the connection's last clock reading).
@@ -50,6 +55,11 @@ pub(crate) struct ConnShared {
     partial_since: Cell<Option<Instant>>,
     /// Async handlers running for this connection.
     running: Cell<usize>,
+    /// When the first response of the batch now being filled was queued.
+    batch_started: Cell<Option<Instant>>,
+    metrics: Rc<CoreMetrics>,
+    /// Whether to fill latency histograms (the metrics switch).
+    timing: bool,
     max_frame: usize,
     cfg: Arc<ServerConfig>,
 }
@@ -67,8 +77,30 @@ impl ConnShared {
             clock: Cell::new(Instant::now()),
             partial_since: Cell::new(None),
             running: Cell::new(0),
+            batch_started: Cell::new(None),
+            metrics: metrics::local(),
+            timing: cfg.limits.metrics,
             max_frame,
             cfg,
+        }
+    }
+
+    fn count_error(&self, code: ErrorCode) {
+        let m = &self.metrics.server;
+        inc(match code {
+            ErrorCode::Application => &m.app_errors,
+            ErrorCode::Panicked => &m.panics,
+            ErrorCode::UnknownMethod => &m.unknown_method,
+            ErrorCode::DeadlineExceeded => &m.deadline_exceeded,
+            ErrorCode::InvalidRequest => &m.invalid_request,
+            _ => &m.overloaded,
+        });
+    }
+
+    /// Remembers when the first response of the next write batch was queued.
+    fn note_batch_start(&self, out: &[u8], now: Instant) {
+        if out.is_empty() {
+            self.batch_started.set(Some(now));
         }
     }
 
@@ -86,27 +118,37 @@ impl ConnShared {
             return false;
         }
         self.running.set(self.running.get() + 1);
+        inc(&self.metrics.server.tasks);
         true
     }
 
     /// Counts an async handler out.
     pub fn finish_async(&self) {
         self.running.set(self.running.get().saturating_sub(1));
+        dec(&self.metrics.server.tasks);
     }
 
     /// Serialises a response frame for `call_id` into the send buffer.
-    pub fn push_response<T: Message>(&self, call_id: u64, resp: &T, started: Instant) {
+    pub fn push_response<T: Message>(&self, ctx: &CallCtx, resp: &T) {
         if self.closed.get() {
             return;
         }
+        let call_id = ctx.call_id;
+        let now = Instant::now();
+        self.clock.set(now);
+        let handler_time = now.saturating_duration_since(ctx.started);
+        inc(&self.metrics.server.ok);
+        if self.timing {
+            self.metrics.phase(Phase::ServerHandler, handler_time);
+            self.metrics
+                .server_method(ctx.method, ctx.name, handler_time);
+        }
         let mut out = self.out.borrow_mut();
+        self.note_batch_start(&out, now);
         let start = begin_frame(&mut out);
         let mut header = FrameHeader::new(FrameKind::Response);
         header.call_id = call_id;
-        let now = Instant::now();
-        self.clock.set(now);
-        let handler_us = now.saturating_duration_since(started).as_micros();
-        header.budget_us = u32::try_from(handler_us).unwrap_or(u32::MAX);
+        header.budget_us = u32::try_from(handler_time.as_micros()).unwrap_or(u32::MAX);
         let result = serialize_into(resp, &mut out)
             .and_then(|()| finish_frame(&mut out, start, header, self.max_frame));
         if let Err(e) = result {
@@ -125,7 +167,10 @@ impl ConnShared {
         if self.closed.get() {
             return;
         }
-        self.clock.set(Instant::now());
+        let now = Instant::now();
+        self.clock.set(now);
+        self.count_error(code);
+        self.note_batch_start(&self.out.borrow(), now);
         let mut header = FrameHeader::new(FrameKind::Error);
         header.call_id = call_id;
         header.method = code.to_u32();
@@ -180,6 +225,7 @@ pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<Se
         Err(ConnError::Protocol(e)) => {
             tracing::warn!(error = %e, "closing connection after protocol error");
             super::bump(&cfg.stats.protocol_errors);
+            inc(&conn.metrics.server.protocol_errors);
         }
     }
     conn.close();
@@ -206,6 +252,7 @@ async fn read_loop(
         if n == 0 || conn.closed.get() {
             return Ok(());
         }
+        add(&conn.metrics.server.bytes_in, n as u64);
         let arrived = Instant::now();
         conn.clock.set(arrived);
         let mut progressed = false;
@@ -264,18 +311,26 @@ fn dispatch(
             let deadline = (header.budget_us != 0)
                 .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
             let now = conn.clock.get();
+            inc(&conn.metrics.server.requests);
+            let route = router.get(header.method);
             let ctx = CallCtx {
                 call_id: header.call_id,
+                method: header.method,
+                name: route.map_or("", |(_, name)| name),
                 deadline,
                 started: now,
             };
+            if conn.timing {
+                conn.metrics
+                    .phase(Phase::ServerQueue, now.saturating_duration_since(arrived));
+            }
             if deadline.is_some_and(|d| now >= d) {
                 conn.push_error(
                     ctx.call_id,
                     ErrorCode::DeadlineExceeded,
                     &"deadline exceeded",
                 );
-            } else if let Some(handler) = router.get(header.method) {
+            } else if let Some((handler, _)) = route {
                 let len = header.len as usize;
                 let payload = Payload {
                     bytes: &buf.unconsumed()[HEADER_LEN..HEADER_LEN + len],
@@ -318,7 +373,12 @@ async fn write_loop(conn: Rc<ConnShared>) {
             return;
         }
         let batch = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+        let queued_at = conn.batch_started.take();
+        add(&conn.metrics.server.bytes_out, batch.len() as u64);
         let (result, mut batch) = io::write_all(&conn.stream, batch).await;
+        if let (true, Some(at)) = (conn.timing, queued_at) {
+            conn.metrics.phase(Phase::ServerWrite, at.elapsed());
+        }
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection write failed");
             conn.close();

@@ -25,6 +25,10 @@ use futures_util::future::{select, Either};
 use slab::Slab;
 
 use crate::message::{Message, Method, Request};
+use crate::metrics::{
+    self,
+    counters::{dec, inc},
+};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io::{self, Stream};
 use crate::runtime::{CoreRemote, CoreTask, Runtime};
@@ -74,6 +78,7 @@ struct Limits {
     read_timeout: Duration,
     max_connections_per_core: usize,
     max_in_flight_per_connection: usize,
+    metrics: bool,
 }
 
 pub(crate) struct ServerConfig {
@@ -91,6 +96,7 @@ pub(crate) struct ServerConfig {
 /// | `read_timeout` (a started frame must complete within) | 10 s |
 /// | `max_connections_per_core` (more are closed at accept) | 16384 |
 /// | `max_in_flight_per_connection` (async calls running; more get `Overloaded`) | 4096 |
+/// | `metrics` (per-phase and per-method latency histograms; counters always kept) | on |
 pub struct ServerBuilder {
     router: Router,
     limits: Limits,
@@ -111,6 +117,7 @@ impl Server {
                 read_timeout: Duration::from_secs(10),
                 max_connections_per_core: 16384,
                 max_in_flight_per_connection: 4096,
+                metrics: true,
             },
         }
     }
@@ -192,6 +199,12 @@ impl ServerBuilder {
     /// with an `Overloaded` error frame.
     pub fn max_in_flight_per_connection(mut self, n: usize) -> Self {
         self.limits.max_in_flight_per_connection = n;
+        self
+    }
+
+    /// Turns per-phase and per-method latency histograms on or off.
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.limits.metrics = enabled;
         self
     }
 
@@ -376,6 +389,7 @@ async fn accept_loop(
                 if conns.conns.borrow().len() >= cfg.limits.max_connections_per_core =>
             {
                 bump(&cfg.stats.rejected);
+                inc(&metrics::local().server.rejected);
                 tracing::warn!("connection limit reached; refusing a connection");
                 io::set_linger_zero(&stream);
                 drop(stream);
@@ -410,6 +424,7 @@ async fn sweep_stalled(conns: Rc<CoreConns>, cfg: Arc<ServerConfig>) {
         for conn in stalled {
             tracing::warn!(?timeout, "closing connection: partial frame stalled");
             bump(&cfg.stats.read_timeouts);
+            inc(&metrics::local().server.read_timeouts);
             conn.close();
         }
     }
@@ -426,12 +441,16 @@ fn start_conn(
     let key = conns.conns.borrow_mut().insert(conn.clone());
     cfg.stats.open.fetch_add(1, Ordering::Relaxed);
     cfg.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    let core_metrics = metrics::local();
+    inc(&core_metrics.server.accepted);
+    inc(&core_metrics.server.connections);
     let (router, cfg, conns) = (router.clone(), cfg.clone(), conns.clone());
     let span = tracing::info_span!("conn", %peer);
     let task = async move {
         conn::serve(conn, router, cfg.clone()).await;
         conns.conns.borrow_mut().remove(key);
         cfg.stats.open.fetch_sub(1, Ordering::Relaxed);
+        dec(&core_metrics.server.connections);
     };
     io::spawn(tracing::Instrument::instrument(task, span)).detach();
 }

@@ -50,9 +50,8 @@ where
             Ok(req) => req,
             Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
         };
-        let started = ctx.started;
         match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
-            Ok(Ok(resp)) => conn.push_response(ctx.call_id, &resp, started),
+            Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
             Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
             Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
         }
@@ -80,7 +79,6 @@ where
         if !conn.try_start_async(ctx.call_id) {
             return;
         }
-        let started = ctx.started;
         let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind(),
             Err(_) => {
@@ -95,7 +93,7 @@ where
                 None => Some(future.await),
             };
             match outcome {
-                Some(Ok(Ok(resp))) => conn.push_response(ctx.call_id, &resp, started),
+                Some(Ok(Ok(resp))) => conn.push_response(&ctx, &resp),
                 Some(Ok(Err(e))) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
                 Some(Err(_)) => {
                     conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
@@ -127,11 +125,10 @@ pub(crate) struct Router {
 
 impl Router {
     /// Finds the handler for a method id.
-    pub fn get(&self, id: u32) -> Option<&dyn ErasedHandler> {
-        self.routes
-            .binary_search_by_key(&id, |r| r.id)
-            .ok()
-            .map(|i| &*self.routes[i].handler)
+    /// Finds the handler and registered name for a method id.
+    pub fn get(&self, id: u32) -> Option<(&dyn ErasedHandler, &'static str)> {
+        let i = self.routes.binary_search_by_key(&id, |r| r.id).ok()?;
+        Some((&*self.routes[i].handler, self.routes[i].name))
     }
 
     fn insert(

@@ -1,0 +1,156 @@
+//! Prometheus text exposition (format 0.0.4) of a [`MetricsSnapshot`].
+//!
+//! Counters and gauges carry a `core` label; latency histograms are merged
+//! across cores and rendered as summaries (quantiles 0.5/0.95/0.99/0.999 plus
+//! `_sum`, `_count`), with a `_max` gauge next to each.
+
+use std::fmt::Write;
+
+use super::counters::MetricInfo;
+use super::{LatencyHistogram, MetricsSnapshot, Phase};
+
+const QUANTILES: [f64; 4] = [0.5, 0.95, 0.99, 0.999];
+
+pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
+    let mut out = String::with_capacity(16 << 10);
+    let cores: Vec<String> = snapshot
+        .cores
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.core.unwrap_or(i).to_string())
+        .collect();
+    let client: Vec<Vec<u64>> = snapshot.cores.iter().map(|c| c.client.values()).collect();
+    let server: Vec<Vec<u64>> = snapshot.cores.iter().map(|c| c.server.values()).collect();
+    counter_family(&mut out, super::ClientCounts::INFO, &cores, &client);
+    counter_family(&mut out, super::ServerCounts::INFO, &cores, &server);
+    let stalls: Vec<Vec<u64>> = snapshot.cores.iter().map(|c| vec![c.stalls]).collect();
+    let stall_info = [MetricInfo {
+        name: "ringrpc_core_stalls_total",
+        kind: "counter",
+        help: "Times the core's event loop did not turn within the stall threshold.",
+    }];
+    counter_family(&mut out, &stall_info, &cores, &stalls);
+    pools(&mut out, snapshot, &cores);
+
+    let merged = snapshot.merged();
+    header(
+        &mut out,
+        "ringrpc_phase_latency_seconds",
+        "summary",
+        "Call latency per phase.",
+    );
+    for phase in Phase::ALL {
+        let labels = format!("phase=\"{}\"", phase.name());
+        summary(
+            &mut out,
+            "ringrpc_phase_latency_seconds",
+            &labels,
+            merged.phase(phase),
+        );
+    }
+    header(
+        &mut out,
+        "ringrpc_client_method_latency_seconds",
+        "summary",
+        "Client end-to-end latency per method.",
+    );
+    for m in &merged.client_methods {
+        let labels = format!("method=\"{}\"", escape(&m.name));
+        summary(
+            &mut out,
+            "ringrpc_client_method_latency_seconds",
+            &labels,
+            &m.latency,
+        );
+    }
+    header(
+        &mut out,
+        "ringrpc_server_method_latency_seconds",
+        "summary",
+        "Server handler time per method.",
+    );
+    for m in &merged.server_methods {
+        let labels = format!("method=\"{}\"", escape(&m.name));
+        summary(
+            &mut out,
+            "ringrpc_server_method_latency_seconds",
+            &labels,
+            &m.latency,
+        );
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn counter_family(out: &mut String, info: &[MetricInfo], cores: &[String], values: &[Vec<u64>]) {
+    for (i, metric) in info.iter().enumerate() {
+        header(out, metric.name, metric.kind, metric.help);
+        for (core, vals) in cores.iter().zip(values) {
+            let _ = writeln!(out, "{}{{core=\"{core}\"}} {}", metric.name, vals[i]);
+        }
+    }
+}
+
+fn pools(out: &mut String, snapshot: &MetricsSnapshot, cores: &[String]) {
+    header(
+        out,
+        "ringrpc_pool_hits_total",
+        "counter",
+        "Calls that found a healthy connection with a free slot at once.",
+    );
+    header_only_lines(out, snapshot, cores, |p| p.hits, "ringrpc_pool_hits_total");
+    header(
+        out,
+        "ringrpc_pool_misses_total",
+        "counter",
+        "Calls that waited for a connection or a slot.",
+    );
+    header_only_lines(
+        out,
+        snapshot,
+        cores,
+        |p| p.misses,
+        "ringrpc_pool_misses_total",
+    );
+}
+
+fn header_only_lines(
+    out: &mut String,
+    snapshot: &MetricsSnapshot,
+    cores: &[String],
+    value: impl Fn(&super::PoolCounts) -> u64,
+    name: &str,
+) {
+    for (core, snap) in cores.iter().zip(&snapshot.cores) {
+        for p in &snap.pools {
+            let _ = writeln!(
+                out,
+                "{name}{{core=\"{core}\",endpoint=\"{}\"}} {}",
+                p.endpoint,
+                value(p)
+            );
+        }
+    }
+}
+
+fn summary(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+    for q in QUANTILES {
+        let _ = writeln!(
+            out,
+            "{name}{{{labels},quantile=\"{q}\"}} {}",
+            h.quantile(q).as_secs_f64()
+        );
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum().as_secs_f64());
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
