@@ -216,6 +216,16 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
+        let span = tracing::trace_span!("call", method = method.name());
+        tracing::Instrument::instrument(self.call_inner(method, req, deadline), span).await
+    }
+
+    async fn call_inner<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &Req,
+        deadline: Duration,
+    ) -> Result<Reply<Resp>, Error> {
         let mut now = Instant::now();
         let deadline_at = now + deadline;
         let pool = &self.pool.shared;

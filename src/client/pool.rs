@@ -141,7 +141,10 @@ impl Pool {
             next: Cell::new(0),
         });
         let tasks = (0..size)
-            .map(|i| io::spawn(maintain(shared.clone(), i)))
+            .map(|i| {
+                let span = tracing::info_span!("client_conn", endpoint = %addr, slot = i);
+                io::spawn(tracing::Instrument::instrument(maintain(shared.clone(), i), span))
+            })
             .collect();
         Self {
             shared,
@@ -204,11 +207,13 @@ async fn run_conn(pool: &PoolShared, index: usize, conn: Rc<ClientConn>) {
         }
     }
     let guard = CloseOnDrop(conn.clone());
+    // The connection's loops run in this slot's span (endpoint, slot).
+    use tracing::Instrument as _;
     let _tasks = [
-        io::spawn(conn::read_loop(conn.clone())),
-        io::spawn(conn::write_loop(conn.clone())),
-        io::spawn(conn::heartbeat_loop(conn.clone())),
-        io::spawn(conn::expiry_loop(conn.clone())),
+        io::spawn(conn::read_loop(conn.clone()).in_current_span()),
+        io::spawn(conn::write_loop(conn.clone()).in_current_span()),
+        io::spawn(conn::heartbeat_loop(conn.clone()).in_current_span()),
+        io::spawn(conn::expiry_loop(conn.clone()).in_current_span()),
     ];
     pool.set_slot(index, SlotState::Live(conn.clone()));
     conn.closed().await;
