@@ -94,6 +94,8 @@ pub(crate) struct ClientConn {
     expiry_waker: RefCell<Option<Waker>>,
     /// Sequence number of the batch now being filled.
     batch: Cell<u32>,
+    /// Calls ever started here (the adaptive pool watches it for idleness).
+    started: Cell<u64>,
     /// (batch, completion time) of recent writes; only kept when timing is on.
     written: RefCell<[(u32, Option<Instant>); WRITTEN_RING]>,
 }
@@ -114,6 +116,7 @@ impl ClientConn {
             next_deadline: Cell::new(None),
             expiry_waker: RefCell::new(None),
             batch: Cell::new(0),
+            started: Cell::new(0),
             written: RefCell::new([(u32::MAX, None); WRITTEN_RING]),
         })
     }
@@ -126,6 +129,21 @@ impl ClientConn {
     /// True while the connection accepts calls (it may be at its in-flight limit).
     pub fn is_live(&self) -> bool {
         self.state.get() == State::Live
+    }
+
+    /// Calls ever started on this connection.
+    pub fn calls_started(&self) -> u64 {
+        self.started.get()
+    }
+
+    /// Stops routing new calls here and closes once the calls in flight finish.
+    pub fn retire(&self) {
+        if self.state.get() == State::Live {
+            self.state.set(State::Draining);
+            if self.calls.borrow().is_empty() {
+                self.close();
+            }
+        }
     }
 
     /// Calls in flight on this connection.
@@ -167,6 +185,7 @@ impl ClientConn {
         }
         self.schedule_write();
         self.counters.call_started();
+        self.started.set(self.started.get() + 1);
         if self.next_deadline.get().is_none_or(|next| deadline < next) {
             self.next_deadline.set(Some(deadline));
             if let Some(w) = self.expiry_waker.borrow_mut().take() {
@@ -319,14 +338,7 @@ impl ClientConn {
             }
             FrameKind::Ping => self.push_control(FrameKind::Pong, header.call_id),
             FrameKind::Pong => {}
-            FrameKind::GoAway => {
-                if self.state.get() == State::Live {
-                    self.state.set(State::Draining);
-                    if self.calls.borrow().is_empty() {
-                        self.close();
-                    }
-                }
-            }
+            FrameKind::GoAway => self.retire(),
             FrameKind::Request => return Err(ProtocolError::Unexpected(FrameKind::Request)),
         }
         Ok(())

@@ -9,6 +9,7 @@
 //! reply or a typed error no later than its deadline; a call that ends for any
 //! reason frees its slot.
 
+mod adaptive;
 mod conn;
 mod counters;
 mod pool;
@@ -50,6 +51,32 @@ pub(crate) struct ClientConfig {
     max_frame: usize,
     recv_chunk: usize,
     metrics: bool,
+    adaptive: Option<AdaptivePool>,
+}
+
+/// Settings of an adaptive pool (see [`ClientBuilder::adaptive`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptivePool {
+    /// Most connections the pool grows to.
+    pub max: usize,
+    /// Grow while the pool hit rate over a window is below this (default 0.8).
+    pub min_hit_rate: f64,
+    /// Close a surplus connection after it carried no call for this long (default 30 s).
+    pub idle_timeout: Duration,
+    /// How often the controller looks at the pool (default 50 ms).
+    pub window: Duration,
+}
+
+impl AdaptivePool {
+    /// Grows up to `max` connections, with the other settings at their defaults.
+    pub fn up_to(max: usize) -> Self {
+        Self {
+            max,
+            min_hit_rate: 0.8,
+            idle_timeout: Duration::from_secs(30),
+            window: Duration::from_millis(50),
+        }
+    }
 }
 
 /// Builds [`Client`]s. `Send + Clone`: configure once, connect on every core.
@@ -67,6 +94,7 @@ pub(crate) struct ClientConfig {
 /// | `max_frame` | 16 MiB |
 /// | `recv_chunk` | 64 KiB |
 /// | `metrics` (per-phase timing and histograms; counters are always kept) | on |
+/// | `adaptive` (grow/shrink the pool between `pool_size` and a maximum) | off |
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     cfg: ClientConfig,
@@ -88,6 +116,7 @@ impl Default for ClientBuilder {
                 max_frame: DEFAULT_MAX_FRAME,
                 recv_chunk: 64 << 10,
                 metrics: true,
+                adaptive: None,
             },
         }
     }
@@ -144,6 +173,16 @@ impl ClientBuilder {
         /// Per-phase timing and latency histograms (clock reads per call).
         metrics: bool
     );
+
+    /// Makes the pool adaptive: it starts with `pool_size` connections, grows
+    /// (one per window, up to `adaptive.max`) while the pool hit rate is below
+    /// `min_hit_rate` or every connection is at `max_in_flight`, and closes
+    /// connections beyond `pool_size` that carried no call for `idle_timeout`.
+    /// Calls go to the first connection with room, so surplus ones go idle.
+    pub fn adaptive(mut self, adaptive: AdaptivePool) -> Self {
+        self.cfg.adaptive = Some(adaptive);
+        self
+    }
 
     /// First and largest reconnect backoff (doubling in between, with jitter).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
@@ -216,8 +255,13 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
-        let span = tracing::trace_span!("call", method = method.name());
-        tracing::Instrument::instrument(self.call_inner(method, req, deadline), span).await
+        // A span per call only when TRACE is on: otherwise not even a disabled span.
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let span = tracing::trace_span!("call", method = method.name());
+            tracing::Instrument::instrument(self.call_inner(method, req, deadline), span).await
+        } else {
+            self.call_inner(method, req, deadline).await
+        }
     }
 
     async fn call_inner<Req: Message, Resp: Message>(

@@ -3,10 +3,12 @@
 //! The pool keeps `pool_size` connection slots. Each slot has one maintenance
 //! task that connects, runs the connection (reader, writer, heartbeat tasks)
 //! until it closes, then reconnects with exponential backoff. Calls are routed
-//! round-robin to live connections with a free in-flight slot; when none has
-//! one they wait (bounded by their deadline) or fail fast, per the config.
-//! Invariants: a closed connection is never handed to a new call; dropping the
-//! pool cancels every task and closes every socket.
+//! round-robin to live connections with a free in-flight slot (first-fit when
+//! the pool is adaptive, so surplus connections go idle and can be retired, see
+//! `adaptive.rs`); when none has one they wait (bounded by their deadline) or
+//! fail fast, per the config. Invariants: a closed or retiring connection is
+//! never handed to a new call; a connection is only retired once it has no call
+//! in flight; dropping the pool cancels every task and closes every socket.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -21,11 +23,13 @@ use crate::runtime::io::{self, Task};
 use crate::Error;
 
 /// What a pool slot currently holds.
-enum SlotState {
+pub(crate) enum SlotState {
     Connecting,
     Live(Rc<ClientConn>),
     /// The last connect attempt failed; retrying after a backoff.
     Backoff,
+    /// Shrunk away by the adaptive controller; the index may be reused.
+    Retired,
 }
 
 /// The state shared by the pool's callers and its maintenance tasks.
@@ -33,7 +37,11 @@ pub(crate) struct PoolShared {
     addr: SocketAddr,
     pub cfg: Rc<ClientConfig>,
     pub counters: Rc<Counters>,
-    slots: RefCell<Vec<SlotState>>,
+    pub slots: RefCell<Vec<SlotState>>,
+    /// Slots the adaptive controller asked to retire (their maintenance stops).
+    pub retiring: RefCell<Vec<bool>>,
+    /// Maintenance task of each slot (dropping one cancels it).
+    tasks: RefCell<Vec<Option<Task<()>>>>,
     next: Cell<usize>,
 }
 
@@ -52,7 +60,12 @@ impl PoolShared {
     fn pick(&self) -> Pick {
         let slots = self.slots.borrow();
         let n = slots.len();
-        let start = self.next.get();
+        // First-fit when adaptive (lets surplus connections go idle), else round robin.
+        let start = if self.cfg.adaptive.is_some() {
+            0
+        } else {
+            self.next.get()
+        };
         let (mut saturated, mut connecting) = (false, false);
         for i in 0..n {
             let index = (start + i) % n;
@@ -63,7 +76,7 @@ impl PoolShared {
                 }
                 SlotState::Live(c) => saturated |= c.is_live(),
                 SlotState::Connecting => connecting = true,
-                SlotState::Backoff => {}
+                SlotState::Backoff | SlotState::Retired => {}
             }
         }
         match (saturated, connecting) {
@@ -105,7 +118,7 @@ impl PoolShared {
         error
     }
 
-    fn set_slot(&self, index: usize, state: SlotState) {
+    pub fn set_slot(&self, index: usize, state: SlotState) {
         self.slots.borrow_mut()[index] = state;
         self.counters.notify_waiters();
     }
@@ -121,12 +134,31 @@ impl PoolShared {
             })
             .collect()
     }
+
+    /// Starts (or restarts) maintenance of slot `index`, growing the pool if needed.
+    pub fn start_slot(self: &Rc<Self>, index: usize) {
+        let mut slots = self.slots.borrow_mut();
+        if index == slots.len() {
+            slots.push(SlotState::Connecting);
+            self.retiring.borrow_mut().push(false);
+            self.tasks.borrow_mut().push(None);
+        }
+        slots[index] = SlotState::Connecting;
+        drop(slots);
+        self.retiring.borrow_mut()[index] = false;
+        let span = tracing::info_span!("client_conn", endpoint = %self.addr, slot = index);
+        let task = io::spawn(tracing::Instrument::instrument(
+            maintain(self.clone(), index),
+            span,
+        ));
+        self.tasks.borrow_mut()[index] = Some(task);
+    }
 }
 
-/// The pool: shared state plus the maintenance tasks it owns.
+/// The pool: shared state plus the adaptive controller, if any.
 pub(crate) struct Pool {
     pub shared: Rc<PoolShared>,
-    tasks: RefCell<Vec<Task<()>>>,
+    controller: RefCell<Option<Task<()>>>,
 }
 
 impl Pool {
@@ -137,24 +169,30 @@ impl Pool {
             addr,
             counters: Rc::new(Counters::new(addr, cfg.metrics)),
             cfg: Rc::new(cfg),
-            slots: RefCell::new((0..size).map(|_| SlotState::Connecting).collect()),
+            slots: RefCell::new(Vec::new()),
+            retiring: RefCell::new(Vec::new()),
+            tasks: RefCell::new(Vec::new()),
             next: Cell::new(0),
         });
-        let tasks = (0..size)
-            .map(|i| {
-                let span = tracing::info_span!("client_conn", endpoint = %addr, slot = i);
-                io::spawn(tracing::Instrument::instrument(maintain(shared.clone(), i), span))
-            })
-            .collect();
+        for i in 0..size {
+            shared.start_slot(i);
+        }
+        let controller = shared
+            .cfg
+            .adaptive
+            .map(|adaptive| io::spawn(super::adaptive::control(shared.clone(), adaptive)));
         Self {
             shared,
-            tasks: RefCell::new(tasks),
+            controller: RefCell::new(controller),
         }
     }
 
     /// Stops maintenance and closes every connection; calls in flight fail.
     pub fn close(&self) {
-        self.tasks.borrow_mut().clear();
+        self.controller.borrow_mut().take();
+        // Take the tasks out first: dropping them may touch the pool's state.
+        let tasks = std::mem::take(&mut *self.shared.tasks.borrow_mut());
+        drop(tasks);
         for conn in self.shared.live() {
             conn.close();
         }
@@ -171,11 +209,14 @@ impl Drop for Pool {
     }
 }
 
-/// Keeps slot `index` connected for as long as the pool lives.
+/// Keeps slot `index` connected until the pool drops or the slot is retired.
 async fn maintain(pool: Rc<PoolShared>, index: usize) {
     let cfg = pool.cfg.clone();
     let mut backoff = cfg.backoff_initial;
     loop {
+        if pool.retiring.borrow()[index] {
+            return pool.set_slot(index, SlotState::Retired);
+        }
         pool.set_slot(index, SlotState::Connecting);
         match io::until(Instant::now() + cfg.connect_timeout, io::connect(pool.addr)).await {
             Some(Ok(stream)) => {
@@ -183,7 +224,9 @@ async fn maintain(pool: Rc<PoolShared>, index: usize) {
                 pool.counters.conn_opened();
                 let conn = ClientConn::new(stream, cfg.clone(), pool.counters.clone());
                 run_conn(&pool, index, conn).await;
-                pool.counters.reconnect();
+                if !pool.retiring.borrow()[index] {
+                    pool.counters.reconnect();
+                }
             }
             failed => {
                 if let Some(Err(e)) = failed {
