@@ -78,6 +78,7 @@ pub async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
     let BufResult(res, tail) = compio::io::AsyncRead::read(&mut reader, tail).await;
     let n = res.as_ref().map_or(0, |n| *n);
     buf.commit(tail, n);
+    super::busy::note_receive();
     res
 }
 
