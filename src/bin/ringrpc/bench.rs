@@ -5,19 +5,24 @@
 //! starting at `--client-cpu`; each core owns one [`Client`] (a pool of
 //! `--pool-size` connections) and runs `in-flight` caller tasks, each looping
 //! call → check → record. One table row per `--in-flight` value.
+//!
+//! Every row runs on fresh client (and embedded server) runtimes, so the
+//! metrics read from them after the row (per-phase latency, pool hit rate,
+//! stalls; printed under the row) cover exactly that row, warmup included:
+//! metrics are cumulative per core and histograms cannot be subtracted.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use ringrpc::runtime::io;
-use ringrpc::{Client, Runtime, ServerHandle};
+use ringrpc::{Client, MetricsSnapshot, Runtime, ServerHandle};
 
 use crate::echo::{self, Echo, ECHO};
 use crate::floor::{self, FloorSpec};
-use crate::measure::{parse_positive, parse_secs, Tally, Window};
+use crate::measure::{parse_positive, parse_secs, Switch, Tally, Window};
 use crate::report::{self, Row, Shape};
-use crate::CliResult;
+use crate::{compare, phases, CliResult};
 
 /// How long a client core waits for its first connection.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -27,52 +32,64 @@ const CONNECT_WAIT: Duration = Duration::from_secs(5);
 pub struct BenchArgs {
     /// Benchmark a running `ringrpc serve` at ADDR instead of an embedded server.
     #[arg(long, value_name = "ADDR")]
-    connect: Option<SocketAddr>,
+    pub connect: Option<SocketAddr>,
     /// Client cores (pinned to CPUs from --client-cpu upward).
     #[arg(long, default_value = "1", value_parser = parse_positive)]
-    cores: usize,
+    pub cores: usize,
     /// Connections per client core.
     #[arg(long, default_value = "1", value_parser = parse_positive)]
-    pool_size: usize,
+    pub pool_size: usize,
     /// Concurrent callers per client core; one measurement per listed value.
     #[arg(long, value_delimiter = ',', default_value = "1,128", value_parser = parse_positive)]
-    in_flight: Vec<usize>,
+    pub in_flight: Vec<usize>,
     /// Payload bytes per request (echoed back).
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
-    payload: usize,
+    pub payload: usize,
     /// Measured seconds per row.
     #[arg(long, default_value = "2", value_parser = parse_secs, value_name = "SECS")]
-    duration: Duration,
+    pub duration: Duration,
     /// Unrecorded seconds before each row's measurement.
     #[arg(long, default_value = "0.5", value_parser = parse_secs, value_name = "SECS")]
-    warmup: Duration,
+    pub warmup: Duration,
     /// CPU of the embedded server.
     #[arg(long, default_value_t = 0, value_name = "CPU")]
-    server_cpu: usize,
+    pub server_cpu: usize,
     /// First client CPU [default: 1, or 0 on a one-CPU machine].
     #[arg(long, value_name = "CPU")]
-    client_cpu: Option<usize>,
-    /// Also measure raw-socket baselines with the same payload and duration.
+    pub client_cpu: Option<usize>,
+    /// Per-phase timing and latency histograms in the client and the embedded
+    /// server (`ClientBuilder::metrics` / `ServerBuilder::metrics`).
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub metrics: Switch,
+    /// `floor`: also measure raw-socket baselines with the same payload and
+    /// duration. `metrics`: measure each row with metrics on and off, alternating,
+    /// `--rounds` times each, and print the medians and the on/off ratio.
     #[arg(long, value_enum)]
-    compare: Option<Compare>,
+    pub compare: Option<Compare>,
+    /// Runs per setting for `--compare metrics`.
+    #[arg(long, default_value = "5", value_parser = parse_positive, value_name = "N")]
+    pub rounds: usize,
 }
 
 /// Baselines `--compare` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Compare {
+pub enum Compare {
     /// Blocking and pipelined echo over one plain TCP socket.
     Floor,
+    /// The same rows with metrics on and off (medians of `--rounds` runs each).
+    Metrics,
 }
 
 /// Which CPUs the server and the client cores run on.
 #[derive(Debug, Clone)]
-struct CpuPlan {
+pub struct CpuPlan {
     server: usize,
     client: Vec<usize>,
 }
 
 impl CpuPlan {
-    fn new(args: &BenchArgs) -> Self {
+    /// The CPUs `args` ask for.
+    pub fn new(args: &BenchArgs) -> Self {
         let n = std::thread::available_parallelism().map_or(1, usize::from);
         let first = args.client_cpu.unwrap_or(if n > 1 { 1 } else { 0 });
         Self {
@@ -91,19 +108,22 @@ struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    fn start(cpu: usize) -> CliResult<Self> {
+    fn start(cpu: usize, metrics: bool) -> CliResult<Self> {
         let runtime = Runtime::builder()
             .cpus([cpu])
             .name("bench-server")
             .build()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let handle = echo::server()?.serve(&runtime, addr)?;
+        let handle = echo::server()?.metrics(metrics).serve(&runtime, addr)?;
         Ok(Self { handle, runtime })
     }
 
-    fn stop(self) {
+    /// Reads the server runtime's metrics, then stops it.
+    fn stop(self) -> MetricsSnapshot {
+        let metrics = self.runtime.metrics();
         self.handle.shutdown(Duration::from_millis(200));
         self.runtime.shutdown();
+        metrics
     }
 }
 
@@ -116,28 +136,39 @@ struct Spec {
     payload: usize,
     warmup: Duration,
     duration: Duration,
+    metrics: bool,
+}
+
+/// One measured row and the metrics its runtimes recorded.
+#[derive(Debug)]
+pub struct Measured {
+    /// The table row (latency as seen by the callers).
+    pub row: Row,
+    /// The client runtime's metrics for this row.
+    pub client: MetricsSnapshot,
+    /// The embedded server runtime's metrics (`None` with `--connect`).
+    pub server: Option<MetricsSnapshot>,
 }
 
 /// Runs the benchmark; `Ok(false)` when any call failed.
 pub fn run(args: &BenchArgs) -> CliResult<bool> {
     if args.connect.is_some() && args.compare.is_some() {
-        return Err(
-            "--compare floor measures loopback; it cannot be combined with --connect".into(),
-        );
+        return Err("--compare measures against the embedded loopback server; \
+                    it cannot be combined with --connect"
+            .into());
     }
     let cpus = CpuPlan::new(args);
-    let server = match args.connect {
-        Some(_) => None,
-        None => Some(EmbeddedServer::start(cpus.server)?),
-    };
-    let addr = args
-        .connect
-        .or_else(|| server.as_ref().map(|s| s.handle.local_addr()))
-        .ok_or("no server address")?;
-    describe(args, &cpus, addr, server.is_some());
-    let rows = run_rows(args, &cpus, addr)?;
-    if let Some(server) = server {
-        server.stop();
+    describe(args, &cpus);
+    if args.compare == Some(Compare::Metrics) {
+        return compare::metrics(args, &cpus);
+    }
+    report::header();
+    let mut rows = Vec::new();
+    for &in_flight in &args.in_flight {
+        let measured = run_row(args, &cpus, in_flight, args.metrics.is_on())?;
+        report::row(&measured.row);
+        phases::print(&measured.client, measured.server.as_ref());
+        rows.push(measured.row);
     }
     let mut healthy = rows.iter().all(|r| r.errors == 0);
     if args.compare == Some(Compare::Floor) {
@@ -147,43 +178,59 @@ pub fn run(args: &BenchArgs) -> CliResult<bool> {
 }
 
 /// Prints what is about to run.
-fn describe(args: &BenchArgs, cpus: &CpuPlan, addr: SocketAddr, embedded: bool) {
-    let server = if embedded {
-        format!("embedded on cpu {}", cpus.server)
-    } else {
-        "remote".to_string()
+fn describe(args: &BenchArgs, cpus: &CpuPlan) {
+    let server = match args.connect {
+        Some(addr) => format!("{addr} (remote)"),
+        None => format!("embedded on cpu {}", cpus.server),
     };
     println!(
-        "ringrpc bench: server {addr} ({server}), client cpus {:?}, {:.1} s per row after {:.1} s warmup",
+        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}",
         cpus.client,
         args.duration.as_secs_f64(),
-        args.warmup.as_secs_f64()
+        args.warmup.as_secs_f64(),
+        if args.metrics.is_on() { "on" } else { "off" },
     );
 }
 
-/// Measures every `--in-flight` value on one client runtime, printing rows as they finish.
-fn run_rows(args: &BenchArgs, cpus: &CpuPlan, addr: SocketAddr) -> CliResult<Vec<Row>> {
+/// Measures one row at `in_flight` on fresh runtimes (client, and the embedded
+/// server unless `--connect`) with the metrics switch set to `metrics`.
+pub fn run_row(
+    args: &BenchArgs,
+    cpus: &CpuPlan,
+    in_flight: usize,
+    metrics: bool,
+) -> CliResult<Measured> {
+    let server = match args.connect {
+        Some(_) => None,
+        None => Some(EmbeddedServer::start(cpus.server, metrics)?),
+    };
+    let addr = args
+        .connect
+        .or_else(|| server.as_ref().map(|s| s.handle.local_addr()))
+        .ok_or("no server address")?;
     let runtime = Runtime::builder()
         .cpus(cpus.client.iter().copied())
         .name("bench-client")
         .build()?;
-    report::header();
-    let mut rows = Vec::new();
-    for &in_flight in &args.in_flight {
-        let spec = Spec {
-            addr,
-            pool_size: args.pool_size,
-            in_flight,
-            payload: args.payload,
-            warmup: args.warmup,
-            duration: args.duration,
-        };
-        let row = measure(&runtime, spec)?;
-        report::row(&row);
-        rows.push(row);
-    }
+    let spec = Spec {
+        addr,
+        pool_size: args.pool_size,
+        in_flight,
+        payload: args.payload,
+        warmup: args.warmup,
+        duration: args.duration,
+        metrics,
+    };
+    let row = measure(&runtime, spec);
+    // Read after every caller finished and every client closed.
+    let client = runtime.metrics();
     runtime.shutdown();
-    Ok(rows)
+    let server = server.map(EmbeddedServer::stop);
+    Ok(Measured {
+        row: row?,
+        client,
+        server,
+    })
 }
 
 /// Runs one configuration on every core of `runtime` and merges the results.
@@ -210,6 +257,7 @@ fn measure(runtime: &Runtime, spec: Spec) -> CliResult<Row> {
 async fn run_core(core: usize, spec: Spec) -> Tally {
     let client = Client::builder()
         .pool_size(spec.pool_size)
+        .metrics(spec.metrics)
         .connect(spec.addr);
     let mut total = Tally::new();
     if !client.wait_connected(CONNECT_WAIT).await {

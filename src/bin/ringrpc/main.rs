@@ -3,12 +3,19 @@
 //! - `ringrpc [bench] [OPTIONS]` (the default): closed-loop load generator
 //!   against an embedded loopback server or `--connect ADDR`, optionally
 //!   compared with raw-socket floors (`--compare floor`).
-//! - `ringrpc serve --listen ADDR`: serves the benchmark's `Bench.echo` method.
+//!   Under each row: per-phase latency, pool hit rate and stalls read from the
+//!   runtimes' metrics; `--metrics on|off` switches them, `--compare metrics`
+//!   measures what they cost.
+//! - `ringrpc serve --listen ADDR [--metrics ADDR]`: serves the benchmark's
+//!   `Bench.echo` method, and Prometheus metrics at `http://ADDR/metrics`.
 
 mod bench;
+mod compare;
 mod echo;
 mod floor;
 mod measure;
+mod metrics_http;
+mod phases;
 mod report;
 mod serve;
 

@@ -12,6 +12,22 @@ const HIGHEST_US: u64 = 60_000_000;
 /// Significant figures kept by the histograms.
 const SIGFIGS: u8 = 3;
 
+/// An on/off command-line switch (`--metrics on|off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Switch {
+    /// Whether the switch is on.
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
+}
+
 /// Parses a positive, finite number of seconds (`"2"`, `"0.5"`).
 pub fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text.parse().map_err(|e| format!("{e}"))?;

@@ -130,7 +130,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Formats a rate as an integer with `,` thousands separators.
-fn thousands(value: f64) -> String {
+pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

@@ -3,16 +3,19 @@
 //!
 //! There is no signal handling (that would need a new dependency): the server
 //! runs until killed, or for `--duration` seconds followed by a graceful
-//! shutdown.
+//! shutdown. With `--metrics ADDR` a std thread serves the runtime's metrics
+//! in Prometheus text format at `http://ADDR/metrics`; `--histograms off`
+//! turns the server's per-phase timing off (counters are always kept).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use ringrpc::Runtime;
+use ringrpc::{Runtime, ServerHandle};
 
 use crate::echo;
-use crate::measure::{parse_positive, parse_secs};
+use crate::measure::{parse_positive, parse_secs, Switch};
+use crate::metrics_http::Endpoint;
 use crate::CliResult;
 
 /// Drain time for the graceful shutdown after `--duration`.
@@ -33,6 +36,12 @@ pub struct ServeArgs {
     /// Stop gracefully after this many seconds [default: run until killed].
     #[arg(long, value_parser = parse_secs, value_name = "SECS")]
     duration: Option<Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Per-phase and per-method latency histograms (counters are always kept).
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    histograms: Switch,
 }
 
 /// Runs the server until killed (or for `--duration`).
@@ -44,18 +53,47 @@ pub fn run(args: &ServeArgs) -> CliResult<()> {
         builder = builder.cores(n);
     }
     let runtime = builder.build()?;
-    let handle = echo::server()?.serve(&runtime, args.listen)?;
+    let handle = echo::server()?
+        .metrics(args.histograms.is_on())
+        .serve(&runtime, args.listen)?;
     println!(
         "ringrpc serve: Bench.echo on {} ({} cores)",
         handle.local_addr(),
         runtime.cores()
     );
-    let Some(duration) = args.duration else {
-        loop {
-            std::thread::park();
+    let endpoint = args.metrics.map(Endpoint::bind).transpose()?;
+    std::thread::scope(|scope| {
+        if let Some(endpoint) = &endpoint {
+            println!(
+                "ringrpc serve: metrics at http://{}/metrics",
+                endpoint.local_addr()
+            );
+            let runtime = &runtime;
+            // Runtime::metrics() blocks while every core copies its metrics, so
+            // it runs here, on a plain thread, never on a core.
+            scope.spawn(move || endpoint.serve(|| runtime.metrics().to_prometheus()));
         }
-    };
-    std::thread::sleep(duration);
+        wait(args.duration);
+        if let Some(endpoint) = &endpoint {
+            endpoint.stop();
+        }
+    });
+    stop(handle, runtime);
+    Ok(())
+}
+
+/// Sleeps for `duration`, or forever.
+fn wait(duration: Option<Duration>) {
+    match duration {
+        Some(d) => std::thread::sleep(d),
+        None => loop {
+            std::thread::park();
+        },
+    }
+}
+
+/// Graceful shutdown after `--duration`, with a one-line summary.
+fn stop(handle: ServerHandle, runtime: Runtime) {
     let stats = handle.stats();
     handle.shutdown(DRAIN);
     runtime.shutdown();
@@ -63,5 +101,4 @@ pub fn run(args: &ServeArgs) -> CliResult<()> {
         "ringrpc serve: stopped; {} connections accepted, {} protocol errors",
         stats.accepted, stats.protocol_errors
     );
-    Ok(())
 }

@@ -1,0 +1,126 @@
+//! `ringrpc bench --compare metrics`: what leaving metrics on costs.
+//!
+//! For each `--in-flight` value, runs the same row `--rounds` times with
+//! metrics on and `--rounds` times with metrics off (the switch is applied to
+//! both the client and the embedded server), alternating on/off and off/on
+//! between rounds so slow drift in the machine hits both settings alike, and
+//! every run on fresh runtimes. Prints every run, then the medians and the
+//! on/off throughput ratio.
+
+use crate::bench::{self, BenchArgs, CpuPlan};
+use crate::report::{self, thousands, Row};
+use crate::CliResult;
+
+/// Results of the runs of one setting.
+#[derive(Debug, Default)]
+struct Runs {
+    calls_per_sec: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Runs {
+    fn push(&mut self, row: &Row) {
+        self.calls_per_sec.push(row.calls_per_sec);
+        self.p50.push(row.p50 as f64);
+        self.p99.push(row.p99 as f64);
+    }
+}
+
+/// Runs the on/off comparison; `Ok(false)` when any call failed.
+pub fn metrics(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
+    let mut healthy = true;
+    for &in_flight in &args.in_flight {
+        println!();
+        println!(
+            "metrics on vs off at {in_flight} in flight: {} runs each, alternating, fresh runtimes per run",
+            args.rounds
+        );
+        report::header();
+        let (mut on, mut off) = (Runs::default(), Runs::default());
+        for round in 0..args.rounds {
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for metrics in order {
+                let mut measured = bench::run_row(args, cpus, in_flight, metrics)?;
+                measured.row.label = if metrics { "metrics on" } else { "metrics off" };
+                report::row(&measured.row);
+                healthy &= measured.row.errors == 0;
+                if metrics {
+                    on.push(&measured.row);
+                } else {
+                    off.push(&measured.row);
+                }
+            }
+        }
+        summary(in_flight, &on, &off);
+    }
+    Ok(healthy)
+}
+
+/// Prints medians (with the spread) and the on/off ratio.
+fn summary(in_flight: usize, on: &Runs, off: &Runs) {
+    let (t_on, t_off) = (median(&on.calls_per_sec), median(&off.calls_per_sec));
+    let ratio = if t_off > 0.0 { t_on / t_off } else { f64::NAN };
+    println!(
+        "  at {in_flight} in flight, median of {} runs each:",
+        on.calls_per_sec.len()
+    );
+    println!(
+        "    calls/s  on {:>12} [{} .. {}]   off {:>12} [{} .. {}]",
+        thousands(t_on),
+        thousands(min(&on.calls_per_sec)),
+        thousands(max(&on.calls_per_sec)),
+        thousands(t_off),
+        thousands(min(&off.calls_per_sec)),
+        thousands(max(&off.calls_per_sec)),
+    );
+    println!(
+        "    p50 µs   on {:>12}   off {:>12}",
+        median(&on.p50),
+        median(&off.p50)
+    );
+    println!(
+        "    p99 µs   on {:>12}   off {:>12}",
+        median(&on.p99),
+        median(&off.p99)
+    );
+    println!(
+        "    throughput on/off = {ratio:.4} ({:+.2}% with metrics on)",
+        (ratio - 1.0) * 100.0
+    );
+}
+
+/// The median (mean of the middle two for an even count); NaN when empty.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+}
