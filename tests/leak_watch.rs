@@ -214,14 +214,20 @@ fn gauges_return_to_zero_after_load_with_timeouts_and_faults() {
     assert!(stats.reconnects >= 1, "{stats:?}");
     let c = metrics(&client.rt).client;
     assert_eq!(c.in_flight, 0, "client gauge: {c:?}");
-    // Every call is accounted for: calls that took a slot end in exactly one
-    // outcome counter or were cancelled by their caller (no counter); calls
-    // refused before taking a slot count as `unavailable` but not in `calls`.
+    // Every call is accounted for: each ends in exactly one outcome counter,
+    // refusals (unavailable, overloaded) and cancellations included.
     assert_eq!(
         c.calls,
-        c.ok + c.timeouts + c.connection_lost + c.remote + c.protocol + outcomes.cancelled,
+        c.ok + c.timeouts
+            + c.connection_lost
+            + c.unavailable
+            + c.overloaded
+            + c.remote
+            + c.protocol
+            + c.cancelled,
         "{c:?} vs {outcomes:?}"
     );
+    assert_eq!(c.cancelled, outcomes.cancelled, "{c:?} vs {outcomes:?}");
     assert_eq!(
         (c.ok, c.timeouts, c.remote, c.connection_lost, c.unavailable),
         (

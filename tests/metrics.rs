@@ -214,6 +214,7 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
         ("unavailable", cc.unavailable, 0),
         ("overloaded", cc.overloaded, 0),
         ("protocol", cc.protocol, 0),
+        ("cancelled", cc.cancelled, 0),
         ("reconnects", cc.reconnects, 0),
         ("connects_failed", cc.connects_failed, 0),
         ("pings", cc.pings, 0),
@@ -262,15 +263,18 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
     // ---- histograms ----
     let count = |snap: &CoreSnapshot, p: Phase| snap.phase(p).count();
     assert_eq!(count(&c, Phase::ClientTotal), N + P);
-    assert_eq!(count(&c, Phase::ClientDeliver), N + P);
+    // Breakdown phases record every PHASE_SAMPLING-th event: the 1st, 5th, ...
+    let sampled = |events: u64| events.div_ceil(u64::from(ringrpc::metrics::PHASE_SAMPLING));
+    assert_eq!(count(&c, Phase::ClientDeliver), sampled(N + P));
+    // Handler time comes with successful responses only.
+    assert_eq!(count(&c, Phase::ClientRemoteHandler), sampled(N + P));
     let replies = N + P + K + (M - stale);
-    assert_eq!(count(&c, Phase::ClientRemoteHandler), replies);
     for p in [Phase::ClientQueue, Phase::ClientWire] {
         // Only recorded when the write batch's completion time is still known.
         let n = count(&c, p);
         assert!(n > 0 && n <= replies, "{}: {n} of {replies}", p.name());
     }
-    assert_eq!(count(&s, Phase::ServerQueue), total);
+    assert_eq!(count(&s, Phase::ServerQueue), sampled(total));
     assert_eq!(count(&s, Phase::ServerHandler), N + P);
     let writes = count(&s, Phase::ServerWrite);
     assert!(writes > 0 && writes <= total, "server_write {writes}");

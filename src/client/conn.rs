@@ -235,9 +235,13 @@ impl ClientConn {
     }
 
     /// Frees the slot of a call whose caller gave up (timeout or drop).
+    ///
+    /// Only a call still in the table (its caller dropped the future before
+    /// taking the result) is removed here; that counts as cancelled.
     pub fn forget(&self, id: CallId) {
         let removed = self.calls.borrow_mut().remove(id).is_some();
         if removed {
+            self.counters.cancelled();
             self.after_removal();
         }
     }
@@ -307,8 +311,10 @@ impl ClientConn {
         }
         if self.counters.timing {
             let written = self.written_at(slot.batch);
-            self.counters
-                .reply_phases(slot.started, written, received, header.budget_us);
+            self.counters.reply_phases(slot.started, written, received);
+            if header.kind == FrameKind::Response {
+                self.counters.remote_handler(header.budget_us);
+            }
         }
     }
 

@@ -91,9 +91,13 @@ impl Counters {
         add(&self.core.client.bytes_out, n as u64);
     }
 
+    /// A call was made (every call counts, whatever its outcome).
+    pub fn call_made(&self) {
+        inc(&self.core.client.calls);
+    }
+
     /// A call took a slot.
     pub fn call_started(&self) {
-        inc(&self.core.client.calls);
         inc(&self.core.client.in_flight);
     }
 
@@ -123,31 +127,26 @@ impl Counters {
         inc(cell);
     }
 
-    /// Records the reply-side phases of a call (when timing is on).
-    pub fn reply_phases(
-        &self,
-        started: Instant,
-        written: Option<Instant>,
-        received: Instant,
-        handler_us: u32,
-    ) {
+    /// Records the reply-side phases of a call (when timing is on; sampled).
+    pub fn reply_phases(&self, started: Instant, written: Option<Instant>, received: Instant) {
         if let Some(written) = written {
-            self.core.phase(
-                Phase::ClientQueue,
-                written.saturating_duration_since(started),
-            );
-            self.core.phase(
-                Phase::ClientWire,
-                received.saturating_duration_since(written),
-            );
+            let core = &self.core;
+            core.phase(Phase::ClientQueue, || {
+                written.saturating_duration_since(started)
+            });
+            core.phase(Phase::ClientWire, || {
+                received.saturating_duration_since(written)
+            });
         }
-        self.core.phase(
-            Phase::ClientRemoteHandler,
-            Duration::from_micros(u64::from(handler_us)),
-        );
     }
 
-    /// Records delivery and end-to-end latency (when timing is on).
+    /// Records the handler time a server reported in a response (sampled).
+    pub fn remote_handler(&self, handler_us: u32) {
+        let d = || Duration::from_micros(u64::from(handler_us));
+        self.core.phase(Phase::ClientRemoteHandler, d);
+    }
+
+    /// Records delivery (sampled) and end-to-end latency per method (every call).
     pub fn delivered(
         &self,
         method: u32,
@@ -156,13 +155,16 @@ impl Counters {
         received: Instant,
         now: Instant,
     ) {
-        self.core.phase(
-            Phase::ClientDeliver,
-            now.saturating_duration_since(received),
-        );
+        self.core.phase(Phase::ClientDeliver, || {
+            now.saturating_duration_since(received)
+        });
         let total = now.saturating_duration_since(started);
-        self.core.phase(Phase::ClientTotal, total);
         self.core.client_method(method, name, total);
+    }
+
+    /// A call's future was dropped before it finished.
+    pub fn cancelled(&self) {
+        inc(&self.core.client.cancelled);
     }
 
     pub fn notify_waiters(&self) {

@@ -270,14 +270,16 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
-        let mut now = Instant::now();
-        let deadline_at = now + deadline;
+        let started = Instant::now();
+        let deadline_at = started + deadline;
         let pool = &self.pool.shared;
+        pool.counters.call_made();
         let (conn, waited) = pool.acquire(deadline_at).await?;
-        if waited {
-            now = Instant::now();
-        }
-        let id = conn.start_call(method.id(), deadline_at, now, req)?;
+        // The budget sent to the server counts from now; metrics from `started`.
+        let now = if waited { Instant::now() } else { started };
+        let id = conn
+            .start_call(method.id(), deadline_at, now, req)
+            .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
         struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {

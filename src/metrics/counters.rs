@@ -82,14 +82,15 @@ macro_rules! counter_set {
 counter_set! {
     /// Client-side counters and gauges of one core (or merged across cores).
     ClientCells => ClientCounts {
-        calls: "counter", "ringrpc_client_calls_total", "Calls started.";
+        calls: "counter", "ringrpc_client_calls_total", "Calls made (= ok + every error kind + cancelled).";
         ok: "counter", "ringrpc_client_calls_ok_total", "Calls that returned a reply.";
         timeouts: "counter", "ringrpc_client_errors_timeout_total", "Calls that failed with Timeout.";
         connection_lost: "counter", "ringrpc_client_errors_connection_lost_total", "Calls that failed with ConnectionLost.";
         unavailable: "counter", "ringrpc_client_errors_unavailable_total", "Calls that failed with Unavailable.";
         overloaded: "counter", "ringrpc_client_errors_overloaded_total", "Calls that failed with Overloaded.";
         remote: "counter", "ringrpc_client_errors_remote_total", "Calls that failed with a Remote error.";
-        protocol: "counter", "ringrpc_client_errors_protocol_total", "Calls that failed with a Protocol error.";
+        protocol: "counter", "ringrpc_client_errors_protocol_total", "Calls that failed with a Protocol (or other) error.";
+        cancelled: "counter", "ringrpc_client_cancelled_total", "Calls whose future was dropped before they finished.";
         stale_replies: "counter", "ringrpc_client_stale_replies_total", "Replies dropped because their call had already ended.";
         reconnects: "counter", "ringrpc_client_reconnects_total", "Connections re-established after one closed.";
         connects_failed: "counter", "ringrpc_client_connect_failures_total", "Connection attempts that failed.";

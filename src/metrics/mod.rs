@@ -13,7 +13,7 @@ pub mod counters;
 pub mod histogram;
 mod prometheus;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,11 +34,13 @@ pub enum Phase {
     ClientRemoteHandler,
     /// Client: reply received until the caller resumed with it.
     ClientDeliver,
-    /// Client: `call()` until the caller resumed (end to end).
+    /// Client: `call()` until the caller resumed (end to end; every call, the
+    /// per-method histograms merged).
     ClientTotal,
     /// Server: frame read until its handler started.
     ServerQueue,
-    /// Server: handler start until it finished.
+    /// Server: handler start until it finished (every call, the per-method
+    /// histograms merged).
     ServerHandler,
     /// Server: a batch's first response queued until the batch was written.
     ServerWrite,
@@ -118,11 +120,20 @@ struct Histograms {
     server_methods: Vec<MethodHistogram>,
 }
 
+/// The breakdown phases record every `PHASE_SAMPLING`-th event of their kind
+/// (the 1st, the `PHASE_SAMPLING + 1`-th, ...), so a phase histogram holding
+/// `n` samples stands for about `n × PHASE_SAMPLING` calls. End-to-end client
+/// latency and server handler time (per method, and the `ClientTotal` and
+/// `ServerHandler` phases derived from them) record every call.
+pub const PHASE_SAMPLING: u32 = 4;
+
 /// One core's metrics. Obtain with [`local`].
 #[derive(Default)]
 pub(crate) struct CoreMetrics {
     pub client: ClientCells,
     pub server: ServerCells,
+    /// Events seen per phase, for sampling.
+    ticks: [Cell<u32>; Phase::ALL.len()],
     hists: RefCell<Histograms>,
     pools: RefCell<Vec<PoolCounts>>,
 }
@@ -159,10 +170,16 @@ fn method_slot(list: &mut Vec<MethodHistogram>, id: u32, name: &str) -> usize {
 }
 
 impl CoreMetrics {
-    /// Records one phase duration.
+    /// Records a breakdown phase for every [`PHASE_SAMPLING`]-th event of that
+    /// phase; `d` is only evaluated for recorded events.
     #[inline]
-    pub fn phase(&self, phase: Phase, d: Duration) {
-        self.hists.borrow_mut().phases[phase.index()].record(d);
+    pub fn phase(&self, phase: Phase, d: impl FnOnce() -> Duration) {
+        let tick = &self.ticks[phase.index()];
+        let n = tick.get();
+        tick.set(if n + 1 == PHASE_SAMPLING { 0 } else { n + 1 });
+        if n == 0 {
+            self.hists.borrow_mut().phases[phase.index()].record(d());
+        }
     }
 
     /// Records a client call's end-to-end latency under its method.
@@ -209,12 +226,21 @@ impl CoreMetrics {
     /// Copies everything (allocates; for readers only).
     pub fn snapshot(&self, core: Option<usize>) -> CoreSnapshot {
         let h = self.hists.borrow();
+        let mut phases = h.phases.clone();
+        for (phase, methods) in [
+            (Phase::ClientTotal, &h.client_methods),
+            (Phase::ServerHandler, &h.server_methods),
+        ] {
+            for m in methods {
+                phases[phase.index()].merge(&m.latency);
+            }
+        }
         CoreSnapshot {
             core,
             client: self.client.snapshot(),
             server: self.server.snapshot(),
             pools: self.pools.borrow().clone(),
-            phases: h.phases.clone(),
+            phases,
             client_methods: h.client_methods.clone(),
             server_methods: h.server_methods.clone(),
             stalls: 0,
@@ -298,7 +324,8 @@ impl MetricsSnapshot {
     }
 
     /// Prometheus text exposition (format 0.0.4): counters and gauges per core,
-    /// latency summaries (p50/p95/p99/p99.9, max) per phase and method, merged.
+    /// latency summaries (p50/p95/p99/p99.9) per phase and method merged across
+    /// cores, and the largest sample per phase.
     pub fn to_prometheus(&self) -> String {
         prometheus::render(self)
     }

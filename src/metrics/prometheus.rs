@@ -2,7 +2,8 @@
 //!
 //! Counters and gauges carry a `core` label; latency histograms are merged
 //! across cores and rendered as summaries (quantiles 0.5/0.95/0.99/0.999 plus
-//! `_sum`, `_count`), with a `_max` gauge next to each.
+//! `_sum`, `_count`), with the largest sample in a separate `*_max_seconds`
+//! gauge family (the text format allows no extra series inside a summary).
 
 use std::fmt::Write;
 

@@ -171,7 +171,7 @@ impl RuntimeBuilder {
             watchdog: None,
         };
         if let Some(threshold) = self.stall_threshold {
-            runtime.start_watchdog(threshold)?;
+            runtime.start_watchdog(&self.name, threshold)?;
         }
         if let Some(window) = self.busy_poll {
             for core in 0..runtime.cores() {
@@ -276,7 +276,7 @@ impl Runtime {
         Ok(CoreTask { rx })
     }
 
-    fn start_watchdog(&mut self, threshold: Duration) -> Result<(), Error> {
+    fn start_watchdog(&mut self, name: &str, threshold: Duration) -> Result<(), Error> {
         let base = Instant::now();
         let period = (threshold / 2).max(Duration::from_micros(100));
         for core in 0..self.cores.len() {
@@ -284,7 +284,12 @@ impl Runtime {
             self.beats.push(beat.clone());
             self.spawn_on(core, move || stall::beat_task(beat, base, period))?;
         }
-        self.watchdog = Some(Watchdog::start(self.beats.clone(), base, threshold)?);
+        self.watchdog = Some(Watchdog::start(
+            name.to_owned(),
+            self.beats.clone(),
+            base,
+            threshold,
+        )?);
         Ok(())
     }
 

@@ -46,8 +46,10 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts watching `beats` (core `i` is `beats[i]`).
+    /// Starts watching `beats` (core `i` is `beats[i]`); `runtime` names the
+    /// runtime in warnings (its thread-name prefix).
     pub fn start(
+        runtime: String,
         beats: Vec<Arc<Beat>>,
         base: Instant,
         threshold: Duration,
@@ -55,8 +57,8 @@ impl Watchdog {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("ringrpc-watchdog".into())
-            .spawn(move || watch(&beats, base, threshold, &flag))?;
+            .name(format!("{runtime}-watchdog"))
+            .spawn(move || watch(&runtime, &beats, base, threshold, &flag))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -74,7 +76,13 @@ impl Drop for Watchdog {
     }
 }
 
-fn watch(beats: &[Arc<Beat>], base: Instant, threshold: Duration, stop: &AtomicBool) {
+fn watch(
+    runtime: &str,
+    beats: &[Arc<Beat>],
+    base: Instant,
+    threshold: Duration,
+    stop: &AtomicBool,
+) {
     let limit = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
     let mut stalled = vec![false; beats.len()];
     while !stop.load(Ordering::Relaxed) {
@@ -88,6 +96,7 @@ fn watch(beats: &[Arc<Beat>], base: Instant, threshold: Duration, stop: &AtomicB
                     *in_stall = true;
                     beat.stalls.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
+                        runtime,
                         core,
                         stalled_ms = late / 1_000_000,
                         "core event loop stalled"

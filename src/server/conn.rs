@@ -93,7 +93,7 @@ impl ConnShared {
             ErrorCode::UnknownMethod => &m.unknown_method,
             ErrorCode::DeadlineExceeded => &m.deadline_exceeded,
             ErrorCode::InvalidRequest => &m.invalid_request,
-            _ => &m.overloaded,
+            ErrorCode::Overloaded | ErrorCode::Unavailable => &m.overloaded,
         });
     }
 
@@ -137,12 +137,6 @@ impl ConnShared {
         let now = Instant::now();
         self.clock.set(now);
         let handler_time = now.saturating_duration_since(ctx.started);
-        inc(&self.metrics.server.ok);
-        if self.timing {
-            self.metrics.phase(Phase::ServerHandler, handler_time);
-            self.metrics
-                .server_method(ctx.method, ctx.name, handler_time);
-        }
         let mut out = self.out.borrow_mut();
         self.note_batch_start(&out, now);
         let start = begin_frame(&mut out);
@@ -151,14 +145,20 @@ impl ConnShared {
         header.budget_us = u32::try_from(handler_time.as_micros()).unwrap_or(u32::MAX);
         let result = serialize_into(resp, &mut out)
             .and_then(|()| finish_frame(&mut out, start, header, self.max_frame));
-        if let Err(e) = result {
-            out.truncate(start);
-            drop(out);
-            self.push_error(
-                call_id,
-                ErrorCode::Application,
-                &format_args!("response not sent: {e}"),
-            );
+        match result {
+            Ok(()) => {
+                inc(&self.metrics.server.ok);
+                if self.timing {
+                    self.metrics
+                        .server_method(ctx.method, ctx.name, handler_time);
+                }
+            }
+            Err(e) => {
+                out.truncate(start);
+                drop(out);
+                let message = format_args!("response not sent: {e}");
+                self.push_error(call_id, ErrorCode::Application, &message);
+            }
         }
     }
 
@@ -321,8 +321,9 @@ fn dispatch(
                 started: now,
             };
             if conn.timing {
-                conn.metrics
-                    .phase(Phase::ServerQueue, now.saturating_duration_since(arrived));
+                conn.metrics.phase(Phase::ServerQueue, || {
+                    now.saturating_duration_since(arrived)
+                });
             }
             if deadline.is_some_and(|d| now >= d) {
                 conn.push_error(
@@ -377,7 +378,7 @@ async fn write_loop(conn: Rc<ConnShared>) {
         add(&conn.metrics.server.bytes_out, batch.len() as u64);
         let (result, mut batch) = io::write_all(&conn.stream, batch).await;
         if let (true, Some(at)) = (conn.timing, queued_at) {
-            conn.metrics.phase(Phase::ServerWrite, at.elapsed());
+            conn.metrics.phase(Phase::ServerWrite, || at.elapsed());
         }
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection write failed");
