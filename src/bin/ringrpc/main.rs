@@ -8,6 +8,8 @@
 //!   measures what they cost.
 //! - `ringrpc serve --listen ADDR [--metrics ADDR]`: serves the benchmark's
 //!   `Bench.echo` method, and Prometheus metrics at `http://ADDR/metrics`.
+//! - `ringrpc tune`: sweeps pool size × in-flight calls, recommends a pool size
+//!   and writes CSV and an SVG plot.
 
 mod bench;
 mod compare;
@@ -16,8 +18,10 @@ mod floor;
 mod measure;
 mod metrics_http;
 mod phases;
+mod plot;
 mod report;
 mod serve;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -48,6 +52,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve the echo method for `bench --connect`.
     Serve(serve::ServeArgs),
+    /// Sweep pool size × in-flight calls and recommend a pool size.
+    Tune(tune::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         None => bench::run(&cli.bench),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Serve(args)) => serve::run(args).map(|()| true),
+        Some(Command::Tune(args)) => tune::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
