@@ -24,7 +24,10 @@ fn load(client: &TestClient, callers: u64, dur: Duration, pause: Duration) -> (u
                     let mut seq = 0;
                     while Instant::now() < stop {
                         seq += 1;
-                        let msg = Msg { id: id * 1_000_000 + seq, text: format!("c{id}") };
+                        let msg = Msg {
+                            id: id * 1_000_000 + seq,
+                            text: format!("c{id}"),
+                        };
                         match client.call(&SLOW_ECHO, &msg).await {
                             Ok(r) if r.id == msg.id && r.text == msg.text => ok += 1,
                             _ => failed += 1,
@@ -66,7 +69,10 @@ fn pool_grows_under_load_and_shrinks_when_idle() {
         common::base_server()
             .register_async(SLOW_ECHO, |req: Request<Msg>| async move {
                 io::sleep(Duration::from_millis(2)).await;
-                Ok::<_, String>(Msg { id: req.id.to_native(), text: req.text.to_string() })
+                Ok::<_, String>(Msg {
+                    id: req.id.to_native(),
+                    text: req.text.to_string(),
+                })
             })
             .expect("register"),
     );
@@ -76,7 +82,10 @@ fn pool_grows_under_load_and_shrinks_when_idle() {
         idle_timeout: Duration::from_millis(150),
         window: Duration::from_millis(20),
     };
-    let builder = client_builder().pool_size(1).max_in_flight(4).adaptive(adaptive);
+    let builder = client_builder()
+        .pool_size(1)
+        .max_in_flight(4)
+        .adaptive(adaptive);
     let client = TestClient::connect_with(builder, server.addr());
     assert_eq!(client.stats().live_connections, 1);
 
@@ -88,14 +97,23 @@ fn pool_grows_under_load_and_shrinks_when_idle() {
     assert!(peak <= 6, "pool respects its maximum: peak {peak}");
 
     // One slow caller keeps the first connection busy; the surplus must go.
-    let (ok, failed, _) = load(&client, 1, Duration::from_millis(1200), Duration::from_millis(5));
+    let (ok, failed, _) = load(
+        &client,
+        1,
+        Duration::from_millis(1200),
+        Duration::from_millis(5),
+    );
     assert_eq!(failed, 0, "no call may fail while the pool shrinks");
     assert!(ok > 20);
     let deadline = Instant::now() + Duration::from_secs(3);
     while client.stats().live_connections > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(client.stats().live_connections, 1, "pool shrank back to its minimum");
+    assert_eq!(
+        client.stats().live_connections,
+        1,
+        "pool shrank back to its minimum"
+    );
     let stats = client.stats();
     assert_eq!(stats.reconnects, 0, "retiring is not a reconnect");
     assert!(stats.pool_misses > 0, "growth was driven by misses");
