@@ -1,0 +1,252 @@
+//! End-to-end ringrpc calls over loopback (criterion).
+//!
+//! The server runtime is pinned to CPU 0 and the client runtime to CPU 1, both
+//! created once per benchmark group. One criterion iteration is one call:
+//! `iter_custom` runs `iters` calls on the client core with `in_flight` caller
+//! tasks in a closed loop (each takes the next call from a shared counter) and
+//! returns the elapsed time, so criterion's time per iteration is the
+//! amortised time per call and `Throughput::Elements(1)` reports calls/s.
+//!
+//! Groups (a reduced matrix, to keep the run around a minute and a half):
+//! - `calls/latency`: 1 in flight, 64 B, pool 1 (the time is the round-trip latency);
+//! - `calls/in_flight`: 16, 128, 1024 in flight, 64 B, pool 1;
+//! - `calls/pool`: pool 1, 2, 4 at 128 in flight, 64 B;
+//! - `calls/payload`: 64 B, 4 KiB, 64 KiB at 128 in flight, pool 1.
+//!
+//! Run: `cargo bench --bench calls` (HTML report: target/criterion/report/index.html).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringrpc::runtime::io;
+use ringrpc::{Client, Method, Runtime, Server, ServerHandle};
+
+/// The echo message: request and response.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct Echo {
+    id: u64,
+    payload: Vec<u8>,
+}
+
+const ECHO: Method<Echo, Echo> = Method::new("Bench.echo");
+
+fn echo(req: &ArchivedEcho) -> Result<Echo, Infallible> {
+    Ok(Echo {
+        id: req.id.to_native(),
+        payload: req.payload.as_slice().to_vec(),
+    })
+}
+
+/// CPUs of the server and client runtimes (the client falls back to CPU 0 on one CPU).
+fn cpus() -> (usize, usize) {
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    (0, if n > 1 { 1 } else { 0 })
+}
+
+/// A pinned server runtime with the echo server, and a pinned client runtime.
+struct Env {
+    server: Option<ServerHandle>,
+    server_rt: Option<Runtime>,
+    client_rt: Option<Runtime>,
+    addr: SocketAddr,
+}
+
+impl Env {
+    fn new() -> Self {
+        let (server_cpu, client_cpu) = cpus();
+        let server_rt = Runtime::builder()
+            .cpus([server_cpu])
+            .name("calls-srv")
+            .build()
+            .expect("server runtime");
+        let client_rt = Runtime::builder()
+            .cpus([client_cpu])
+            .name("calls-cli")
+            .build()
+            .expect("client runtime");
+        let server = Server::builder()
+            .register(ECHO, echo)
+            .expect("register")
+            .serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("serve");
+        let addr = server.local_addr();
+        Self {
+            server: Some(server),
+            server_rt: Some(server_rt),
+            client_rt: Some(client_rt),
+            addr,
+        }
+    }
+
+    /// Runs `iters` echo calls with `in_flight` concurrent callers over a
+    /// client with `pool` connections; returns the elapsed time.
+    fn run(&self, pool: usize, in_flight: usize, payload: usize, iters: u64) -> Duration {
+        let addr = self.addr;
+        let rt = self.client_rt.as_ref().expect("client runtime");
+        rt.block_on(0, move || calls(addr, pool, in_flight, payload, iters))
+            .expect("client core")
+            .unwrap_or_else(|e| panic!("calls failed: {e}"))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Clients live in a client-core thread local; stopping the runtime drops them.
+        if let Some(rt) = self.client_rt.take() {
+            rt.shutdown();
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_millis(200));
+        }
+        if let Some(rt) = self.server_rt.take() {
+            rt.shutdown();
+        }
+    }
+}
+
+thread_local! {
+    /// Connected clients on the client core, by pool size (reused across samples).
+    static CLIENTS: RefCell<HashMap<usize, Client>> = RefCell::new(HashMap::new());
+}
+
+/// The client core's client with `pool` connections, connecting it on first use.
+async fn client(addr: SocketAddr, pool: usize) -> Result<Client, String> {
+    if let Some(c) = CLIENTS.with(|m| m.borrow().get(&pool).cloned()) {
+        return Ok(c);
+    }
+    let c = Client::builder()
+        .pool_size(pool)
+        .max_in_flight(4096)
+        .connect(addr);
+    if !c.wait_connected(Duration::from_secs(5)).await {
+        return Err(format!("no connection to {addr}"));
+    }
+    // Let every pooled connection come up before measuring.
+    for _ in 0..100 {
+        if c.stats().live_connections >= pool {
+            break;
+        }
+        io::sleep(Duration::from_millis(10)).await;
+    }
+    CLIENTS.with(|m| m.borrow_mut().insert(pool, c.clone()));
+    Ok(c)
+}
+
+async fn calls(
+    addr: SocketAddr,
+    pool: usize,
+    in_flight: usize,
+    payload: usize,
+    iters: u64,
+) -> Result<Duration, String> {
+    let client = client(addr, pool).await?;
+    let remaining = Rc::new(Cell::new(iters));
+    let workers = (in_flight as u64).min(iters).max(1) as usize;
+    let reqs: Vec<Echo> = (0..workers)
+        .map(|i| Echo {
+            id: (i as u64) << 40,
+            payload: vec![0xA5; payload],
+        })
+        .collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = reqs
+        .into_iter()
+        .map(|mut req| {
+            let (client, remaining) = (client.clone(), remaining.clone());
+            io::spawn(async move {
+                while remaining.get() > 0 {
+                    remaining.set(remaining.get() - 1);
+                    let reply = client.call(&ECHO, &req).await.map_err(|e| e.to_string())?;
+                    if reply.id.to_native() != req.id {
+                        return Err(format!("echo id {} for {}", reply.id, req.id));
+                    }
+                    req.id += 1;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|_| "caller panicked".to_string())??;
+    }
+    Ok(start.elapsed())
+}
+
+fn size_label(n: usize) -> String {
+    if n >= 1024 {
+        format!("{}KiB", n / 1024)
+    } else {
+        format!("{n}B")
+    }
+}
+
+/// 1 call in flight, 64 B, pool 1: the time per iteration is the round-trip latency.
+fn latency(c: &mut Criterion) {
+    let env = Env::new();
+    let mut g = c.benchmark_group("calls/latency");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("1_in_flight/64B/pool1", |b| {
+        b.iter_custom(|iters| env.run(1, 1, 64, iters))
+    });
+    g.finish();
+}
+
+/// Throughput with 16, 128 and 1024 calls in flight (64 B, pool 1).
+fn in_flight(c: &mut Criterion) {
+    let env = Env::new();
+    let mut g = c.benchmark_group("calls/in_flight");
+    g.throughput(Throughput::Elements(1));
+    for n in [16, 128, 1024] {
+        g.bench_with_input(BenchmarkId::new("64B/pool1", n), &n, |b, &n| {
+            b.iter_custom(|iters| env.run(1, n, 64, iters))
+        });
+    }
+    g.finish();
+}
+
+/// Pool sizes 1, 2, 4 at 128 in flight, 64 B.
+fn pool(c: &mut Criterion) {
+    let env = Env::new();
+    let mut g = c.benchmark_group("calls/pool");
+    g.throughput(Throughput::Elements(1));
+    for p in [1, 2, 4] {
+        g.bench_with_input(BenchmarkId::new("128_in_flight/64B", p), &p, |b, &p| {
+            b.iter_custom(|iters| env.run(p, 128, 64, iters))
+        });
+    }
+    g.finish();
+}
+
+/// Payloads of 64 B, 4 KiB and 64 KiB at 128 in flight, pool 1.
+fn payload(c: &mut Criterion) {
+    let env = Env::new();
+    let mut g = c.benchmark_group("calls/payload");
+    g.throughput(Throughput::Elements(1));
+    for size in [64, 4096, 65536] {
+        g.bench_with_input(
+            BenchmarkId::new("128_in_flight/pool1", size_label(size)),
+            &size,
+            |b, &size| b.iter_custom(|iters| env.run(1, 128, size, iters)),
+        );
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = calls_benches;
+    config = config();
+    targets = latency, in_flight, pool, payload
+}
+criterion_main!(calls_benches);

@@ -1,0 +1,566 @@
+//! `cargo bench --bench peers`: the same echo workload against the raw-socket
+//! floors, ringrpc, tarpc and tonic, in one run, printed side by side.
+//!
+//! A hand-written closed-loop harness (criterion's per-iteration model does not
+//! give per-call latency percentiles under concurrency): for each cell of the
+//! matrix and each peer, a fresh server (pinned to CPU 0) and client (pinned to
+//! CPU 1) run a warmup, then a measured window; latencies go into an HDR
+//! histogram. Each (cell, peer) is measured `--rounds` times, interleaved
+//! across peers, and the round with the median calls/s is reported.
+//!
+//! Options (after `--`): `--secs S` (measured seconds, default 3),
+//! `--warmup S` (default 1), `--rounds N` (default 3), `--server-cpu N`,
+//! `--client-cpu N`, `--cell IN_FLIGHTxPAYLOAD` (repeatable, e.g.
+//! `--cell 128x64`; default: the three cells of the matrix), and words that
+//! filter peers by name (e.g. `ringrpc tonic`).
+//! Results are also written to `target/peers/peers.csv` (reported rounds) and
+//! `target/peers/peers-rounds.csv` (every round).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ringrpc_peers::cpu::{CpuBusy, ThreadSample};
+use ringrpc_peers::{RunFn, Spec, Tally, Window, PEERS};
+
+/// The matrix: (calls in flight, payload bytes).
+const CELLS: &[(usize, usize)] = &[(1, 64), (128, 64), (128, 4096)];
+
+#[derive(Debug, Clone)]
+struct Options {
+    secs: f64,
+    warmup: f64,
+    rounds: usize,
+    server_cpu: usize,
+    client_cpu: usize,
+    filters: Vec<String>,
+    /// Cells to run (default: all of [`CELLS`]).
+    cells: Vec<(usize, usize)>,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        secs: 3.0,
+        warmup: 1.0,
+        rounds: 3,
+        server_cpu: 0,
+        client_cpu: 1,
+        filters: Vec::new(),
+        cells: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            // cargo bench passes --bench to harness = false targets.
+            "--bench" => {}
+            "--secs" => {
+                o.secs = value("--secs")?
+                    .parse()
+                    .map_err(|e| format!("--secs: {e}"))?
+            }
+            "--warmup" => {
+                o.warmup = value("--warmup")?
+                    .parse()
+                    .map_err(|e| format!("--warmup: {e}"))?
+            }
+            "--rounds" => {
+                o.rounds = value("--rounds")?
+                    .parse()
+                    .map_err(|e| format!("--rounds: {e}"))?
+            }
+            "--server-cpu" => {
+                o.server_cpu = value("--server-cpu")?
+                    .parse()
+                    .map_err(|e| format!("--server-cpu: {e}"))?
+            }
+            "--client-cpu" => {
+                o.client_cpu = value("--client-cpu")?
+                    .parse()
+                    .map_err(|e| format!("--client-cpu: {e}"))?
+            }
+            "--cell" => {
+                let v = value("--cell")?;
+                let cell = v
+                    .split_once('x')
+                    .and_then(|(f, p)| Some((f.parse().ok()?, p.parse().ok()?)))
+                    .ok_or_else(|| {
+                        format!("--cell {v}: expected IN_FLIGHTxPAYLOAD, e.g. 128x64")
+                    })?;
+                o.cells.push(cell);
+            }
+            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
+            word => o.filters.push(word.to_string()),
+        }
+    }
+    let bad = |v: f64, min: f64| !v.is_finite() || v < min;
+    if o.rounds == 0 || bad(o.secs, 1e-3) || bad(o.warmup, 0.0) {
+        return Err("--rounds must be >= 1, --secs > 0, --warmup >= 0".into());
+    }
+    if o.cells.is_empty() {
+        o.cells = CELLS.to_vec();
+    }
+    Ok(o)
+}
+
+/// CPU use during a window, as shares of one CPU (1.0 = one CPU fully busy).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuShares {
+    /// Server-side and client-side threads of the peer.
+    threads: Option<(f64, f64)>,
+    /// The whole server and client CPUs (every process on them).
+    busy: Option<(f64, f64)>,
+}
+
+/// Samples thread and CPU times from `window.start` until `window.end`, every
+/// 100 ms, and returns the shares between the first sample and the last one in
+/// which every peer thread was still alive (threads exit right after the window,
+/// and this sampler may run late on a busy machine).
+fn sample_window(window: Window, opts: &Options) -> CpuShares {
+    sleep_until(window.start);
+    let (t0, threads0, busy0) = (Instant::now(), ThreadSample::now(), CpuBusy::now());
+    let mut shares = CpuShares::default();
+    loop {
+        let next = (Instant::now() + Duration::from_millis(100)).min(window.end);
+        sleep_until(next);
+        let (t, threads, busy) = (Instant::now(), ThreadSample::now(), CpuBusy::now());
+        let secs = (t - t0).as_secs_f64();
+        if let Some(used) = threads.since(&threads0) {
+            shares.threads = Some((
+                used.server.as_secs_f64() / secs,
+                used.client.as_secs_f64() / secs,
+            ));
+            let share = |cpu| busy.since(&busy0, cpu).map(|d| d.as_secs_f64() / secs);
+            shares.busy = share(opts.server_cpu).zip(share(opts.client_cpu));
+        }
+        if next >= window.end {
+            return shares;
+        }
+    }
+}
+
+/// One measured round of one peer in one cell.
+#[derive(Debug, Clone)]
+struct Measured {
+    calls_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    server_cpu_us: Option<f64>,
+    client_cpu_us: Option<f64>,
+    /// Busy share of the server and client CPUs during the window (all processes).
+    busy: Option<(f64, f64)>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Measured {
+    fn new(tally: &Tally, window: &Window, cpu: CpuShares) -> Self {
+        let calls_per_s = tally.calls() as f64 / window.duration().as_secs_f64();
+        // CPU share / (calls per second) = CPU seconds per call.
+        let per_call = |share: f64| (calls_per_s > 0.0).then(|| share * 1e6 / calls_per_s);
+        let (server_cpu_us, client_cpu_us) = cpu
+            .threads
+            .map_or((None, None), |(s, c)| (per_call(s), per_call(c)));
+        Self {
+            calls_per_s,
+            p50_us: tally.quantile_us(0.50),
+            p99_us: tally.quantile_us(0.99),
+            p999_us: tally.quantile_us(0.999),
+            server_cpu_us,
+            client_cpu_us,
+            busy: cpu.busy,
+            errors: tally.errors,
+            first_error: tally.first_error.clone(),
+        }
+    }
+}
+
+/// Whether `peer` takes part in a cell with `in_flight` calls: the blocking
+/// floor only at 1 in flight, the pipelined floor only above.
+fn applies(peer: &str, in_flight: usize) -> bool {
+    match peer {
+        "raw-blocking" => in_flight == 1,
+        "raw-pipelined" => in_flight > 1,
+        _ => true,
+    }
+}
+
+/// Runs one round: warmup, measured window, CPU samples at the window edges.
+fn measure(run: RunFn, spec: &Spec, opts: &Options) -> Result<Measured, String> {
+    let window = Window::after(
+        Duration::from_secs_f64(opts.warmup),
+        Duration::from_secs_f64(opts.secs),
+    );
+    let sampler = {
+        let opts = opts.clone();
+        std::thread::spawn(move || sample_window(window, &opts))
+    };
+    let tally = run(spec, window)?;
+    let cpu = sampler.join().unwrap_or_default();
+    Ok(Measured::new(&tally, &window, cpu))
+}
+
+/// Measures how busy the benchmark CPUs are before anything runs (other load skews results).
+fn idle_check(opts: &Options) -> String {
+    let before = CpuBusy::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = CpuBusy::now();
+    let share = |cpu| {
+        after
+            .since(&before, cpu)
+            .map_or(0.0, |d| d.as_secs_f64() / 0.5 * 100.0)
+    };
+    let (s, c) = (share(opts.server_cpu), share(opts.client_cpu));
+    let warn = if s.max(c) > 10.0 {
+        "  WARNING: other load on the benchmark CPUs; results will be noisy"
+    } else {
+        ""
+    };
+    format!(
+        "peers: before the run, cpu {} was {s:.0}% busy, cpu {} {c:.0}%{warn}",
+        opts.server_cpu, opts.client_cpu
+    )
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn cell_name(in_flight: usize, payload: usize) -> String {
+    let size = if payload >= 1024 && payload.is_multiple_of(1024) {
+        format!("{} KiB", payload / 1024)
+    } else {
+        format!("{payload} B")
+    };
+    format!("{in_flight} in flight x {size}")
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"))
+}
+
+/// Results of every (cell, peer): all rounds, in order.
+type Results = Vec<((usize, usize), &'static str, Vec<Measured>)>;
+
+/// The median of one metric over the rounds that have it.
+fn median_of(rounds: &[Measured], metric: impl Fn(&Measured) -> Option<f64>) -> Option<f64> {
+    let mut v: Vec<f64> = rounds.iter().filter_map(metric).collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// Appends a table with one row per peer (in [`PEERS`] order) and one column per cell.
+fn side_by_side(
+    out: &mut String,
+    results: &Results,
+    opts: &Options,
+    title: &str,
+    cell_text: impl Fn(&[Measured]) -> Option<String>,
+) {
+    let _ = writeln!(out, "== side by side: {title}");
+    let mut header = format!("{:<14}", "peer");
+    for &(f, p) in &opts.cells {
+        let _ = write!(header, " | {:^32}", cell_name(f, p));
+    }
+    let _ = writeln!(out, "{header}");
+    for (name, _) in PEERS {
+        if !results.iter().any(|(_, n, _)| n == name) {
+            continue;
+        }
+        let mut line = format!("{name:<14}");
+        for &cell in &opts.cells {
+            let text = results
+                .iter()
+                .find(|(c, n, _)| *c == cell && n == name)
+                .and_then(|(_, _, r)| cell_text(r))
+                .unwrap_or_else(|| "-".to_string());
+            let _ = write!(line, " | {text:^32}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out);
+}
+
+/// The round with the median calls/s.
+fn median(rounds: &[Measured]) -> Option<&Measured> {
+    let mut sorted: Vec<&Measured> = rounds.iter().collect();
+    sorted.sort_by(|a, b| a.calls_per_s.total_cmp(&b.calls_per_s));
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("peers: {e}");
+            std::process::exit(2);
+        }
+    };
+    let peers: Vec<(&'static str, RunFn)> = PEERS
+        .iter()
+        .copied()
+        .filter(|(name, _)| {
+            opts.filters.is_empty() || opts.filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    let began = Instant::now();
+    let idle = idle_check(&opts);
+    println!(
+        "peers: echo (u64 id + payload), one loopback TCP connection per peer; server cpu {}, client cpu {}; \
+         {:.1} s warmup + {:.1} s measured per round, {} round(s), median round reported",
+        opts.server_cpu, opts.client_cpu, opts.warmup, opts.secs, opts.rounds
+    );
+
+    println!("{idle}");
+    let mut results: Results = Vec::new();
+    for &(in_flight, payload) in &opts.cells {
+        let spec = Spec {
+            in_flight,
+            payload,
+            server_cpu: opts.server_cpu,
+            client_cpu: opts.client_cpu,
+        };
+        let cell_peers: Vec<_> = peers
+            .iter()
+            .filter(|(n, _)| applies(n, in_flight))
+            .collect();
+        let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); cell_peers.len()];
+        for round in 0..opts.rounds {
+            for (i, (name, run)) in cell_peers.iter().enumerate() {
+                match measure(*run, &spec, &opts) {
+                    Ok(m) => {
+                        println!(
+                            "  [{}] {name:<13} round {}: {:>10.0} calls/s  p50 {:>8.1} us  p99 {:>8.1} us  \
+                             cpu us/call srv {} cli {}  cpu busy {}{}",
+                            cell_name(in_flight, payload),
+                            round + 1,
+                            m.calls_per_s,
+                            m.p50_us,
+                            m.p99_us,
+                            opt(m.server_cpu_us),
+                            opt(m.client_cpu_us),
+                            m.busy.map_or_else(
+                                || "-".to_string(),
+                                |(s, c)| format!("{:.0}%/{:.0}%", s * 100.0, c * 100.0)
+                            ),
+                            if m.errors > 0 {
+                                format!("  ERRORS {} (first: {:?})", m.errors, m.first_error)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        rounds[i].push(m);
+                    }
+                    Err(e) => println!("  [{}] {name}: FAILED: {e}", cell_name(in_flight, payload)),
+                }
+            }
+        }
+        for ((name, _), r) in cell_peers.iter().zip(rounds) {
+            results.push(((in_flight, payload), name, r));
+        }
+    }
+
+    let report = render(&results, &opts);
+    println!("\n{report}");
+    if let Err(e) = write_csv(&results) {
+        eprintln!("peers: could not write CSV: {e}");
+    }
+    println!(
+        "peers: total run time {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    if results
+        .iter()
+        .any(|(_, _, r)| r.iter().any(|m| m.errors > 0))
+    {
+        eprintln!("peers: some calls failed (see ERRORS above)");
+        std::process::exit(1);
+    }
+}
+
+/// The per-cell tables, the side-by-side matrix and the P1-P3 ratios.
+fn render(results: &Results, opts: &Options) -> String {
+    let mut out = String::new();
+    let floor_of = |cell: (usize, usize)| {
+        let want = if cell.0 == 1 {
+            "raw-blocking"
+        } else {
+            "raw-pipelined"
+        };
+        results
+            .iter()
+            .find(|(c, n, _)| *c == cell && *n == want)
+            .and_then(|(_, _, r)| median(r).cloned())
+    };
+    for &(in_flight, payload) in &opts.cells {
+        let cell = (in_flight, payload);
+        let floor = floor_of(cell);
+        let _ = writeln!(
+            out,
+            "== {} (median of {} round(s))",
+            cell_name(in_flight, payload),
+            opts.rounds
+        );
+        let _ = writeln!(
+            out,
+            "{:<14} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>13}",
+            "peer",
+            "calls/s",
+            "x floor",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "p50/floor",
+            "srv cpu us/c",
+            "cli cpu us/c"
+        );
+        for (_, name, rounds) in results.iter().filter(|(c, _, _)| *c == cell) {
+            let Some(m) = median(rounds) else {
+                let _ = writeln!(out, "{name:<14} (failed)");
+                continue;
+            };
+            let ratio = floor.as_ref().map(|f| m.calls_per_s / f.calls_per_s);
+            let p50_ratio = floor.as_ref().map(|f| m.p50_us / f.p50_us);
+            let _ = writeln!(
+                out,
+                "{:<14} {:>11.0} {:>9} {:>9.1} {:>9.1} {:>10.1} {:>10} {:>13} {:>13}",
+                name,
+                m.calls_per_s,
+                opt(ratio),
+                m.p50_us,
+                m.p99_us,
+                m.p999_us,
+                opt(p50_ratio),
+                opt(m.server_cpu_us),
+                opt(m.client_cpu_us),
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    // Side by side: one row per peer, one column group per cell.
+    side_by_side(&mut out, results, opts, "calls/s (p50 / p99 us)", |r| {
+        median(r).map(|m| format!("{:>9.0} ({:.1} / {:.1})", m.calls_per_s, m.p50_us, m.p99_us))
+    });
+    // CPU per call barely depends on other load on the machine, unlike the rates above.
+    side_by_side(
+        &mut out,
+        results,
+        opts,
+        "thread CPU us per call, server / client (median of rounds)",
+        |r| {
+            let srv = median_of(r, |m| m.server_cpu_us)?;
+            let cli = median_of(r, |m| m.client_cpu_us)?;
+            Some(format!("{srv:.2} / {cli:.2}"))
+        },
+    );
+
+    // The issue's targets that this matrix measures.
+    let get = |cell: (usize, usize), name: &str| {
+        results
+            .iter()
+            .find(|(c, n, _)| *c == cell && *n == name)
+            .and_then(|(_, _, r)| median(r).cloned())
+    };
+    let _ = writeln!(out, "\n== targets (ringrpc vs floor, same run)");
+    if let (Some(r), Some(f)) = (get((1, 64), "ringrpc"), floor_of((1, 64))) {
+        let _ = writeln!(
+            out,
+            "P1 1 x 64 B:     p50 {:.2}x floor (target <= 1.10), p99 {:.2}x floor (target <= 1.25)",
+            r.p50_us / f.p50_us,
+            r.p99_us / f.p99_us
+        );
+    }
+    if let (Some(r), Some(f)) = (get((128, 64), "ringrpc"), floor_of((128, 64))) {
+        let _ = writeln!(
+            out,
+            "P2 128 x 64 B:   calls/s {:.2}x floor (target >= 0.60)",
+            r.calls_per_s / f.calls_per_s
+        );
+    }
+    if let (Some(r), Some(f)) = (get((128, 4096), "ringrpc"), floor_of((128, 4096))) {
+        let _ = writeln!(
+            out,
+            "P3 128 x 4 KiB:  calls/s {:.2}x floor (target >= 0.85)",
+            r.calls_per_s / f.calls_per_s
+        );
+    }
+    if let Some(r) = get((128, 64), "ringrpc") {
+        let _ = writeln!(
+            out,
+            "P4 128 x 64 B:   server thread cpu {} us/call (target <= 0.5)",
+            opt(r.server_cpu_us),
+        );
+    }
+    for &cell in &opts.cells {
+        let Some(r) = get(cell, "ringrpc") else {
+            continue;
+        };
+        for other in ["tarpc", "tonic"] {
+            if let Some(o) = get(cell, other) {
+                let _ = writeln!(
+                    out,
+                    "ringrpc vs {other:<5} [{}]: {:.2}x calls/s, p50 {:.2}x",
+                    cell_name(cell.0, cell.1),
+                    r.calls_per_s / o.calls_per_s,
+                    r.p50_us / o.p50_us
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `target/` of this build: the bench binary runs from `target/<profile>/deps/`.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn write_csv(results: &Results) -> std::io::Result<()> {
+    let dir = target_dir().join("peers");
+    std::fs::create_dir_all(&dir)?;
+    let head = "in_flight,payload,peer,round,calls_per_s,p50_us,p99_us,p999_us,\
+                server_cpu_us_per_call,client_cpu_us_per_call,server_cpu_busy,client_cpu_busy,errors\n";
+    let line = |cell: (usize, usize), name: &str, round: usize, m: &Measured| {
+        format!(
+            "{},{},{},{},{:.1},{:.2},{:.2},{:.2},{},{},{},{},{}\n",
+            cell.0,
+            cell.1,
+            name,
+            round,
+            m.calls_per_s,
+            m.p50_us,
+            m.p99_us,
+            m.p999_us,
+            m.server_cpu_us.map_or(String::new(), |v| format!("{v:.3}")),
+            m.client_cpu_us.map_or(String::new(), |v| format!("{v:.3}")),
+            m.busy.map_or(String::new(), |b| format!("{:.3}", b.0)),
+            m.busy.map_or(String::new(), |b| format!("{:.3}", b.1)),
+            m.errors
+        )
+    };
+    let (mut reported, mut all) = (head.to_string(), head.to_string());
+    for (cell, name, rounds) in results {
+        for (i, m) in rounds.iter().enumerate() {
+            all.push_str(&line(*cell, name, i + 1, m));
+        }
+        if let Some(m) = median(rounds) {
+            let i = rounds.iter().position(|r| std::ptr::eq(r, m)).unwrap_or(0);
+            reported.push_str(&line(*cell, name, i + 1, m));
+        }
+    }
+    std::fs::write(dir.join("peers.csv"), reported)?;
+    std::fs::write(dir.join("peers-rounds.csv"), all)?;
+    println!("peers: wrote {}", dir.join("peers.csv").display());
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! The `peers` benchmark: one echo workload run against ringrpc and the RPC
+//! stacks (and raw-socket floors) it is compared with.
+//!
+//! Workload: a request is a `u64` id plus an N-byte payload; the server sends
+//! both back; the client checks the id. Every peer runs its server on one
+//! pinned CPU and its client on another, over one loopback TCP connection, as
+//! a closed loop with a fixed number of calls in flight. Each peer module
+//! exposes `run(&Spec, Window) -> Result<Tally, String>`.
+//!
+//! - [`raw`]: blocking ping-pong and a pipelined loop over a plain socket (the floors);
+//! - [`ringrpc_peer`]: ringrpc (io_uring, thread per core, rkyv);
+//! - [`tarpc_peer`]: tarpc with its bincode serde transport on tokio;
+//! - [`tonic_peer`]: tonic gRPC (HTTP/2, prost) on tokio.
+//!
+//! tokio peers use a current-thread runtime on a pinned std thread per side.
+
+pub mod cpu;
+pub mod measure;
+pub mod raw;
+pub mod ringrpc_peer;
+pub mod tarpc_peer;
+pub mod tonic_peer;
+
+pub use measure::{Spec, Tally, Window};
+
+/// A peer's entry point: run the workload of `spec`, recording calls started inside `window`.
+pub type RunFn = fn(&Spec, Window) -> Result<Tally, String>;
+
+/// Every peer, in the order the summary prints them.
+pub const PEERS: &[(&str, RunFn)] = &[
+    ("raw-blocking", raw::run_blocking),
+    ("raw-pipelined", raw::run_pipelined),
+    ("ringrpc", ringrpc_peer::run),
+    ("tarpc", tarpc_peer::run),
+    ("tonic", tonic_peer::run),
+];

@@ -1,0 +1,153 @@
+//! Run parameters, the warmup/measure window and per-worker latency tallies.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Highest recordable latency in nanoseconds (60 s).
+const HIGHEST_NS: u64 = 60_000_000_000;
+
+/// One cell of the matrix plus where and how long to run it.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Calls kept in flight (closed loop).
+    pub in_flight: usize,
+    /// Payload bytes per request (echoed back).
+    pub payload: usize,
+    /// CPU of the server thread.
+    pub server_cpu: usize,
+    /// CPU of the client thread.
+    pub client_cpu: usize,
+}
+
+/// When calls are recorded: those started in `start..end`; none start after `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// First instant whose calls are recorded (after the warmup).
+    pub start: Instant,
+    /// No call starts at or after this instant.
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window opening `warmup` from now and lasting `duration`.
+    pub fn after(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Self {
+            start,
+            end: start + duration,
+        }
+    }
+
+    /// Measured length.
+    pub fn duration(&self) -> Duration {
+        self.end - self.start
+    }
+
+    /// Whether a call started at `t` is recorded.
+    pub fn counts(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+
+    /// Whether no further call should start.
+    pub fn over(&self) -> bool {
+        Instant::now() >= self.end
+    }
+}
+
+/// Latencies (ns) of calls started inside the window, plus failures.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Latency histogram in nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Failed calls (at any time).
+    pub errors: u64,
+    /// The first failure, if any.
+    pub first_error: Option<String>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tally {
+    /// An empty tally (1 ns ..= 60 s, 3 significant figures).
+    pub fn new() -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("valid histogram bounds"),
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Records a successful call started at `started` (if inside `window`).
+    #[inline]
+    pub fn ok(&mut self, window: &Window, started: Instant) {
+        if window.counts(started) {
+            let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.hist.saturating_record(ns.max(1));
+        }
+    }
+
+    /// Records a successful call if `got == want`, a failure otherwise.
+    #[inline]
+    pub fn check(&mut self, window: &Window, started: Instant, got: u64, want: u64) {
+        if got == want {
+            self.ok(window, started);
+        } else {
+            self.error(|| format!("echo id {got:#x}, expected {want:#x}"));
+        }
+    }
+
+    /// Records a failed call.
+    pub fn error(&mut self, what: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(what());
+        }
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Tally) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+
+    /// Successful calls recorded.
+    pub fn calls(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// Latency at `q` (0..=1) in microseconds.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1_000.0
+    }
+}
+
+/// Runs `f` on a new thread pinned to `cpu` (best effort: pinning failures are ignored).
+pub fn spawn_pinned<T: Send + 'static>(
+    cpu: usize,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+            f()
+        })
+        .expect("spawn a benchmark thread")
+}
+
+/// A current-thread tokio runtime (what a thread-per-core tokio deployment uses).
+pub fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}

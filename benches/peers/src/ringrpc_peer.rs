@@ -1,0 +1,106 @@
+//! ringrpc: server runtime pinned to the server CPU, client runtime pinned to
+//! the client CPU, one connection (`pool_size(1)`), `in_flight` caller tasks on
+//! the client core, each looping call → check → record.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringrpc::runtime::io;
+use ringrpc::{Client, Method, Runtime, Server};
+
+use crate::measure::{Spec, Tally, Window};
+
+/// The echo message: request and response.
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Echo {
+    /// Caller-chosen id, echoed back.
+    pub id: u64,
+    /// Opaque bytes, echoed back.
+    pub payload: Vec<u8>,
+}
+
+/// The echo method.
+pub const ECHO: Method<Echo, Echo> = Method::new("Peers.echo");
+
+fn echo(req: &ArchivedEcho) -> Result<Echo, Infallible> {
+    Ok(Echo {
+        id: req.id.to_native(),
+        payload: req.payload.as_slice().to_vec(),
+    })
+}
+
+/// Runs the workload against a ringrpc server.
+pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
+    let server_rt = Runtime::builder()
+        .cpus([spec.server_cpu])
+        .name("peers-rr-srv")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client_rt = Runtime::builder()
+        .cpus([spec.client_cpu])
+        .name("peers-rr-cli")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server = Server::builder()
+        .register(ECHO, echo)
+        .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
+        .map_err(|e| e.to_string())?;
+    let addr = server.local_addr();
+    let spec = *spec;
+    let tally = client_rt
+        .block_on(0, move || client(addr, spec, window))
+        .map_err(|e| e.to_string())??;
+    server.shutdown(Duration::from_millis(200));
+    client_rt.shutdown();
+    server_rt.shutdown();
+    Ok(tally)
+}
+
+async fn client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
+    let client = Client::builder()
+        .pool_size(1)
+        .max_in_flight(spec.in_flight.max(1024))
+        .connect(addr);
+    if !client.wait_connected(Duration::from_secs(5)).await {
+        return Err(format!("ringrpc: no connection to {addr}"));
+    }
+    let callers: Vec<_> = (0..spec.in_flight)
+        .map(|i| {
+            io::spawn(caller(
+                client.clone(),
+                window,
+                (i as u64) << 40,
+                spec.payload,
+            ))
+        })
+        .collect();
+    let mut total = Tally::new();
+    for caller in callers {
+        match caller.await {
+            Ok(tally) => total.merge(&tally),
+            Err(_) => total.error(|| "a ringrpc caller task panicked".into()),
+        }
+    }
+    client.close();
+    Ok(total)
+}
+
+async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -> Tally {
+    let mut tally = Tally::new();
+    let mut req = Echo {
+        id: first_id,
+        payload: vec![0xA5; payload],
+    };
+    loop {
+        let started = Instant::now();
+        if started >= window.end {
+            return tally;
+        }
+        match client.call(&ECHO, &req).await {
+            Ok(reply) => tally.check(&window, started, reply.id.to_native(), req.id),
+            Err(e) => tally.error(|| e.to_string()),
+        }
+        req.id = req.id.wrapping_add(1);
+    }
+}
