@@ -105,7 +105,7 @@ impl ClientConn {
         Rc::new(Self {
             stream,
             calls: RefCell::new(CallTable::with_capacity(cfg.max_in_flight.min(4096))),
-            out: RefCell::new(Vec::with_capacity(64 << 10)),
+            out: RefCell::new(Vec::new()),
             cfg,
             counters,
             writer: RefCell::new(None),
@@ -366,10 +366,13 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
                 break;
             }
         }
-        conn.last_rx.set(Instant::now());
+        let arrived = Instant::now();
         loop {
             match decode_frame(buf.unconsumed(), conn.cfg.max_frame) {
                 Ok(Decoded::Frame(header)) => {
+                    // Liveness counts complete frames only: bytes of a frame whose
+                    // (corrupted) length never completes must not keep it alive.
+                    conn.last_rx.set(arrived);
                     if let Err(e) = conn.on_frame(&buf, header) {
                         tracing::warn!(error = %e, "server broke the protocol");
                         return conn.close();
@@ -392,7 +395,8 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
 
 /// The connection's writer: sends everything queued, one batch per wake-up.
 pub(crate) async fn write_loop(conn: Rc<ClientConn>) {
-    let mut spare = Vec::with_capacity(64 << 10);
+    // Send buffers grow on demand and are then reused: idle connections stay small.
+    let mut spare = Vec::new();
     loop {
         let ready = poll_fn(|cx| {
             if conn.state.get() == State::Closed {
@@ -482,8 +486,11 @@ pub(crate) async fn heartbeat_loop(conn: Rc<ClientConn>) {
     let (interval, timeout) = (conn.cfg.heartbeat_interval, conn.cfg.heartbeat_timeout);
     let mut seq = 0u64;
     while conn.state.get() != State::Closed {
-        io::sleep(interval).await;
-        if conn.last_rx.get().elapsed() < interval {
+        // Ping exactly `interval` after the last complete frame, so a dead link
+        // is noticed within interval + timeout.
+        let idle_at = conn.last_rx.get() + interval;
+        if Instant::now() < idle_at {
+            io::sleep_until(idle_at).await;
             continue;
         }
         seq += 1;

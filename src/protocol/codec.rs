@@ -18,8 +18,16 @@ pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 /// Starts a frame at the end of `out` by reserving its header; returns the frame start.
 ///
 /// Append the payload to `out`, then call [`finish_frame`] with the returned start.
+///
+/// # Panics
+/// If `out.len()` is not a multiple of 16: frames must start aligned, which holds
+/// for any buffer that contains only frames written by this module.
 pub fn begin_frame(out: &mut Vec<u8>) -> usize {
-    debug_assert_eq!(out.len() % FRAME_ALIGN, 0, "frames start aligned");
+    assert_eq!(
+        out.len() % FRAME_ALIGN,
+        0,
+        "frames must start 16-byte aligned"
+    );
     let start = out.len();
     out.resize(start + HEADER_LEN, 0);
     start
@@ -53,6 +61,9 @@ pub fn finish_frame(
 }
 
 /// Appends a complete frame with the given raw payload bytes.
+///
+/// # Panics
+/// If `out.len()` is not a multiple of 16 (see [`begin_frame`]).
 pub fn encode_frame(
     out: &mut Vec<u8>,
     header: FrameHeader,

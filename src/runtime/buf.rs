@@ -23,6 +23,8 @@ use crate::protocol::FRAME_ALIGN;
 
 /// Chunks kept for reuse per connection beyond the one in use.
 const MAX_SPARE_CHUNKS: usize = 8;
+/// First chunk of every connection.
+const SMALL_CHUNK: usize = 4096;
 
 /// A fixed-size, 16-byte aligned, zero-initialised byte region.
 pub struct Chunk {
@@ -141,20 +143,28 @@ pub struct RecvBuf {
     consumed: usize,
     filled: usize,
     chunk_size: usize,
-    min_read: usize,
+    /// The size new chunks get now: small until the connection gets busy.
+    class: usize,
+    /// The last read filled all the room it had (more data is likely waiting).
+    filled_tail: bool,
     spare: Vec<Rc<Chunk>>,
 }
 
 impl RecvBuf {
     /// A buffer whose chunks hold `chunk_size` bytes (bigger for bigger frames).
+    ///
+    /// The buffer starts with a small chunk and moves to `chunk_size` chunks the
+    /// first time a read fills all the room it was given, so idle connections
+    /// stay small and busy ones read in large batches.
     pub fn new(chunk_size: usize) -> Self {
-        let chunk_size = chunk_size.max(4096);
+        let chunk_size = chunk_size.max(SMALL_CHUNK);
         Self {
-            chunk: Chunk::new(chunk_size),
+            chunk: Chunk::new(SMALL_CHUNK),
             consumed: 0,
             filled: 0,
             chunk_size,
-            min_read: chunk_size / 8,
+            class: SMALL_CHUNK,
+            filled_tail: false,
             spare: Vec::new(),
         }
     }
@@ -196,16 +206,23 @@ impl RecvBuf {
         if pending == 0 && unshared {
             (self.consumed, self.filled) = (0, 0);
         }
+        if self.filled_tail && self.class < self.chunk_size {
+            self.class = self.chunk_size;
+        }
+        // A frame's header never reserves more than twice what has arrived (or
+        // one chunk): a huge claimed length grows the buffer as bytes come in.
+        let target = total.min((2 * pending).max(self.class));
         let cap = self.chunk.capacity();
-        let needed = total.saturating_sub(pending).max(1);
+        let needed = target.saturating_sub(pending).max(1);
         let room = cap - self.filled;
-        if cap - self.consumed >= total && room >= needed.min(self.min_read) {
+        let small = cap < self.class;
+        if !small && cap - self.consumed >= target && room >= needed.min(self.class / 8) {
             return;
         }
-        if unshared && cap >= total {
+        if !small && unshared && cap >= target {
             self.compact();
         } else {
-            self.switch_chunk(total.max(self.chunk_size));
+            self.switch_chunk(target.max(self.class));
         }
     }
 
@@ -242,7 +259,8 @@ impl RecvBuf {
             );
         }
         let old = std::mem::replace(&mut self.chunk, fresh);
-        if self.spare.len() < MAX_SPARE_CHUNKS && old.capacity() <= self.chunk_size * 4 {
+        let reusable = old.capacity() >= self.class && old.capacity() <= self.chunk_size * 4;
+        if self.spare.len() < MAX_SPARE_CHUNKS && reusable {
             self.spare.push(old);
         }
         (self.consumed, self.filled) = (0, pending);
@@ -260,6 +278,8 @@ impl RecvBuf {
     /// Records `n` bytes received into the tail handed out by `read_target`.
     pub fn commit(&mut self, tail: TailBuf, n: usize) {
         debug_assert!(Rc::ptr_eq(&tail.chunk, &self.chunk) && tail.start == self.filled);
+        let room = self.chunk.capacity() - self.filled;
+        self.filled_tail = n > 0 && n >= room;
         self.filled = (self.filled + n).min(self.chunk.capacity());
     }
 }
@@ -311,10 +331,42 @@ mod tests {
     }
 
     #[test]
-    fn large_frames_get_a_large_chunk() {
+    fn large_frames_grow_the_buffer_as_their_bytes_arrive() {
         let mut buf = RecvBuf::new(4096);
-        buf.reserve(100_000);
-        assert!(buf.read_target().as_uninit().len() >= 100_000);
+        buf.reserve(32);
+        receive(&mut buf, &[9u8; 32]);
+        // A header claiming 16 MiB does not reserve 16 MiB up front.
+        buf.reserve(16 << 20);
+        assert!(buf.read_target().as_uninit().len() < 1 << 20);
+        let mut have = 32;
+        while have < 100_000 {
+            buf.reserve(100_000);
+            let room = buf.read_target().as_uninit().len();
+            let n = room.min(100_000 - have);
+            receive(&mut buf, &vec![9u8; n]);
+            have += n;
+        }
+        assert_eq!(
+            buf.unconsumed().len(),
+            100_000,
+            "the whole frame is contiguous"
+        );
+        assert_eq!(buf.unconsumed().as_ptr() as usize % FRAME_ALIGN, 0);
+    }
+
+    #[test]
+    fn buffers_start_small_and_grow_when_reads_fill_them() {
+        let mut buf = RecvBuf::new(64 << 10);
+        buf.reserve(32);
+        let first = buf.read_target().as_uninit().len();
+        assert!(first <= SMALL_CHUNK, "idle connections stay small");
+        receive(&mut buf, &vec![1u8; first]);
+        buf.consume(first);
+        buf.reserve(32);
+        assert!(
+            buf.read_target().as_uninit().len() >= 32 << 10,
+            "busy ones grow"
+        );
     }
 
     #[test]

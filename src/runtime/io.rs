@@ -32,6 +32,11 @@ pub async fn sleep(duration: Duration) {
     compio::runtime::time::sleep(duration).await
 }
 
+/// Sleeps until `deadline`.
+pub async fn sleep_until(deadline: Instant) {
+    compio::runtime::time::sleep_until(deadline).await
+}
+
 /// Runs `future` until `deadline`; `None` if the deadline came first (the future is dropped).
 pub async fn until<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
     compio::runtime::time::timeout_at(deadline, future)
@@ -64,10 +69,17 @@ pub fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Listener
     Listener::from_std(listener)
 }
 
-/// Accepts one connection and sets `TCP_NODELAY` on it.
+/// Accepts one connection, with `TCP_NODELAY` and TCP keepalive (probes after
+/// 30 s idle, every 10 s, 3 tries), so a client that vanished without FIN or RST
+/// does not hold its server connection forever.
 pub async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
     let (stream, peer) = listener.accept().await?;
     stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
     Ok((stream, peer))
 }
 

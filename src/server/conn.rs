@@ -55,6 +55,8 @@ pub(crate) struct ConnShared {
     partial_since: Cell<Option<Instant>>,
     /// Async handlers running for this connection.
     running: Cell<usize>,
+    /// True while the writer has a batch in the kernel.
+    writing: Cell<bool>,
     /// When the first response of the batch now being filled was queued.
     batch_started: Cell<Option<Instant>>,
     metrics: Rc<CoreMetrics>,
@@ -69,7 +71,7 @@ impl ConnShared {
         let max_frame = cfg.limits.max_frame;
         Self {
             stream,
-            out: RefCell::new(Vec::with_capacity(64 << 10)),
+            out: RefCell::new(Vec::new()),
             writer: RefCell::new(None),
             reader: RefCell::new(None),
             closed: Cell::new(false),
@@ -77,6 +79,7 @@ impl ConnShared {
             clock: Cell::new(Instant::now()),
             partial_since: Cell::new(None),
             running: Cell::new(0),
+            writing: Cell::new(false),
             batch_started: Cell::new(None),
             metrics: metrics::local(),
             timing: cfg.limits.metrics,
@@ -220,7 +223,12 @@ impl ConnShared {
 pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<ServerConfig>) {
     let writer = io::spawn(write_loop(conn.clone()));
     match read_loop(&conn, &router, &cfg).await {
-        Ok(()) => tracing::debug!("connection closed by peer"),
+        Ok(()) if !conn.closed.get() => {
+            // The peer half-closed: answer what it already sent, then close.
+            tracing::debug!("peer finished sending");
+            finish_pending(&conn, cfg.limits.read_timeout).await;
+        }
+        Ok(()) => tracing::debug!("connection closed"),
         Err(ConnError::Io(e)) => tracing::debug!(error = %e, "connection read failed"),
         Err(ConnError::Protocol(e)) => {
             tracing::warn!(error = %e, "closing connection after protocol error");
@@ -230,6 +238,18 @@ pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<Se
     }
     conn.close();
     drop(writer);
+}
+
+/// Waits (at most `limit`) until no handler runs and every response is written.
+async fn finish_pending(conn: &ConnShared, limit: Duration) {
+    let give_up = Instant::now() + limit;
+    while !conn.closed.get() && Instant::now() < give_up {
+        let idle = conn.running.get() == 0 && conn.out.borrow().is_empty() && !conn.writing.get();
+        if idle {
+            return;
+        }
+        io::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 enum ConnError {
@@ -357,7 +377,8 @@ fn dispatch(
 }
 
 async fn write_loop(conn: Rc<ConnShared>) {
-    let mut spare = Vec::with_capacity(64 << 10);
+    // Send buffers grow on demand and are then reused: idle connections stay small.
+    let mut spare = Vec::new();
     loop {
         let ready = poll_fn(|cx| {
             if conn.closed.get() {
@@ -376,7 +397,9 @@ async fn write_loop(conn: Rc<ConnShared>) {
         let batch = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
         let queued_at = conn.batch_started.take();
         add(&conn.metrics.server.bytes_out, batch.len() as u64);
+        conn.writing.set(true);
         let (result, mut batch) = io::write_all(&conn.stream, batch).await;
+        conn.writing.set(false);
         if let (true, Some(at)) = (conn.timing, queued_at) {
             conn.metrics.phase(Phase::ServerWrite, || at.elapsed());
         }
