@@ -66,9 +66,21 @@ pub struct BenchArgs {
     /// `--rounds` times each, and print the medians and the on/off ratio.
     #[arg(long, value_enum)]
     pub compare: Option<Compare>,
+    /// Keep every core (client and embedded server) polling its ring for this
+    /// many microseconds after each receive instead of sleeping at once
+    /// (`RuntimeBuilder::busy_poll`); 0 = off.
+    #[arg(long, default_value_t = 0, value_name = "MICROS")]
+    pub busy_poll: u64,
     /// Runs per setting for `--compare metrics`.
     #[arg(long, default_value = "5", value_parser = parse_positive, value_name = "N")]
     pub rounds: usize,
+}
+
+impl BenchArgs {
+    /// The busy-poll window, if any.
+    pub fn busy(&self) -> Option<Duration> {
+        (self.busy_poll > 0).then(|| Duration::from_micros(self.busy_poll))
+    }
 }
 
 /// Baselines `--compare` can run.
@@ -108,10 +120,11 @@ struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    fn start(cpu: usize, metrics: bool) -> CliResult<Self> {
+    fn start(cpu: usize, metrics: bool, busy_poll: Option<Duration>) -> CliResult<Self> {
         let runtime = Runtime::builder()
             .cpus([cpu])
             .name("bench-server")
+            .busy_poll(busy_poll)
             .build()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let handle = echo::server()?.metrics(metrics).serve(&runtime, addr)?;
@@ -184,11 +197,12 @@ fn describe(args: &BenchArgs, cpus: &CpuPlan) {
         None => format!("embedded on cpu {}", cpus.server),
     };
     println!(
-        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}",
+        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}, busy poll {}",
         cpus.client,
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
         if args.metrics.is_on() { "on" } else { "off" },
+        if args.busy_poll > 0 { format!("{} µs", args.busy_poll) } else { "off".into() },
     );
 }
 
@@ -202,7 +216,7 @@ pub fn run_row(
 ) -> CliResult<Measured> {
     let server = match args.connect {
         Some(_) => None,
-        None => Some(EmbeddedServer::start(cpus.server, metrics)?),
+        None => Some(EmbeddedServer::start(cpus.server, metrics, args.busy())?),
     };
     let addr = args
         .connect
@@ -211,6 +225,7 @@ pub fn run_row(
     let runtime = Runtime::builder()
         .cpus(cpus.client.iter().copied())
         .name("bench-client")
+        .busy_poll(args.busy())
         .build()?;
     let spec = Spec {
         addr,

@@ -96,6 +96,7 @@ impl TuneArgs {
             metrics: Switch::On,
             compare: None,
             rounds: 1,
+            busy_poll: 0,
         }
     }
 
