@@ -146,7 +146,13 @@ impl Counters {
         self.core.phase(Phase::ClientRemoteHandler, d);
     }
 
-    /// Records delivery (sampled) and end-to-end latency per method (every call).
+    /// Whether this successful call is one whose latency is sampled (then read
+    /// the clock and call [`delivered`](Self::delivered)).
+    pub fn sample_call(&self) -> bool {
+        self.core.sampled(Phase::ClientTotal)
+    }
+
+    /// Records delivery and end-to-end latency per method of a sampled call.
     pub fn delivered(
         &self,
         method: u32,
@@ -155,9 +161,8 @@ impl Counters {
         received: Instant,
         now: Instant,
     ) {
-        self.core.phase(Phase::ClientDeliver, || {
-            now.saturating_duration_since(received)
-        });
+        let deliver = now.saturating_duration_since(received);
+        self.core.record(Phase::ClientDeliver, deliver);
         let total = now.saturating_duration_since(started);
         self.core.client_method(method, name, total);
     }

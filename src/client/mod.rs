@@ -292,7 +292,7 @@ impl Client {
         let counters = &pool.counters;
         let result = finished.result.and_then(|bytes| Ok(Reply::new(bytes)?));
         counters.call_ended(result.as_ref().map(|_| ()));
-        if counters.timing && result.is_ok() {
+        if counters.timing && result.is_ok() && counters.sample_call() {
             let (started, received) = (finished.started, finished.received);
             counters.delivered(
                 method.id(),

@@ -120,12 +120,13 @@ struct Histograms {
     server_methods: Vec<MethodHistogram>,
 }
 
-/// The breakdown phases record every `PHASE_SAMPLING`-th event of their kind
-/// (the 1st, the `PHASE_SAMPLING + 1`-th, ...), so a phase histogram holding
-/// `n` samples stands for about `n × PHASE_SAMPLING` calls. End-to-end client
-/// latency and server handler time (per method, and the `ClientTotal` and
-/// `ServerHandler` phases derived from them) record every call.
-pub const PHASE_SAMPLING: u32 = 4;
+/// Every latency histogram records every `PHASE_SAMPLING`-th event of its kind
+/// (the 1st, the `PHASE_SAMPLING + 1`-th, ...), so a histogram holding `n`
+/// samples stands for about `n × PHASE_SAMPLING` events; counters and gauges
+/// count every event. Client end-to-end latency per method (and the derived
+/// `ClientTotal`) is sampled per successful call, server handler time per
+/// method (and `ServerHandler`) per successful response.
+pub const PHASE_SAMPLING: u32 = 8;
 
 /// One core's metrics. Obtain with [`local`].
 #[derive(Default)]
@@ -174,12 +175,23 @@ impl CoreMetrics {
     /// phase; `d` is only evaluated for recorded events.
     #[inline]
     pub fn phase(&self, phase: Phase, d: impl FnOnce() -> Duration) {
+        if self.sampled(phase) {
+            self.hists.borrow_mut().phases[phase.index()].record(d());
+        }
+    }
+
+    /// Records `d` in `phase` unconditionally (the caller sampled already).
+    pub fn record(&self, phase: Phase, d: Duration) {
+        self.hists.borrow_mut().phases[phase.index()].record(d);
+    }
+
+    /// Advances `phase`'s sampling tick; true for every [`PHASE_SAMPLING`]-th event.
+    #[inline]
+    pub fn sampled(&self, phase: Phase) -> bool {
         let tick = &self.ticks[phase.index()];
         let n = tick.get();
         tick.set(if n + 1 == PHASE_SAMPLING { 0 } else { n + 1 });
-        if n == 0 {
-            self.hists.borrow_mut().phases[phase.index()].record(d());
-        }
+        n == 0
     }
 
     /// Records a client call's end-to-end latency under its method.

@@ -151,7 +151,7 @@ impl ConnShared {
         match result {
             Ok(()) => {
                 inc(&self.metrics.server.ok);
-                if self.timing {
+                if self.timing && self.metrics.sampled(Phase::ServerHandler) {
                     self.metrics
                         .server_method(ctx.method, ctx.name, handler_time);
                 }
