@@ -1,0 +1,143 @@
+//! Heap allocations per call in steady state, on the client core and the server
+//! core separately (a counting global allocator with per-thread counters).
+//!
+//! Prints the figures (`cargo test --test alloc_per_call -- --nocapture`) and
+//! guards against regressions. What remains is compio's one allocation per
+//! submitted operation (a recv or a send), shared by every call in a batch.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use ringrpc::runtime::io;
+use ringrpc::{Client, Method, Runtime, Server};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: defers to the system allocator; only counts (a const thread-local
+// `Cell`, which needs no allocation or destructor registration).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Req {
+    id: u64,
+    payload: Vec<u8>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Resp {
+    id: u64,
+    sum: u64,
+}
+
+const SUM: Method<Req, Resp> = Method::new("Alloc.sum");
+
+fn allocs_on(rt: &Runtime) -> u64 {
+    rt.block_on(0, || async { ALLOCS.with(Cell::get) })
+        .expect("core")
+}
+
+/// Runs `calls` calls per caller with `callers` concurrent callers; returns
+/// (client allocs per call, server allocs per call) over the measured part.
+fn measure(callers: u64, calls: u64) -> (f64, f64) {
+    let server_rt = Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .name("alloc-srv")
+        .build()
+        .expect("rt");
+    let server = Server::builder()
+        .register(SUM, |r: &ArchivedReq| -> Result<Resp, String> {
+            let sum = r.payload.iter().map(|b| u64::from(*b)).sum();
+            Ok(Resp {
+                id: r.id.to_native(),
+                sum,
+            })
+        })
+        .expect("register")
+        .serve(&server_rt, "127.0.0.1:0".parse().expect("addr"))
+        .expect("serve");
+    let addr = server.local_addr();
+    let client_rt = Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .name("alloc-cli")
+        .build()
+        .expect("rt");
+    let run = move |calls: u64| async move {
+        thread_local! { static CLIENT: std::cell::RefCell<Option<Client>> = const { std::cell::RefCell::new(None) }; }
+        let client = CLIENT.with(|c| {
+            c.borrow_mut()
+                .get_or_insert_with(|| Client::builder().max_in_flight(4096).connect(addr))
+                .clone()
+        });
+        assert!(client.wait_connected(Duration::from_secs(2)).await);
+        let tasks: Vec<_> = (0..callers)
+            .map(|i| {
+                let client = client.clone();
+                io::spawn(async move {
+                    let req = Req {
+                        id: i,
+                        payload: vec![1; 48],
+                    };
+                    for _ in 0..calls {
+                        let r = client.call(&SUM, &req).await.expect("call");
+                        assert_eq!((r.id.to_native(), r.sum.to_native()), (i, 48));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("caller");
+        }
+    };
+    client_rt
+        .block_on(0, move || run(calls / 4))
+        .expect("warm-up");
+    let (c0, s0) = (allocs_on(&client_rt), allocs_on(&server_rt));
+    client_rt
+        .block_on(0, move || run(calls))
+        .expect("measured run");
+    let (c1, s1) = (allocs_on(&client_rt), allocs_on(&server_rt));
+    let total = (callers * calls) as f64;
+    server.shutdown(Duration::from_millis(100));
+    ((c1 - c0) as f64 / total, (s1 - s0) as f64 / total)
+}
+
+#[test]
+fn allocations_per_call_in_steady_state() {
+    let (c1, s1) = measure(1, 4000);
+    let (c128, s128) = measure(128, 200);
+    println!("allocations per call: 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}");
+    // One recv + one send operation per round trip and side at 1 in flight
+    // (compio allocates per submitted operation), shared by the batch at 128.
+    assert!(c1 <= 3.0 && s1 <= 3.0, "1 in flight: {c1} / {s1}");
+    assert!(c128 <= 0.5 && s128 <= 0.5, "128 in flight: {c128} / {s128}");
+}
