@@ -14,7 +14,7 @@ use common::{
     base_server, finish, text_for, wait_until, ArchivedMsg, Msg, TestClient, TestServer, ECHO,
 };
 use ringrpc::protocol::{
-    decode_frame, encode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
+    decode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
 };
 use ringrpc::runtime::io::sleep;
 use ringrpc::runtime::CoreTask;
@@ -26,26 +26,12 @@ fn start_server() -> TestServer {
 }
 
 fn raw_connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("raw connect");
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    stream
+    common::raw_connect(addr, Duration::from_secs(3))
 }
 
-/// A complete, valid echo request frame.
+/// A valid echo request frame.
 fn request_frame(call_id: u64, msg: &Msg) -> Vec<u8> {
-    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap();
-    let mut header = FrameHeader::new(FrameKind::Request);
-    header.call_id = call_id;
-    header.method = ECHO.id();
-    let mut frame = Vec::new();
-    encode_frame(&mut frame, header, &payload, DEFAULT_MAX_FRAME).unwrap();
-    frame
+    common::request_frame(call_id, ECHO.id(), msg)
 }
 
 /// Reads one frame; checks its CRC and returns its header and (aligned) payload.

@@ -23,7 +23,7 @@ use fault::{
     body_for, client_builder, mixed, server_builder, Call, Expect, Report, Rig, ECHO, SLACK,
 };
 use ringrpc::protocol::{
-    decode_frame, encode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
+    decode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
 };
 
 /// The server's frame limit in these tests.
@@ -47,26 +47,12 @@ fn rig() -> Rig {
 }
 
 fn raw_connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("raw connect");
-    stream.set_nodelay(true).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    stream
+    common::raw_connect(addr, Duration::from_secs(2))
 }
 
-/// A valid echo request frame for `call`.
+/// A valid echo request frame.
 fn request_frame(call_id: u64, call: &Call) -> Vec<u8> {
-    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(call).unwrap();
-    let mut header = FrameHeader::new(FrameKind::Request);
-    header.call_id = call_id;
-    header.method = ECHO.id();
-    let mut frame = Vec::new();
-    encode_frame(&mut frame, header, &payload, DEFAULT_MAX_FRAME).unwrap();
-    frame
+    common::request_frame(call_id, ECHO.id(), call)
 }
 
 fn call(seq: u64, len: usize) -> Call {

@@ -304,3 +304,38 @@ pub fn expect_remote<T: std::fmt::Debug>(
         other => panic!("expected Error::Remote({code:?}), got {other:?}"),
     }
 }
+
+/// A raw (non-ringrpc) TCP connection for hostile-peer tests: `TCP_NODELAY`,
+/// read and write timeouts of `timeout` so a test cannot hang on it.
+pub fn raw_connect(addr: SocketAddr, timeout: Duration) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(addr).expect("raw connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .set_read_timeout(Some(timeout))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(timeout))
+        .expect("write timeout");
+    stream
+}
+
+/// A complete, valid request frame calling `method` with `msg`.
+pub fn request_frame<T>(call_id: u64, method: u32, msg: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    use ringrpc::protocol::{encode_frame, FrameHeader, FrameKind, DEFAULT_MAX_FRAME};
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(msg).expect("serialise");
+    let mut header = FrameHeader::new(FrameKind::Request);
+    header.call_id = call_id;
+    header.method = method;
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, header, &payload, DEFAULT_MAX_FRAME).expect("encode");
+    frame
+}
