@@ -58,6 +58,10 @@ pub use crate::{attacher::*, cancel::CancelToken, future::*};
 
 scoped_tls::scoped_thread_local!(static CURRENT_RUNTIME: Runtime);
 
+/// Most executor ticks [`Runtime::block_on`] runs before it polls the driver
+/// while tasks stay scheduled (ringrpc patch; upstream: 1).
+const MAX_TICKS_PER_POLL: u32 = 16;
+
 #[cold]
 fn not_in_compio_runtime() -> ! {
     panic!("not in a compio runtime")
@@ -162,6 +166,24 @@ impl Runtime {
         self.executor.tick()
     }
 
+    /// Runs scheduled tasks until none is left or [`MAX_TICKS_PER_POLL`] ticks
+    /// have run; returns whether tasks are still scheduled.
+    ///
+    /// ringrpc patch: upstream polls the driver (one `io_uring_enter`) after
+    /// every tick that leaves tasks scheduled, so a chain of wakeups (reader
+    /// task wakes a caller, the caller wakes a writer) costs one syscall per
+    /// link. Running the chain to the end first lets the final blocking poll
+    /// submit every queued SQE and wait in a single `enter`.
+    fn run_batch(&self) -> bool {
+        let mut remaining = self.run();
+        let mut ticks = 1;
+        while remaining && ticks < MAX_TICKS_PER_POLL {
+            remaining = self.run();
+            ticks += 1;
+        }
+        remaining
+    }
+
     /// Low level API to control the runtime.
     ///
     /// Create a waker that always notifies the runtime when woken.
@@ -192,7 +214,7 @@ impl Runtime {
                         self.run();
                         return result;
                     }
-                    let remaining_tasks = self.run();
+                    let remaining_tasks = self.run_batch();
                     if remaining_tasks {
                         self.poll_with(Some(Duration::ZERO));
                     } else {
@@ -519,7 +541,7 @@ impl RuntimeBuilder {
             max_interval: *event_interval,
             sync_queue_size: *sync_queue_size,
             local_queue_size: *local_queue_size,
-            waker: Some(driver.waker()),
+            waker: Some(RemoteOnlyWaker::for_current_thread(driver.waker())),
         });
         Ok(Runtime {
             executor: Rc::new(executor),
@@ -662,4 +684,48 @@ pub fn register_files(fds: &[RawFd]) -> io::Result<()> {
 /// [`Unsupported`]: std::io::ErrorKind::Unsupported
 pub fn unregister_files() -> io::Result<()> {
     Runtime::with_current(|r| r.unregister_files())
+}
+
+/// The executor's "a task was scheduled" waker (ringrpc patch).
+///
+/// Upstream hands the executor the driver's waker, so every wake of a local
+/// task, even from the runtime's own thread while it runs tasks, marks the
+/// driver notified, and the next poll becomes a non-blocking `io_uring_enter`
+/// followed by a second, blocking one. A wake on the runtime's own thread
+/// cannot race with a sleeping driver ([`Runtime::block_on`] runs every
+/// scheduled task before it polls), so this wrapper forwards only wakes from
+/// other threads, which must interrupt a blocking poll.
+struct RemoteOnlyWaker {
+    owner: usize,
+    driver: Waker,
+}
+
+thread_local! {
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+/// An address unique to the calling thread while it lives.
+fn thread_mark() -> usize {
+    THREAD_MARK.with(|m| m as *const u8 as usize)
+}
+
+impl RemoteOnlyWaker {
+    fn for_current_thread(driver: Waker) -> Waker {
+        Waker::from(std::sync::Arc::new(Self {
+            owner: thread_mark(),
+            driver,
+        }))
+    }
+}
+
+impl std::task::Wake for RemoteOnlyWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        if thread_mark() != self.owner {
+            self.driver.wake_by_ref();
+        }
+    }
 }
