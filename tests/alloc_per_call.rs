@@ -2,8 +2,11 @@
 //! core separately (a counting global allocator with per-thread counters).
 //!
 //! Prints the figures (`cargo test --test alloc_per_call -- --nocapture`) and
-//! guards against regressions. What remains is compio's one allocation per
-//! submitted operation (a recv or a send), shared by every call in a batch.
+//! guards against regressions. Target (issue #3, P5): no allocation per call in
+//! steady state on either side for a handler that does not await. compio's one
+//! allocation per submitted operation is recycled per thread
+//! (vendor/thin-cell/PATCHED.md); what is left is this test's own caller tasks
+//! and request vectors (a few per run, well under 0.01 per call).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -136,8 +139,9 @@ fn allocations_per_call_in_steady_state() {
     let (c1, s1) = measure(1, 4000);
     let (c128, s128) = measure(128, 200);
     println!("allocations per call: 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}");
-    // One recv + one send operation per round trip and side at 1 in flight
-    // (compio allocates per submitted operation), shared by the batch at 128.
-    assert!(c1 <= 3.0 && s1 <= 3.0, "1 in flight: {c1} / {s1}");
-    assert!(c128 <= 0.5 && s128 <= 0.5, "128 in flight: {c128} / {s128}");
+    // Steady state allocates nothing per call; the bounds leave room for the
+    // test's own spawned callers and request vectors (128 of each per run at
+    // 128 in flight = 0.01 per call) and the odd heartbeat or buffer growth.
+    assert!(c1 <= 0.02 && s1 <= 0.02, "1 in flight: {c1} / {s1}");
+    assert!(c128 <= 0.03 && s128 <= 0.03, "128 in flight: {c128} / {s128}");
 }
