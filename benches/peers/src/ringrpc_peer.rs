@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringrpc::runtime::io;
 use ringrpc::{Client, Method, Runtime, Server};
 
-use crate::measure::{Spec, Tally, Window};
+use crate::measure::{Recorder, Spec, Tally, Window};
 
 /// The echo message: request and response.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -65,9 +65,11 @@ async fn client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, S
     if !client.wait_connected(Duration::from_secs(5)).await {
         return Err(format!("ringrpc: no connection to {addr}"));
     }
+    let rec = Recorder::new();
     let callers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
             io::spawn(caller(
+                rec.clone(),
                 client.clone(),
                 window,
                 (i as u64) << 40,
@@ -75,19 +77,17 @@ async fn client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, S
             ))
         })
         .collect();
-    let mut total = Tally::new();
     for caller in callers {
-        match caller.await {
-            Ok(tally) => total.merge(&tally),
-            Err(_) => total.error(|| "a ringrpc caller task panicked".into()),
+        if caller.await.is_err() {
+            rec.error(|| "a ringrpc caller task panicked".into());
         }
     }
+    let total = rec.take();
     client.close();
     Ok(total)
 }
 
-async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -> Tally {
-    let mut tally = Tally::new();
+async fn caller(rec: Recorder, client: Client, window: Window, first_id: u64, payload: usize) {
     let mut req = Echo {
         id: first_id,
         payload: vec![0xA5; payload],
@@ -95,11 +95,11 @@ async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -
     loop {
         let started = Instant::now();
         if started >= window.end {
-            return tally;
+            return;
         }
         match client.call(&ECHO, &req).await {
-            Ok(reply) => tally.check(&window, started, reply.id.to_native(), req.id),
-            Err(e) => tally.error(|| e.to_string()),
+            Ok(reply) => rec.check(&window, started, reply.id.to_native(), req.id),
+            Err(e) => rec.error(|| e.to_string()),
         }
         req.id = req.id.wrapping_add(1);
     }

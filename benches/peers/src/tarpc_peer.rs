@@ -13,7 +13,7 @@ use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
-use crate::measure::{spawn_pinned, tokio_runtime, Spec, Tally, Window};
+use crate::measure::{spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
 
 /// The echo service: returns its arguments.
 #[tarpc::service]
@@ -80,37 +80,48 @@ async fn run_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tall
     config.max_in_flight_requests = spec.in_flight.max(1000);
     config.pending_request_buffer = spec.in_flight.max(100);
     let client = EchoServiceClient::new(config, transport).spawn();
+    let rec = Recorder::new();
     let callers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
             let client = client.clone();
-            tokio::spawn(caller(client, window, (i as u64) << 40, spec.payload))
+            tokio::spawn(caller(
+                rec.clone(),
+                client,
+                window,
+                (i as u64) << 40,
+                spec.payload,
+            ))
         })
         .collect();
-    let mut total = Tally::new();
     for caller in callers {
-        match caller.await {
-            Ok(tally) => total.merge(&tally),
-            Err(_) => total.error(|| "a tarpc caller task panicked".into()),
+        if caller.await.is_err() {
+            rec.error(|| "a tarpc caller task panicked".into());
         }
     }
+    let total = rec.take();
     drop(client);
     Ok(total)
 }
 
-async fn caller(client: EchoServiceClient, window: Window, first_id: u64, payload: usize) -> Tally {
-    let mut tally = Tally::new();
+async fn caller(
+    rec: Recorder,
+    client: EchoServiceClient,
+    window: Window,
+    first_id: u64,
+    payload: usize,
+) {
     let mut id = first_id;
     let payload = ByteBuf::from(vec![0xA5; payload]);
     loop {
         let started = Instant::now();
         if started >= window.end {
-            return tally;
+            return;
         }
         // The request owns its arguments, so each call clones the payload
         // (as any tarpc caller that keeps its data has to).
         match client.echo(context::current(), id, payload.clone()).await {
-            Ok((got, _)) => tally.check(&window, started, got, id),
-            Err(e) => tally.error(|| e.to_string()),
+            Ok((got, _)) => rec.check(&window, started, got, id),
+            Err(e) => rec.error(|| e.to_string()),
         }
         id = id.wrapping_add(1);
     }

@@ -12,7 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-use crate::measure::{spawn_pinned, tokio_runtime, Spec, Tally, Window};
+use crate::measure::{spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
 
 /// The echo message (protobuf: `uint64 id = 1; bytes payload = 2;`).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -89,9 +89,11 @@ async fn run_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tall
         .await
         .map_err(|e| e.to_string())?;
     let client = EchoClient::new(channel);
+    let rec = Recorder::new();
     let callers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
             tokio::spawn(caller(
+                rec.clone(),
                 client.clone(),
                 window,
                 (i as u64) << 40,
@@ -99,38 +101,38 @@ async fn run_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tall
             ))
         })
         .collect();
-    let mut total = Tally::new();
     for caller in callers {
-        match caller.await {
-            Ok(tally) => total.merge(&tally),
-            Err(_) => total.error(|| "a tonic caller task panicked".into()),
+        if caller.await.is_err() {
+            rec.error(|| "a tonic caller task panicked".into());
         }
     }
+    let total = rec.take();
     Ok(total)
 }
 
 async fn caller(
+    rec: Recorder,
+
     mut client: EchoClient<Channel>,
     window: Window,
     first_id: u64,
     payload: usize,
-) -> Tally {
-    let mut tally = Tally::new();
+) {
     let mut id = first_id;
     // `Bytes` clones are reference counts: no payload copy per request.
     let payload = Bytes::from(vec![0xA5; payload]);
     loop {
         let started = Instant::now();
         if started >= window.end {
-            return tally;
+            return;
         }
         let msg = EchoMsg {
             id,
             payload: payload.clone(),
         };
         match client.echo(msg).await {
-            Ok(reply) => tally.check(&window, started, reply.get_ref().id, id),
-            Err(e) => tally.error(|| e.to_string()),
+            Ok(reply) => rec.check(&window, started, reply.get_ref().id, id),
+            Err(e) => rec.error(|| e.to_string()),
         }
         id = id.wrapping_add(1);
     }
