@@ -1,31 +1,43 @@
-//! `ringrpc bench`: a closed-loop load generator for the `Bench.echo` method.
+//! `ringrpc bench`: a load generator for the `Bench.echo` method, closed loop
+//! (the default) or open loop (`--rate`, see `open.rs`).
 //!
 //! Without `--connect` it starts an embedded loopback server on its own
 //! runtime pinned to `--server-cpu`. The client runs on `--cores` pinned cores
 //! starting at `--client-cpu`; each core owns one [`Client`] (a pool of
 //! `--pool-size` connections) and runs `in-flight` caller tasks, each looping
-//! call → check → record. One table row per `--in-flight` value.
+//! call → check → record. One table row per `--in-flight` value, then one per
+//! `--rate` value; `--csv` and `--json` export every row (`export.rs`).
 //!
 //! Every row runs on fresh client (and embedded server) runtimes, so the
 //! metrics read from them after the row (per-phase latency, pool hit rate,
 //! stalls; printed under the row) cover exactly that row, warmup included:
 //! metrics are cumulative per core and histograms cannot be subtracted.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use ringrpc::runtime::io;
 use ringrpc::{Client, MetricsSnapshot, Runtime, ServerHandle};
 
+use crate::cpu::{self, CpuShares, Sides};
 use crate::echo::{self, Echo, ECHO};
 use crate::floor::{self, FloorSpec};
-use crate::measure::{parse_positive, parse_secs, Switch, Tally, Window};
+use crate::measure::{parse_positive, parse_rate, parse_secs, Switch, Tally, Window};
 use crate::report::{self, Row, Shape};
-use crate::{compare, phases, CliResult};
+use crate::{compare, export, open, phases, CliResult};
 
 /// How long a client core waits for its first connection.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// In-flight values measured when neither `--in-flight` nor `--rate` is given.
+const DEFAULT_IN_FLIGHT: [usize; 2] = [1, 128];
+/// Names of the client and embedded server runtimes (their threads are `{name}-{core}`).
+const SIDES: Sides = Sides {
+    server: "bench-server",
+    client: "bench-client",
+};
 
 /// Options of `ringrpc bench` (also the default command).
 #[derive(Debug, Clone, Args)]
@@ -39,9 +51,30 @@ pub struct BenchArgs {
     /// Connections per client core.
     #[arg(long, default_value = "1", value_parser = parse_positive)]
     pub pool_size: usize,
-    /// Concurrent callers per client core; one measurement per listed value.
-    #[arg(long, value_delimiter = ',', default_value = "1,128", value_parser = parse_positive)]
+    /// Concurrent callers per client core (closed loop); one measurement per
+    /// listed value [default: 1,128 unless --rate is given].
+    #[arg(long, value_delimiter = ',', value_parser = parse_positive)]
     pub in_flight: Vec<usize>,
+    /// Open loop: calls per second over all client cores (split evenly), sent
+    /// on a fixed schedule whatever the replies do; latency counts from each
+    /// call's intended send time. One measurement per listed value.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate, value_name = "CALLS_PER_SEC")]
+    pub rate: Vec<f64>,
+    /// Open loop: most calls outstanding per client core; a call due while
+    /// this many are outstanding is not sent and counted as dropped.
+    #[arg(long, default_value = "10000", value_parser = parse_positive, value_name = "N")]
+    pub max_outstanding: usize,
+    /// Open loop: stop sleeping this many microseconds before each send time
+    /// and yield to the core until it instead (timers fire up to the 50 µs
+    /// timer slack late); 0 = sleep only (less client CPU, later sends).
+    #[arg(long, default_value_t = 75, value_name = "MICROS")]
+    pub send_spin: u64,
+    /// Also write every row of the table to FILE as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Also write every row of the table, and the settings, to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     /// Payload bytes per request (echoed back).
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub payload: usize,
@@ -81,6 +114,16 @@ impl BenchArgs {
     pub fn busy(&self) -> Option<Duration> {
         (self.busy_poll > 0).then(|| Duration::from_micros(self.busy_poll))
     }
+
+    /// The closed-loop in-flight values to measure (`--in-flight`, or the
+    /// default when there are no `--rate` rows either).
+    pub fn in_flights(&self) -> Vec<usize> {
+        if self.in_flight.is_empty() && self.rate.is_empty() {
+            DEFAULT_IN_FLIGHT.to_vec()
+        } else {
+            self.in_flight.clone()
+        }
+    }
 }
 
 /// Baselines `--compare` can run.
@@ -95,8 +138,10 @@ pub enum Compare {
 /// Which CPUs the server and the client cores run on.
 #[derive(Debug, Clone)]
 pub struct CpuPlan {
-    server: usize,
-    client: Vec<usize>,
+    /// CPU of the embedded server.
+    pub server: usize,
+    /// CPU of each client core.
+    pub client: Vec<usize>,
 }
 
 impl CpuPlan {
@@ -123,7 +168,7 @@ impl EmbeddedServer {
     fn start(cpu: usize, metrics: bool, busy_poll: Option<Duration>) -> CliResult<Self> {
         let runtime = Runtime::builder()
             .cpus([cpu])
-            .name("bench-server")
+            .name(SIDES.server)
             .busy_poll(busy_poll)
             .build()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -140,16 +185,25 @@ impl EmbeddedServer {
     }
 }
 
-/// What one measurement needs on each client core (`Send + Copy`).
+/// What a closed-loop measurement needs on each client core (`Send + Copy`).
 #[derive(Debug, Clone, Copy)]
 struct Spec {
     addr: SocketAddr,
     pool_size: usize,
     in_flight: usize,
     payload: usize,
-    warmup: Duration,
-    duration: Duration,
+    window: Window,
     metrics: bool,
+}
+
+/// Where one row's client runtime sends its calls.
+pub struct Target<'a> {
+    /// The client runtime (fresh for this row).
+    pub runtime: &'a Runtime,
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Whether metrics are on in client and server.
+    pub metrics: bool,
 }
 
 /// One measured row and the metrics its runtimes recorded.
@@ -165,29 +219,57 @@ pub struct Measured {
 
 /// Runs the benchmark; `Ok(false)` when any call failed.
 pub fn run(args: &BenchArgs) -> CliResult<bool> {
+    check_args(args)?;
+    let cpus = CpuPlan::new(args);
+    describe(args, &cpus);
+    let mut rows = Vec::new();
+    let healthy = if args.compare == Some(Compare::Metrics) {
+        compare::metrics(args, &cpus, &mut rows)?
+    } else {
+        run_table(args, &cpus, &mut rows)?
+    };
+    export::write(args, &cpus, &rows)?;
+    Ok(healthy)
+}
+
+/// Rejects option combinations that cannot be measured.
+fn check_args(args: &BenchArgs) -> CliResult<()> {
     if args.connect.is_some() && args.compare.is_some() {
         return Err("--compare measures against the embedded loopback server; \
                     it cannot be combined with --connect"
             .into());
     }
-    let cpus = CpuPlan::new(args);
-    describe(args, &cpus);
-    if args.compare == Some(Compare::Metrics) {
-        return compare::metrics(args, &cpus);
+    if args.compare == Some(Compare::Metrics) && !args.rate.is_empty() {
+        return Err("--compare metrics measures closed-loop rows; drop --rate".into());
     }
+    Ok(())
+}
+
+/// Measures and prints the closed-loop rows, the open-loop rows and the
+/// floors, appending each to `rows`; `Ok(false)` when any call failed.
+fn run_table(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult<bool> {
     report::header();
-    let mut rows = Vec::new();
-    for &in_flight in &args.in_flight {
-        let measured = run_row(args, &cpus, in_flight, args.metrics.is_on())?;
-        report::row(&measured.row);
-        phases::print(&measured.client, measured.server.as_ref());
-        rows.push(measured.row);
+    let metrics = args.metrics.is_on();
+    for in_flight in args.in_flights() {
+        let measured = run_row(args, cpus, in_flight, metrics)?;
+        show(&measured, rows);
+    }
+    for &rate in &args.rate {
+        let measured = run_open_row(args, cpus, rate)?;
+        show(&measured, rows);
     }
     let mut healthy = rows.iter().all(|r| r.errors == 0);
     if args.compare == Some(Compare::Floor) {
-        healthy &= run_floor(args, &cpus, &rows)?;
+        healthy &= run_floor(args, cpus, rows)?;
     }
     Ok(healthy)
+}
+
+/// Prints a measured row and its metrics block, and keeps the row.
+fn show(measured: &Measured, rows: &mut Vec<Row>) {
+    report::row(&measured.row);
+    phases::print(&measured.client, measured.server.as_ref());
+    rows.push(measured.row.clone());
 }
 
 /// Prints what is about to run.
@@ -206,13 +288,41 @@ fn describe(args: &BenchArgs, cpus: &CpuPlan) {
     );
 }
 
-/// Measures one row at `in_flight` on fresh runtimes (client, and the embedded
-/// server unless `--connect`) with the metrics switch set to `metrics`.
+/// Measures one closed-loop row at `in_flight` on fresh runtimes (client, and
+/// the embedded server unless `--connect`) with the metrics switch set to `metrics`.
 pub fn run_row(
     args: &BenchArgs,
     cpus: &CpuPlan,
     in_flight: usize,
     metrics: bool,
+) -> CliResult<Measured> {
+    with_runtimes(args, cpus, metrics, |target| {
+        let spec = Spec {
+            addr: target.addr,
+            pool_size: args.pool_size,
+            in_flight,
+            payload: args.payload,
+            window: Window::after(args.warmup, args.duration),
+            metrics,
+        };
+        measure(target.runtime, spec)
+    })
+}
+
+/// Measures one open-loop row at `rate` calls/s on fresh runtimes.
+pub fn run_open_row(args: &BenchArgs, cpus: &CpuPlan, rate: f64) -> CliResult<Measured> {
+    with_runtimes(args, cpus, args.metrics.is_on(), |target| {
+        open::measure(args, &target, rate)
+    })
+}
+
+/// Starts fresh runtimes (client, and the embedded server unless `--connect`),
+/// measures one row with `measure`, and collects both runtimes' metrics.
+fn with_runtimes(
+    args: &BenchArgs,
+    cpus: &CpuPlan,
+    metrics: bool,
+    measure: impl FnOnce(Target<'_>) -> CliResult<Row>,
 ) -> CliResult<Measured> {
     let server = match args.connect {
         Some(_) => None,
@@ -224,19 +334,14 @@ pub fn run_row(
         .ok_or("no server address")?;
     let runtime = Runtime::builder()
         .cpus(cpus.client.iter().copied())
-        .name("bench-client")
+        .name(SIDES.client)
         .busy_poll(args.busy())
         .build()?;
-    let spec = Spec {
+    let row = measure(Target {
+        runtime: &runtime,
         addr,
-        pool_size: args.pool_size,
-        in_flight,
-        payload: args.payload,
-        warmup: args.warmup,
-        duration: args.duration,
         metrics,
-    };
-    let row = measure(&runtime, spec);
+    });
     // Read after every caller finished and every client closed.
     let client = runtime.metrics();
     runtime.shutdown();
@@ -248,47 +353,83 @@ pub fn run_row(
     })
 }
 
+/// Runs `make(core)` on every core of `runtime` and waits for all of them,
+/// sampling the CPU time of the client and embedded server threads over
+/// `window` meanwhile.
+pub fn on_every_core<T, F, Fut>(
+    runtime: &Runtime,
+    window: &Window,
+    make: F,
+) -> CliResult<(Vec<T>, CpuShares)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let tasks = (0..runtime.cores())
+        .map(|core| {
+            let make = make.clone();
+            runtime.spawn_on(core, move || make(core))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cpu = cpu::sample_window(window, SIDES);
+    let outputs = tasks
+        .into_iter()
+        .map(|task| task.join())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((outputs, cpu))
+}
+
 /// Runs one configuration on every core of `runtime` and merges the results.
 fn measure(runtime: &Runtime, spec: Spec) -> CliResult<Row> {
-    let tasks = (0..runtime.cores())
-        .map(|core| runtime.spawn_on(core, move || run_core(core, spec)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (tallies, cpu) = on_every_core(runtime, &spec.window, move |core| run_core(core, spec))?;
     let mut total = Tally::new();
-    for task in tasks {
-        total.merge(task.join()?);
+    for tally in tallies {
+        total.merge(tally);
     }
     if let Some(e) = &total.first_error {
         eprintln!("ringrpc bench: {} failed calls; first: {e}", total.errors);
     }
     let shape = Shape {
         in_flight: spec.in_flight,
+        cores: runtime.cores(),
         pool: Some(spec.pool_size),
         payload: spec.payload,
     };
-    Ok(Row::new("ringrpc", shape, &total, spec.duration))
+    let duration = spec.window.end - spec.window.start;
+    Ok(Row::new("ringrpc", shape, &total, duration).with_cpu(cpu))
+}
+
+/// Connects a client on this core and waits for its first connection; on
+/// failure, records why in `tally`.
+pub async fn connect(
+    builder: ringrpc::ClientBuilder,
+    addr: SocketAddr,
+    core: usize,
+    tally: &mut Tally,
+) -> Option<Client> {
+    let client = builder.connect(addr);
+    if client.wait_connected(CONNECT_WAIT).await {
+        return Some(client);
+    }
+    tally.error(|| format!("core {core}: no connection to {addr} within {CONNECT_WAIT:?}"));
+    client.close();
+    None
 }
 
 /// One client core: connect, run the callers, merge their tallies.
 async fn run_core(core: usize, spec: Spec) -> Tally {
-    let client = Client::builder()
+    let builder = Client::builder()
         .pool_size(spec.pool_size)
-        .metrics(spec.metrics)
-        .connect(spec.addr);
+        .metrics(spec.metrics);
     let mut total = Tally::new();
-    if !client.wait_connected(CONNECT_WAIT).await {
-        total.error(|| {
-            format!(
-                "core {core}: no connection to {} within {CONNECT_WAIT:?}",
-                spec.addr
-            )
-        });
+    let Some(client) = connect(builder, spec.addr, core, &mut total).await else {
         return total;
-    }
-    let window = Window::after(spec.warmup, spec.duration);
+    };
     let callers: Vec<_> = (0..spec.in_flight)
         .map(|i| {
             let first_id = ((core as u64) << 56) | ((i as u64) << 32);
-            io::spawn(caller(client.clone(), window, first_id, spec.payload))
+            io::spawn(caller(client.clone(), spec.window, first_id, spec.payload))
         })
         .collect();
     for caller in callers {
@@ -325,13 +466,18 @@ async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -
     }
 }
 
-/// Runs the raw-socket floors with the same payload and CPUs, prints them and the ratios.
-fn run_floor(args: &BenchArgs, cpus: &CpuPlan, rows: &[Row]) -> CliResult<bool> {
+/// Runs the raw-socket floors with the same payload and CPUs, prints them and
+/// the ratios, and appends them to `rows`.
+fn run_floor(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult<bool> {
     let spec = FloorSpec {
         server_cpu: cpus.server,
         client_cpu: cpus.client.first().copied().unwrap_or(cpus.server),
         payload: args.payload,
-        window: args.in_flight.iter().copied().max().unwrap_or(1),
+        window: args
+            .in_flights()
+            .into_iter()
+            .max()
+            .unwrap_or(DEFAULT_IN_FLIGHT[1]),
         warmup: args.warmup,
         duration: args.duration,
     };
@@ -339,5 +485,8 @@ fn run_floor(args: &BenchArgs, cpus: &CpuPlan, rows: &[Row]) -> CliResult<bool> 
     report::row(&blocking);
     report::row(&pipelined);
     report::ratios(rows, &blocking, &pipelined);
-    Ok(blocking.errors == 0 && pipelined.errors == 0)
+    let healthy = blocking.errors == 0 && pipelined.errors == 0;
+    rows.push(blocking);
+    rows.push(pipelined);
+    Ok(healthy)
 }

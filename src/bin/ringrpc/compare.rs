@@ -27,10 +27,11 @@ impl Runs {
     }
 }
 
-/// Runs the on/off comparison; `Ok(false)` when any call failed.
-pub fn metrics(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
+/// Runs the on/off comparison, appending every run's row to `rows`;
+/// `Ok(false)` when any call failed.
+pub fn metrics(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult<bool> {
     let mut healthy = true;
-    for &in_flight in &args.in_flight {
+    for in_flight in args.in_flights() {
         println!();
         println!(
             "metrics on vs off at {in_flight} in flight: {} runs each, alternating, fresh runtimes per run",
@@ -54,6 +55,7 @@ pub fn metrics(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
                 } else {
                     off.push(&measured.row);
                 }
+                rows.push(measured.row);
             }
         }
         summary(in_flight, &on, &off);

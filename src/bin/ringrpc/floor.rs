@@ -18,12 +18,18 @@ use std::time::{Duration, Instant};
 
 use ringrpc::Runtime;
 
+use crate::cpu::{self, CpuShares, Sides};
 use crate::measure::{Tally, Window};
 use crate::report::{Row, Shape};
 use crate::CliResult;
 
 /// Header bytes of a floor message (id + length).
 const FLOOR_HEADER: usize = 16;
+/// Names of the floor runtimes (their threads are `{name}-0`).
+const SIDES: Sides = Sides {
+    server: "floor-server",
+    client: "floor-client",
+};
 /// Most bytes the pipelined client writes before reading anything, so the
 /// initial burst can never fill both socket buffers and deadlock.
 const MAX_BURST_BYTES: usize = 1 << 20;
@@ -67,37 +73,50 @@ enum Mode {
 pub fn run(spec: &FloorSpec) -> CliResult<(Row, Row)> {
     let server_rt = Runtime::builder()
         .cpus([spec.server_cpu])
-        .name("floor-server")
+        .name(SIDES.server)
         .build()?;
     let client_rt = Runtime::builder()
         .cpus([spec.client_cpu])
-        .name("floor-client")
+        .name(SIDES.client)
         .build()?;
     let blocking = run_one(&server_rt, &client_rt, *spec, Mode::Blocking)?;
     let window = spec.effective_window();
     let pipelined = run_one(&server_rt, &client_rt, *spec, Mode::Pipelined(window))?;
     let shape = |in_flight| Shape {
         in_flight,
+        cores: 1,
         pool: None,
         payload: spec.payload,
     };
     Ok((
-        Row::new("floor/blocking", shape(1), &blocking, spec.duration),
-        Row::new("floor/pipelined", shape(window), &pipelined, spec.duration),
+        Row::new("floor/blocking", shape(1), &blocking.0, spec.duration).with_cpu(blocking.1),
+        Row::new(
+            "floor/pipelined",
+            shape(window),
+            &pipelined.0,
+            spec.duration,
+        )
+        .with_cpu(pipelined.1),
     ))
 }
 
-/// Runs one floor: an echo server on `server_rt`, the client on `client_rt`.
+/// Runs one floor: an echo server on `server_rt`, the client on `client_rt`;
+/// returns the client's tally and both threads' CPU shares over the window.
 fn run_one(
     server_rt: &Runtime,
     client_rt: &Runtime,
     spec: FloorSpec,
     mode: Mode,
-) -> CliResult<Tally> {
+) -> CliResult<(Tally, CpuShares)> {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = listener.local_addr()?;
+    let window = Window::after(spec.warmup, spec.duration);
     let server = server_rt.spawn_on(0, move || async move { echo_server(&listener) })?;
-    let client = client_rt.spawn_on(0, move || async move { run_client(addr, spec, mode) })?;
+    let client = client_rt.spawn_on(
+        0,
+        move || async move { run_client(addr, spec, window, mode) },
+    )?;
+    let cpu = cpu::sample_window(&window, SIDES);
     let result = client.join()?;
     if result.is_err() {
         // Unblock the server's accept if the client never connected.
@@ -105,7 +124,7 @@ fn run_one(
     }
     let tally = result?;
     server.join()??;
-    Ok(tally)
+    Ok((tally, cpu))
 }
 
 /// Accepts one connection and echoes every byte until the peer closes.
@@ -126,10 +145,9 @@ fn echo_server(listener: &TcpListener) -> io::Result<()> {
 }
 
 /// Connects and runs the client side of `mode`.
-fn run_client(addr: SocketAddr, spec: FloorSpec, mode: Mode) -> io::Result<Tally> {
+fn run_client(addr: SocketAddr, spec: FloorSpec, window: Window, mode: Mode) -> io::Result<Tally> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
-    let window = Window::after(spec.warmup, spec.duration);
     match mode {
         Mode::Blocking => blocking_client(stream, &spec, &window),
         Mode::Pipelined(n) => pipelined_client(&stream, &spec, &window, n),

@@ -1,8 +1,9 @@
 //! `ringrpc`: benchmark and serve the ringrpc echo workload.
 //!
-//! - `ringrpc [bench] [OPTIONS]` (the default): closed-loop load generator
-//!   against an embedded loopback server or `--connect ADDR`, optionally
-//!   compared with raw-socket floors (`--compare floor`).
+//! - `ringrpc [bench] [OPTIONS]` (the default): closed-loop (`--in-flight`)
+//!   or open-loop (`--rate`) load generator against an embedded loopback
+//!   server or `--connect ADDR`, optionally compared with raw-socket floors
+//!   (`--compare floor`); `--csv`/`--json` export the rows.
 //!   Under each row: per-phase latency, pool hit rate and stalls read from the
 //!   runtimes' metrics; `--metrics on|off` switches them, `--compare metrics`
 //!   measures what they cost.
@@ -13,10 +14,13 @@
 
 mod bench;
 mod compare;
+mod cpu;
 mod echo;
+mod export;
 mod floor;
 mod measure;
 mod metrics_http;
+mod open;
 mod phases;
 mod plot;
 mod report;

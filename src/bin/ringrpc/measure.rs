@@ -37,6 +37,16 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
+/// Parses a rate in calls per second: a finite number above zero.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err("must be a finite number of calls per second above 0".into())
+    }
+}
+
 /// Parses a count that must be at least 1.
 pub fn parse_positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -77,6 +87,12 @@ pub fn histogram() -> Histogram<u64> {
         .expect("static histogram bounds are valid")
 }
 
+/// Records `latency` in `hist` in whole microseconds (at least 1 µs, at most 60 s).
+pub fn record(hist: &mut Histogram<u64>, latency: Duration) {
+    let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    hist.saturating_record(us.max(LOWEST_US));
+}
+
 /// What one worker (caller task or floor thread) measured.
 #[derive(Debug)]
 pub struct Tally {
@@ -101,8 +117,7 @@ impl Tally {
     /// Records a call started at `started` that succeeded just now.
     pub fn ok(&mut self, window: &Window, started: Instant) {
         if window.counts(started) {
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.hist.saturating_record(us.max(LOWEST_US));
+            record(&mut self.hist, started.elapsed());
         }
     }
 
