@@ -11,6 +11,7 @@
 //!   `Bench.echo` method, and Prometheus metrics at `http://ADDR/metrics`.
 //! - `ringrpc tune`: sweeps pool size × in-flight calls, recommends a pool size
 //!   and writes CSV and an SVG plot.
+//! - `ringrpc plot`: SVG charts from the `peers` bench CSV and `bench --csv`.
 
 mod bench;
 mod compare;
@@ -23,6 +24,10 @@ mod metrics_http;
 mod open;
 mod phases;
 mod plot;
+mod plot_bench;
+mod plot_cmd;
+mod plot_input;
+mod plot_peers;
 mod report;
 mod serve;
 mod tune;
@@ -58,6 +63,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Sweep pool size × in-flight calls and recommend a pool size.
     Tune(tune::TuneArgs),
+    /// Draw SVG charts from the peers bench CSV and `bench --csv` output.
+    Plot(plot_cmd::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +74,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Serve(args)) => serve::run(args).map(|()| true),
         Some(Command::Tune(args)) => tune::run(args),
+        Some(Command::Plot(args)) => plot_cmd::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
