@@ -23,6 +23,7 @@ use crate::protocol::{
 };
 use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::runtime::io::{self, Stream};
+use crate::runtime::READ_CHUNK_FRAMES;
 use crate::Error;
 
 /// A call's slot: its deadline, timing, and its reply (once it has one).
@@ -367,6 +368,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
             }
         }
         let arrived = Instant::now();
+        let mut chunk = 0;
         loop {
             match decode_frame(buf.unconsumed(), conn.cfg.max_frame) {
                 Ok(Decoded::Frame(header)) => {
@@ -378,6 +380,16 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
                         return conn.close();
                     }
                     buf.consume(header.frame_len());
+                    chunk += 1;
+                    if chunk == READ_CHUNK_FRAMES && !buf.unconsumed().is_empty() {
+                        // Let the woken callers queue their next requests and
+                        // the writer send them while the rest is handled.
+                        chunk = 0;
+                        io::yield_now().await;
+                        if conn.state.get() == State::Closed {
+                            return conn.close();
+                        }
+                    }
                 }
                 Ok(Decoded::Incomplete { total }) => {
                     need = total;

@@ -31,21 +31,6 @@ pub(crate) fn note_receive() {
     }
 }
 
-/// Yields once: lets the core poll its ring (without blocking) and run other tasks.
-async fn yield_now() {
-    let mut yielded = false;
-    poll_fn(|cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
-
 /// Parks until the next receive on this core.
 async fn park() {
     let start = RECEIVES.with(Cell::get);
@@ -68,7 +53,7 @@ pub(crate) async fn spinner(window: Duration) {
         let mut seen = RECEIVES.with(Cell::get);
         let mut quiet_since = Instant::now();
         while quiet_since.elapsed() < window {
-            yield_now().await;
+            super::io::yield_now().await;
             let now = RECEIVES.with(Cell::get);
             if now != seen {
                 seen = now;

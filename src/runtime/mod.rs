@@ -29,6 +29,15 @@ use stall::{Beat, Watchdog};
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Frames a connection's reader handles from one receive before it lets the
+/// core's other tasks (its writer, the callers it woke) run.
+///
+/// With 128 calls arriving in one receive, handling them all before the first
+/// send made client and server take turns on the whole batch; in chunks, the
+/// writer sends the first replies (see [`io::write_all`]) while the reader
+/// works on the rest, so both sides work at once.
+pub const READ_CHUNK_FRAMES: usize = 32;
+
 thread_local! {
     static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
 }

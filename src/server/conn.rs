@@ -26,6 +26,7 @@ use crate::protocol::{
 };
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
+use crate::runtime::READ_CHUNK_FRAMES;
 
 /// Per-request context handed to handlers.
 #[derive(Clone, Copy)]
@@ -276,6 +277,7 @@ async fn read_loop(
         let arrived = Instant::now();
         conn.clock.set(arrived);
         let mut progressed = false;
+        let mut chunk = 0;
         loop {
             match decode_frame(buf.unconsumed(), cfg.limits.max_frame)
                 .map_err(ConnError::Protocol)?
@@ -284,6 +286,15 @@ async fn read_loop(
                     dispatch(conn, router, &buf, header, arrived).map_err(ConnError::Protocol)?;
                     buf.consume(header.frame_len());
                     progressed = true;
+                    chunk += 1;
+                    if chunk == READ_CHUNK_FRAMES && !buf.unconsumed().is_empty() {
+                        chunk = 0;
+                        conn.flush();
+                        io::yield_now().await;
+                        if conn.closed.get() {
+                            return Ok(());
+                        }
+                    }
                 }
                 Decoded::Incomplete { total } => {
                     need = total;

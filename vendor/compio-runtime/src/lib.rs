@@ -321,6 +321,25 @@ impl Runtime {
         SubmitMulti::new(self.driver.clone(), op)
     }
 
+    /// Submits the queued operations to the kernel now, without waiting
+    /// (ringrpc patch).
+    ///
+    /// The event loop submits everything in one `io_uring_enter` when it runs
+    /// out of tasks; a task that wants the kernel to start a send while other
+    /// tasks still run (so the peer can work in parallel) calls this. A
+    /// cross-thread notification consumed by the underlying flush is re-raised.
+    pub fn submit_now(&self) {
+        let notified = self.driver.borrow_mut().flush();
+        if notified {
+            self.driver.borrow().waker().wake_by_ref();
+        }
+    }
+
+    /// Whether tasks are scheduled to run on this runtime (ringrpc patch).
+    pub fn has_scheduled_tasks(&self) -> bool {
+        self.executor.has_task()
+    }
+
     /// Flush the driver and return whether the driver has been notified.
     ///
     /// See [`Proactor::flush`] for more details.
