@@ -23,7 +23,7 @@ use crate::protocol::{
 };
 use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::runtime::io::{self, Stream};
-use crate::runtime::READ_CHUNK_FRAMES;
+use crate::runtime::ReadChunk;
 use crate::Error;
 
 /// A call's slot: its deadline, timing, and its reply (once it has one).
@@ -368,7 +368,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
             }
         }
         let arrived = Instant::now();
-        let mut chunk = 0;
+        let mut chunk = ReadChunk::default();
         loop {
             match decode_frame(buf.unconsumed(), conn.cfg.max_frame) {
                 Ok(Decoded::Frame(header)) => {
@@ -380,11 +380,9 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
                         return conn.close();
                     }
                     buf.consume(header.frame_len());
-                    chunk += 1;
-                    if chunk == READ_CHUNK_FRAMES && !buf.unconsumed().is_empty() {
+                    if chunk.handled(header.frame_len()) && !buf.unconsumed().is_empty() {
                         // Let the woken callers queue their next requests and
                         // the writer send them while the rest is handled.
-                        chunk = 0;
                         io::yield_now().await;
                         if conn.state.get() == State::Closed {
                             return conn.close();

@@ -26,7 +26,7 @@ use crate::protocol::{
 };
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
-use crate::runtime::READ_CHUNK_FRAMES;
+use crate::runtime::ReadChunk;
 
 /// Per-request context handed to handlers.
 #[derive(Clone, Copy)]
@@ -277,7 +277,7 @@ async fn read_loop(
         let arrived = Instant::now();
         conn.clock.set(arrived);
         let mut progressed = false;
-        let mut chunk = 0;
+        let mut chunk = ReadChunk::default();
         loop {
             match decode_frame(buf.unconsumed(), cfg.limits.max_frame)
                 .map_err(ConnError::Protocol)?
@@ -286,9 +286,7 @@ async fn read_loop(
                     dispatch(conn, router, &buf, header, arrived).map_err(ConnError::Protocol)?;
                     buf.consume(header.frame_len());
                     progressed = true;
-                    chunk += 1;
-                    if chunk == READ_CHUNK_FRAMES && !buf.unconsumed().is_empty() {
-                        chunk = 0;
+                    if chunk.handled(header.frame_len()) && !buf.unconsumed().is_empty() {
                         conn.flush();
                         io::yield_now().await;
                         if conn.closed.get() {
