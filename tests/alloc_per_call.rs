@@ -143,5 +143,8 @@ fn allocations_per_call_in_steady_state() {
     // test's own spawned callers and request vectors (128 of each per run at
     // 128 in flight = 0.01 per call) and the odd heartbeat or buffer growth.
     assert!(c1 <= 0.02 && s1 <= 0.02, "1 in flight: {c1} / {s1}");
-    assert!(c128 <= 0.03 && s128 <= 0.03, "128 in flight: {c128} / {s128}");
+    assert!(
+        c128 <= 0.03 && s128 <= 0.03,
+        "128 in flight: {c128} / {s128}"
+    );
 }

@@ -22,6 +22,15 @@ pub type Listener = compio::net::TcpListener;
 /// Handle to a spawned local task; dropping it cancels the task.
 pub type Task<T> = compio::runtime::JoinHandle<T>;
 
+/// What [`observe_turns`] publishes while the core waits in the kernel.
+pub(crate) const TURN_WAITING: u64 = compio::runtime::turn::WAITING;
+
+/// Makes the current core's event loop publish into `state` when each turn
+/// begins (nanoseconds since `epoch`) or [`TURN_WAITING`] while it waits.
+pub(crate) fn observe_turns(epoch: Instant, state: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    compio::runtime::turn::observe(epoch, state);
+}
+
 /// Spawns a task on the current core.
 pub fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
     compio::runtime::spawn(future)

@@ -319,11 +319,10 @@ impl Runtime {
 
     fn start_watchdog(&mut self, name: &str, threshold: Duration) -> Result<(), Error> {
         let base = Instant::now();
-        let period = (threshold / 2).max(Duration::from_micros(100));
         for core in 0..self.cores.len() {
             let beat = Arc::new(Beat::default());
             self.beats.push(beat.clone());
-            self.spawn_on(core, move || stall::beat_task(beat, base, period))?;
+            self.block_on(core, move || async move { beat.attach_current_core(base) })?;
         }
         self.watchdog = Some(Watchdog::start(
             name.to_owned(),

@@ -31,6 +31,7 @@ pub mod fd;
 
 #[cfg(feature = "time")]
 pub mod time;
+pub mod turn;
 
 use std::{
     cell::RefCell,
@@ -210,6 +211,7 @@ impl Runtime {
                 let mut context = Context::from_waker(&waker);
                 let mut future = std::pin::pin!(future);
                 loop {
+                    turn::begin();
                     if let Poll::Ready(result) = future.as_mut().poll(&mut context) {
                         self.run();
                         return result;
@@ -218,6 +220,7 @@ impl Runtime {
                     if remaining_tasks {
                         self.poll_with(Some(Duration::ZERO));
                     } else {
+                        turn::waiting();
                         self.poll();
                     }
                 }
