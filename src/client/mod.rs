@@ -92,7 +92,7 @@ impl AdaptivePool {
 /// | `heartbeat_timeout` (no answer ⇒ connection dead) | 2 s |
 /// | `backoff` (reconnect, doubling) | 10 ms ..= 1 s |
 /// | `max_frame` | 16 MiB |
-/// | `recv_chunk` | 64 KiB |
+/// | `recv_chunk` | 256 KiB |
 /// | `metrics` (per-phase timing and histograms; counters are always kept) | on |
 /// | `adaptive` (grow/shrink the pool between `pool_size` and a maximum) | off |
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ impl Default for ClientBuilder {
                 backoff_initial: Duration::from_millis(10),
                 backoff_max: Duration::from_secs(1),
                 max_frame: DEFAULT_MAX_FRAME,
-                recv_chunk: 64 << 10,
+                recv_chunk: 256 << 10,
                 metrics: true,
                 adaptive: None,
             },

@@ -91,7 +91,7 @@ pub(crate) struct ServerConfig {
 /// | limit | default |
 /// |---|---|
 /// | `max_frame` (header included; bigger ⇒ connection closed) | 16 MiB |
-/// | `recv_chunk` (receive buffer chunk) | 64 KiB |
+/// | `recv_chunk` (receive buffer chunk) | 256 KiB |
 /// | `max_pending_out` (unsent responses before reading pauses) | 4 MiB |
 /// | `read_timeout` (a started frame must complete within) | 10 s |
 /// | `max_connections_per_core` (more are closed at accept) | 16384 |
@@ -112,7 +112,7 @@ impl Server {
             router: Router::default(),
             limits: Limits {
                 max_frame: DEFAULT_MAX_FRAME,
-                recv_chunk: 64 << 10,
+                recv_chunk: 256 << 10,
                 max_pending_out: 4 << 20,
                 read_timeout: Duration::from_secs(10),
                 max_connections_per_core: 16384,
