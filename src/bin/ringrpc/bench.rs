@@ -261,6 +261,7 @@ fn run_table(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult
     let mut healthy = rows.iter().all(|r| r.errors == 0);
     if args.compare == Some(Compare::Floor) {
         healthy &= run_floor(args, cpus, rows)?;
+        healthy &= crate::targets::run(args, cpus)?;
     }
     Ok(healthy)
 }

@@ -3,7 +3,8 @@
 //! - `ringrpc [bench] [OPTIONS]` (the default): closed-loop (`--in-flight`)
 //!   or open-loop (`--rate`) load generator against an embedded loopback
 //!   server or `--connect ADDR`, optionally compared with raw-socket floors
-//!   (`--compare floor`); `--csv`/`--json` export the rows.
+//!   (`--compare floor`, which also measures and prints the P1–P3 targets);
+//!   `--csv`/`--json` export the rows.
 //!   Under each row: per-phase latency, pool hit rate and stalls read from the
 //!   runtimes' metrics; `--metrics on|off` switches them, `--compare metrics`
 //!   measures what they cost.
@@ -30,6 +31,7 @@ mod plot_input;
 mod plot_peers;
 mod report;
 mod serve;
+mod targets;
 mod tune;
 
 use std::process::ExitCode;
