@@ -189,3 +189,26 @@ impl Recorder {
         self.with(std::mem::take)
     }
 }
+
+/// Starts `in_flight` caller tasks with `spawn(recorder, first_id)` (ids spaced
+/// 2^40 apart), waits for all of them and returns what they recorded; a caller
+/// task that panicked counts as one error.
+pub async fn run_callers<H, T, E>(
+    in_flight: usize,
+    peer: &str,
+    mut spawn: impl FnMut(Recorder, u64) -> H,
+) -> Tally
+where
+    H: std::future::Future<Output = Result<T, E>>,
+{
+    let rec = Recorder::new();
+    let callers: Vec<H> = (0..in_flight)
+        .map(|i| spawn(rec.clone(), (i as u64) << 40))
+        .collect();
+    for caller in callers {
+        if caller.await.is_err() {
+            rec.error(|| format!("a {peer} caller task panicked"));
+        }
+    }
+    rec.take()
+}

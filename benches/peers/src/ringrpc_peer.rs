@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ringrpc::runtime::io;
 use ringrpc::{Client, Method, Runtime, Server};
 
-use crate::measure::{Recorder, Spec, Tally, Window};
+use crate::measure::{run_callers, Recorder, Spec, Tally, Window};
 
 /// The echo message: request and response.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -65,24 +65,10 @@ async fn client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, S
     if !client.wait_connected(Duration::from_secs(5)).await {
         return Err(format!("ringrpc: no connection to {addr}"));
     }
-    let rec = Recorder::new();
-    let callers: Vec<_> = (0..spec.in_flight)
-        .map(|i| {
-            io::spawn(caller(
-                rec.clone(),
-                client.clone(),
-                window,
-                (i as u64) << 40,
-                spec.payload,
-            ))
-        })
-        .collect();
-    for caller in callers {
-        if caller.await.is_err() {
-            rec.error(|| "a ringrpc caller task panicked".into());
-        }
-    }
-    let total = rec.take();
+    let total = run_callers(spec.in_flight, "ringrpc", |rec, first_id| {
+        io::spawn(caller(rec, client.clone(), window, first_id, spec.payload))
+    })
+    .await;
     client.close();
     Ok(total)
 }

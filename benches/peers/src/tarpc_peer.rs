@@ -13,7 +13,7 @@ use tarpc::server::{BaseChannel, Channel};
 use tarpc::tokio_serde::formats::Bincode;
 use tarpc::{client, context};
 
-use crate::measure::{spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
+use crate::measure::{run_callers, spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
 
 /// The echo service: returns its arguments.
 #[tarpc::service]
@@ -80,25 +80,10 @@ async fn run_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tall
     config.max_in_flight_requests = spec.in_flight.max(1000);
     config.pending_request_buffer = spec.in_flight.max(100);
     let client = EchoServiceClient::new(config, transport).spawn();
-    let rec = Recorder::new();
-    let callers: Vec<_> = (0..spec.in_flight)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(caller(
-                rec.clone(),
-                client,
-                window,
-                (i as u64) << 40,
-                spec.payload,
-            ))
-        })
-        .collect();
-    for caller in callers {
-        if caller.await.is_err() {
-            rec.error(|| "a tarpc caller task panicked".into());
-        }
-    }
-    let total = rec.take();
+    let total = run_callers(spec.in_flight, "tarpc", |rec, first_id| {
+        tokio::spawn(caller(rec, client.clone(), window, first_id, spec.payload))
+    })
+    .await;
     drop(client);
     Ok(total)
 }

@@ -12,7 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-use crate::measure::{spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
+use crate::measure::{run_callers, spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
 
 /// The echo message (protobuf: `uint64 id = 1; bytes payload = 2;`).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -89,24 +89,10 @@ async fn run_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tall
         .await
         .map_err(|e| e.to_string())?;
     let client = EchoClient::new(channel);
-    let rec = Recorder::new();
-    let callers: Vec<_> = (0..spec.in_flight)
-        .map(|i| {
-            tokio::spawn(caller(
-                rec.clone(),
-                client.clone(),
-                window,
-                (i as u64) << 40,
-                spec.payload,
-            ))
-        })
-        .collect();
-    for caller in callers {
-        if caller.await.is_err() {
-            rec.error(|| "a tonic caller task panicked".into());
-        }
-    }
-    let total = rec.take();
+    let total = run_callers(spec.in_flight, "tonic", |rec, first_id| {
+        tokio::spawn(caller(rec, client.clone(), window, first_id, spec.payload))
+    })
+    .await;
     Ok(total)
 }
 
