@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::Once;
 use std::time::Duration;
 
 use common::{
@@ -21,20 +20,7 @@ const PANIC_TEXT: &str = "intentional test panic";
 
 /// Keeps the intentional panics out of the test output; other panics still print.
 fn quiet_intentional_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let text = info
-                .payload()
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
-            if text != Some(PANIC_TEXT) {
-                default(info);
-            }
-        }));
-    });
+    common::quiet_panics_with(PANIC_TEXT);
 }
 
 fn panicking_server() -> TestServer {

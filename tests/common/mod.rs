@@ -339,3 +339,23 @@ where
     encode_frame(&mut frame, header, &payload, DEFAULT_MAX_FRAME).expect("encode");
     frame
 }
+
+/// Keeps a test binary's intentional panics (payload exactly `text`) out of the
+/// output; any other panic still prints. Installed once per binary: the first
+/// call's `text` is the one filtered.
+pub fn quiet_panics_with(text: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
+            if payload != Some(text) {
+                default(info);
+            }
+        }));
+    });
+}

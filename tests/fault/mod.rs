@@ -140,20 +140,7 @@ pub fn server_builder() -> ServerBuilder {
 
 /// Keeps the workload's intentional panics out of the output; others still print.
 pub fn quiet_intentional_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let text = info
-                .payload()
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
-            if text != Some(PANIC_TEXT) {
-                default(info);
-            }
-        }));
-    });
+    crate::common::quiet_panics_with(PANIC_TEXT);
 }
 
 /// Client settings of the suite: short heartbeat, connect timeout and backoff.
