@@ -161,6 +161,26 @@ fn check_episodes(report: &Report, episodes: &[(Instant, Duration)], what: &str)
     }
 }
 
+/// Ends a run with one bad raw peer and two injected episodes (one per
+/// direction): only the two broken client connections were lost (and came
+/// back), the server counted both protocol errors, and nothing else failed.
+fn finish_two_injections(
+    rig: Rig,
+    load: fault::Load,
+    episodes: [(Instant, Duration); 2],
+    what: &str,
+) {
+    let report = load.stop();
+    rig.check(&report, &Expect::errors(&["ConnectionLost", "Unavailable"]));
+    check_episodes(&report, &episodes, what);
+    let stats = rig.client_stats();
+    assert_eq!(stats.connections_lost, 2, "{stats:?}");
+    assert_eq!(stats.reconnects, 2, "{stats:?}");
+    assert_eq!(rig.server.stats().protocol_errors, 2, "raw peer + injected");
+    rig.server.wait_open(1, Duration::from_secs(2));
+    rig.finish();
+}
+
 /// Runs `bad_peer` (a raw connection straight to the server) while the load
 /// runs: only that connection is closed, as a protocol error; the load sees
 /// no error at all.
@@ -205,15 +225,7 @@ fn oversize_frames_close_only_the_offending_connection() {
         Dir::ClientToServer,
         &header_claiming(FrameKind::Request, 1 << 20),
     );
-    let report = load.stop();
-    rig.check(&report, &Expect::errors(&["ConnectionLost", "Unavailable"]));
-    check_episodes(&report, &[to_client, to_server], "oversize");
-    let stats = rig.client_stats();
-    assert_eq!(stats.connections_lost, 2, "{stats:?}");
-    assert_eq!(stats.reconnects, 2, "{stats:?}");
-    assert_eq!(rig.server.stats().protocol_errors, 2, "raw peer + injected");
-    rig.server.wait_open(1, Duration::from_secs(2));
-    rig.finish();
+    finish_two_injections(rig, load, [to_client, to_server], "oversize");
 }
 
 #[test]
@@ -225,15 +237,7 @@ fn garbage_closes_only_the_offending_connection() {
     bad_raw_peer_alone(&rig, &load, &garbage(512, 1), "raw garbage");
     let to_client = inject_episode(&rig, &load, Dir::ServerToClient, &garbage(100, 2));
     let to_server = inject_episode(&rig, &load, Dir::ClientToServer, &garbage(100, 3));
-    let report = load.stop();
-    rig.check(&report, &Expect::errors(&["ConnectionLost", "Unavailable"]));
-    check_episodes(&report, &[to_client, to_server], "garbage");
-    let stats = rig.client_stats();
-    assert_eq!(stats.connections_lost, 2, "{stats:?}");
-    assert_eq!(stats.reconnects, 2, "{stats:?}");
-    assert_eq!(rig.server.stats().protocol_errors, 2, "raw peer + injected");
-    rig.server.wait_open(1, Duration::from_secs(2));
-    rig.finish();
+    finish_two_injections(rig, load, [to_client, to_server], "garbage");
 }
 
 /// Slowloris peers (half a header; a header and half its payload; a frame
