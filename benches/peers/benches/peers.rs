@@ -181,7 +181,7 @@ impl Measured {
 fn applies(peer: &str, in_flight: usize) -> bool {
     match peer {
         "raw-blocking" => in_flight == 1,
-        "raw-pipelined" => in_flight > 1,
+        "raw-pipelined" | "raw-crc" => in_flight > 1,
         _ => true,
     }
 }
@@ -459,36 +459,13 @@ fn render(results: &Results, opts: &Options) -> String {
         },
     );
 
-    // The targets that this matrix measures.
+    targets(&mut out, results);
     let get = |cell: (usize, usize), name: &str| {
         results
             .iter()
             .find(|(c, n, _)| *c == cell && *n == name)
             .and_then(|(_, _, r)| median(r).cloned())
     };
-    let _ = writeln!(out, "\n== targets (ringrpc vs floor, same run)");
-    if let (Some(r), Some(f)) = (get((1, 64), "ringrpc"), floor_of((1, 64))) {
-        let _ = writeln!(
-            out,
-            "P1 1 x 64 B:     p50 {:.2}x floor (target <= 1.10), p99 {:.2}x floor (target <= 1.25)",
-            r.p50_us / f.p50_us,
-            r.p99_us / f.p99_us
-        );
-    }
-    if let (Some(r), Some(f)) = (get((128, 64), "ringrpc"), floor_of((128, 64))) {
-        let _ = writeln!(
-            out,
-            "P2 128 x 64 B:   calls/s {:.2}x floor (target >= 0.60)",
-            r.calls_per_s / f.calls_per_s
-        );
-    }
-    if let (Some(r), Some(f)) = (get((128, 4096), "ringrpc"), floor_of((128, 4096))) {
-        let _ = writeln!(
-            out,
-            "P3 128 x 4 KiB:  calls/s {:.2}x floor (target >= 0.85)",
-            r.calls_per_s / f.calls_per_s
-        );
-    }
     if let Some(r) = get((128, 64), "ringrpc") {
         let _ = writeln!(
             out,
@@ -513,6 +490,94 @@ fn render(results: &Results, opts: &Options) -> String {
         }
     }
     out
+}
+
+/// The rounds of `peer` in `cell`.
+fn rounds_of<'r>(results: &'r Results, cell: (usize, usize), peer: &str) -> Option<&'r [Measured]> {
+    results
+        .iter()
+        .find(|(c, n, _)| *c == cell && *n == peer)
+        .map(|(_, _, r)| r.as_slice())
+}
+
+/// `metric(peer) / metric(base)` as (ratio of the median rounds, and the median,
+/// lowest and highest of the per-round ratios). Round `i` of every peer ran back
+/// to back, so per-round ratios cancel drifts of the machine's speed that last
+/// longer than one round.
+fn ratio(
+    results: &Results,
+    cell: (usize, usize),
+    peer: &str,
+    base: &str,
+    metric: impl Fn(&Measured) -> f64,
+) -> Option<(f64, f64, f64, f64)> {
+    let (p, b) = (
+        rounds_of(results, cell, peer)?,
+        rounds_of(results, cell, base)?,
+    );
+    let of_medians = metric(median(p)?) / metric(median(b)?);
+    let mut per_round: Vec<f64> = p
+        .iter()
+        .zip(b)
+        .map(|(p, b)| metric(p) / metric(b))
+        .collect();
+    per_round.sort_by(f64::total_cmp);
+    let mid = *per_round.get(per_round.len() / 2)?;
+    Some((
+        of_medians,
+        mid,
+        per_round[0],
+        per_round[per_round.len() - 1],
+    ))
+}
+
+fn show_ratio((of_medians, mid, lo, hi): (f64, f64, f64, f64)) -> String {
+    format!("{of_medians:.2}x (per round: median {mid:.2}x, {lo:.2}-{hi:.2}x)")
+}
+
+/// Appends the P1-P3 targets as measured in this matrix.
+fn targets(out: &mut String, results: &Results) {
+    let _ = writeln!(out, "\n== targets (ringrpc vs floor, same run)");
+    let (one, many, big) = ((1, 64), (128, 64), (128, 4096));
+    if let Some(r) = ratio(results, one, "ringrpc", "raw-blocking", |m| m.p50_us) {
+        let _ = writeln!(
+            out,
+            "P1 1 x 64 B:     p50 {} (target <= 1.10)",
+            show_ratio(r)
+        );
+    }
+    if let Some(r) = ratio(results, one, "ringrpc", "raw-blocking", |m| m.p99_us) {
+        let _ = writeln!(
+            out,
+            "                 p99 {} (target <= 1.25)",
+            show_ratio(r)
+        );
+    }
+    let rate = |m: &Measured| m.calls_per_s;
+    if let Some(r) = ratio(results, many, "ringrpc", "raw-pipelined", rate) {
+        let _ = writeln!(
+            out,
+            "P2 128 x 64 B:   calls/s {} (target >= 0.60)",
+            show_ratio(r)
+        );
+    }
+    if let Some(r) = ratio(results, big, "ringrpc", "raw-pipelined", rate) {
+        let _ = writeln!(
+            out,
+            "P3 128 x 4 KiB:  calls/s {} (target >= 0.85)",
+            show_ratio(r)
+        );
+    }
+    if let Some(r) = ratio(results, big, "raw-crc", "raw-pipelined", rate) {
+        let _ = writeln!(
+            out,
+            "   raw-crc (the floor + a CRC32 per message) {}",
+            show_ratio(r)
+        );
+    }
+    if let Some(r) = ratio(results, big, "ringrpc", "raw-crc", rate) {
+        let _ = writeln!(out, "   ringrpc vs raw-crc {}", show_ratio(r));
+    }
 }
 
 /// `target/` of this build: the bench binary runs from `target/<profile>/deps/`.

@@ -7,7 +7,8 @@
 //! a closed loop with a fixed number of calls in flight. Each peer module
 //! exposes `run(&Spec, Window) -> Result<Tally, String>`.
 //!
-//! - [`raw`]: blocking ping-pong and a pipelined loop over a plain socket (the floors);
+//! - [`raw`]: blocking ping-pong and a pipelined loop over a plain socket (the
+//!   floors), and the pipelined loop with a CRC32 on every message (`raw-crc`);
 //! - [`ringrpc_peer`]: ringrpc (io_uring, thread per core, rkyv);
 //! - [`tarpc_peer`]: tarpc with its bincode serde transport on tokio;
 //! - [`tonic_peer`]: tonic gRPC (HTTP/2, prost) on tokio.
@@ -30,6 +31,7 @@ pub type RunFn = fn(&Spec, Window) -> Result<Tally, String>;
 pub const PEERS: &[(&str, RunFn)] = &[
     ("raw-blocking", raw::run_blocking),
     ("raw-pipelined", raw::run_pipelined),
+    ("raw-crc", raw::run_pipelined_crc),
     ("ringrpc", ringrpc_peer::run),
     ("tarpc", tarpc_peer::run),
     ("tonic", tonic_peer::run),

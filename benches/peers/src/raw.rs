@@ -1,12 +1,19 @@
 //! Raw-socket floors over one blocking `std::net::TcpStream` with `TCP_NODELAY`.
 //!
-//! Framing: `id: u64 LE | len: u64 LE | payload`; the server echoes bytes back
-//! without parsing them. (The same floors as `ringrpc bench --compare floor`.)
+//! Framing: `id: u64 LE | len: u32 LE | crc: u32 LE | payload`. (The same
+//! floors as `ringrpc bench --compare floor`, which leave `crc` at 0.)
 //!
-//! - `raw-blocking`: write one message, read its echo, repeat (floor for 1 in flight).
+//! - `raw-blocking`: write one message, read its echo, repeat (floor for 1 in
+//!   flight); the server echoes bytes back without parsing them.
 //! - `raw-pipelined`: one thread keeps `in_flight` messages outstanding, writing
 //!   one more per echo read and batching the writes of echoes that arrived
-//!   together (floor for many in flight).
+//!   together (floor for many in flight); the server does not parse either.
+//! - `raw-crc`: `raw-pipelined` where every message carries a CRC32 (crc32fast)
+//!   of its id, length and payload, as a ringrpc frame does: the client seals
+//!   each request and verifies each echo, the server verifies each request and
+//!   seals the echo it sends back. It is the floor for any protocol that
+//!   checksums its payloads: what the checksum alone costs, without framing,
+//!   serialisation or a runtime.
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, Read, Write};
@@ -24,26 +31,44 @@ const MAX_BURST_BYTES: usize = 1 << 20;
 
 /// Runs the blocking ping-pong floor (ignores `spec.in_flight`: always 1).
 pub fn run_blocking(spec: &Spec, window: Window) -> Result<Tally, String> {
-    run(spec, window, false)
+    run(spec, window, Mode::Blocking)
 }
 
 /// Runs the pipelined floor with `spec.in_flight` messages outstanding.
 pub fn run_pipelined(spec: &Spec, window: Window) -> Result<Tally, String> {
-    run(spec, window, true)
+    run(spec, window, Mode::Pipelined)
 }
 
-fn run(spec: &Spec, window: Window, pipelined: bool) -> Result<Tally, String> {
+/// Runs the pipelined floor with a CRC32 sealed and verified on every message.
+pub fn run_pipelined_crc(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run(spec, window, Mode::PipelinedCrc)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Blocking,
+    Pipelined,
+    PipelinedCrc,
+}
+
+fn run(spec: &Spec, window: Window, mode: Mode) -> Result<Tally, String> {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(s)?;
     let addr = listener.local_addr().map_err(s)?;
-    let server = spawn_pinned(spec.server_cpu, "raw-srv", move || echo_server(&listener));
+    let checked = mode == Mode::PipelinedCrc;
+    let server = spawn_pinned(spec.server_cpu, "raw-srv", move || {
+        if checked {
+            checked_echo_server(&listener)
+        } else {
+            echo_server(&listener)
+        }
+    });
     let spec = *spec;
     let client = spawn_pinned(spec.client_cpu, "raw-cli", move || {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        if pipelined {
-            pipelined_client(&stream, &spec, &window)
-        } else {
-            blocking_client(stream, &spec, &window)
+        match mode {
+            Mode::Blocking => blocking_client(stream, &spec, &window),
+            _ => pipelined_client(&stream, &spec, &window, checked),
         }
     });
     let result = client
@@ -82,11 +107,75 @@ fn echo_server(listener: &TcpListener) -> io::Result<()> {
     }
 }
 
-/// Appends one message with `id` to `out`.
-fn push_message(out: &mut Vec<u8>, id: u64, payload: usize) {
+/// Verifies the CRC of every complete message it receives, seals each echo
+/// with a freshly computed CRC, and sends the complete messages back.
+fn checked_echo_server(listener: &TcpListener) -> io::Result<()> {
+    let (mut stream, _) = listener.accept()?;
+    stream.set_nodelay(true)?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut filled = 0;
+    loop {
+        let n = match stream.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        filled += n;
+        let mut done = 0;
+        while let Some(len) = message_len(&buf[done..filled]) {
+            let msg = &mut buf[done..done + len];
+            if !crc_ok(msg) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad CRC"));
+            }
+            seal(msg);
+            done += len;
+        }
+        stream.write_all(&buf[..done])?;
+        buf.copy_within(done..filled, 0);
+        filled -= done;
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+}
+
+/// The length of the complete message at the front of `bytes`, if there is one.
+fn message_len(bytes: &[u8]) -> Option<usize> {
+    let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    (bytes.len() >= HEADER + len).then_some(HEADER + len)
+}
+
+/// The CRC32 of a message's id, length and payload.
+fn crc_of(msg: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&msg[..12]);
+    h.update(&msg[HEADER..]);
+    h.finalize()
+}
+
+/// Writes the message's CRC into its header.
+fn seal(msg: &mut [u8]) {
+    let crc = crc_of(msg);
+    msg[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether the CRC in the message's header matches its contents.
+fn crc_ok(msg: &[u8]) -> bool {
+    msg[12..16] == crc_of(msg).to_le_bytes()
+}
+
+/// Appends one message with `id` to `out`, sealed with its CRC if `checked`.
+fn push_message(out: &mut Vec<u8>, id: u64, payload: usize, checked: bool) {
+    let start = out.len();
     out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&(payload as u64).to_le_bytes());
+    out.extend_from_slice(&(payload as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
     out.resize(out.len() + payload, 0xA5);
+    if checked {
+        seal(&mut out[start..]);
+    }
 }
 
 fn message_id(msg: &[u8]) -> u64 {
@@ -104,7 +193,7 @@ fn blocking_client(mut stream: TcpStream, spec: &Spec, window: &Window) -> io::R
             break;
         }
         out.clear();
-        push_message(&mut out, id, spec.payload);
+        push_message(&mut out, id, spec.payload, false);
         stream.write_all(&out)?;
         stream.read_exact(&mut back)?;
         tally.check(window, started, message_id(&back), id);
@@ -112,7 +201,12 @@ fn blocking_client(mut stream: TcpStream, spec: &Spec, window: &Window) -> io::R
     Ok(tally)
 }
 
-fn pipelined_client(stream: &TcpStream, spec: &Spec, window: &Window) -> io::Result<Tally> {
+fn pipelined_client(
+    stream: &TcpStream,
+    spec: &Spec,
+    window: &Window,
+    checked: bool,
+) -> io::Result<Tally> {
     let depth = spec
         .in_flight
         .min(MAX_BURST_BYTES / (HEADER + spec.payload))
@@ -124,7 +218,7 @@ fn pipelined_client(stream: &TcpStream, spec: &Spec, window: &Window) -> io::Res
     let (mut out, mut back) = (Vec::new(), vec![0u8; HEADER + spec.payload]);
     let mut next_id = 0u64;
     let mut queue = |out: &mut Vec<u8>, sent: &mut VecDeque<_>| {
-        push_message(out, next_id, spec.payload);
+        push_message(out, next_id, spec.payload, checked);
         sent.push_back((next_id, Instant::now()));
         next_id += 1;
     };
@@ -136,7 +230,11 @@ fn pipelined_client(stream: &TcpStream, spec: &Spec, window: &Window) -> io::Res
     out.clear();
     while let Some((id, started)) = sent.pop_front() {
         reader.read_exact(&mut back)?;
-        tally.check(window, started, message_id(&back), id);
+        if checked && !crc_ok(&back) {
+            tally.error(|| format!("echo {id:#x} failed its CRC check"));
+        } else {
+            tally.check(window, started, message_id(&back), id);
+        }
         if Instant::now() < window.end {
             queue(&mut out, &mut sent);
         }
@@ -147,4 +245,32 @@ fn pipelined_client(stream: &TcpStream, spec: &Spec, window: &Window) -> io::Res
         }
     }
     Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_messages_verify_and_any_flipped_bit_is_caught() {
+        let mut out = Vec::new();
+        push_message(&mut out, 7, 40, true);
+        assert!(crc_ok(&out));
+        for byte in [0, 8, HEADER, out.len() - 1] {
+            let mut bad = out.clone();
+            bad[byte] ^= 1;
+            assert!(!crc_ok(&bad), "flip in byte {byte} not caught");
+        }
+    }
+
+    #[test]
+    fn message_len_waits_for_whole_messages() {
+        let mut out = Vec::new();
+        push_message(&mut out, 1, 100, false);
+        push_message(&mut out, 2, 3, false);
+        assert_eq!(message_len(&out), Some(HEADER + 100));
+        assert_eq!(message_len(&out[..HEADER + 99]), None);
+        assert_eq!(message_len(&out[..11]), None);
+        assert_eq!(message_len(&out[HEADER + 100..]), Some(HEADER + 3));
+    }
 }
