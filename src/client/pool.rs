@@ -147,10 +147,7 @@ impl PoolShared {
         drop(slots);
         self.retiring.borrow_mut()[index] = false;
         let span = tracing::info_span!("client_conn", endpoint = %self.addr, slot = index);
-        let task = io::spawn(tracing::Instrument::instrument(
-            maintain(self.clone(), index),
-            span,
-        ));
+        let task = io::spawn_in(span, maintain(self.clone(), index));
         self.tasks.borrow_mut()[index] = Some(task);
     }
 }

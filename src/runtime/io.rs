@@ -36,6 +36,20 @@ pub fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
     compio::runtime::spawn(future)
 }
 
+/// Spawns `future` to run inside `span`.
+///
+/// A disabled span (no `tracing` subscriber wants it) is left out, so polls do
+/// not pay for entering and leaving it: with `tracing`'s `log` feature on (any
+/// crate in the build can turn it on), entering even a disabled span asks the
+/// `log` logger whether it is enabled, on every poll of the task.
+pub fn spawn_in<F: Future + 'static>(span: tracing::Span, future: F) -> Task<F::Output> {
+    if span.is_disabled() {
+        spawn(future)
+    } else {
+        spawn(tracing::Instrument::instrument(future, span))
+    }
+}
+
 /// Sleeps for `duration`.
 pub async fn sleep(duration: Duration) {
     compio::runtime::time::sleep(duration).await

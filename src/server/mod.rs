@@ -452,5 +452,5 @@ fn start_conn(
         cfg.stats.open.fetch_sub(1, Ordering::Relaxed);
         dec(&core_metrics.server.connections);
     };
-    io::spawn(tracing::Instrument::instrument(task, span)).detach();
+    io::spawn_in(span, task).detach();
 }
