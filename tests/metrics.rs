@@ -11,9 +11,10 @@
 //!   application error) and sends an error frame, which the client either takes
 //!   as the call's `Timeout` (if it arrives first) or drops as a stale reply;
 //! - `client_total`, `client_deliver` and the client per-method histograms record
-//!   successful calls only; `client_remote_handler` records every reply that
-//!   completed a waiting call (errors included); the server records
-//!   `server_queue` per request and `server_handler` / per-method per success.
+//!   successful calls only; `client_remote_handler` records the handler time
+//!   of every response the server timed, and the server times exactly the
+//!   responses its `server_handler` / per-method histograms sample (successes);
+//!   the server records `server_queue` per request.
 
 mod common;
 
@@ -487,4 +488,42 @@ fn check_counter_family(
             metric.name
         );
     }
+}
+
+/// A sync handler that takes `SPIN_FOR` (it blocks its core; fine in a test).
+const SPIN: Method<Msg, Msg> = Method::new("Test.spin");
+const SPIN_FOR: Duration = Duration::from_millis(3);
+
+/// Handler times are sampled: the server reads the clock only for the calls
+/// whose `server_handler` sample is due and sends "not timed" in the others;
+/// the sampled times must still be the handler's real duration, on both sides.
+#[test]
+fn sampled_handler_times_are_the_handlers_real_duration() {
+    let server = TestServer::start(
+        base_server()
+            .register(SPIN, |req: &ArchivedMsg| -> Result<Msg, String> {
+                std::thread::sleep(SPIN_FOR);
+                Ok(msg(req.id.to_native()))
+            })
+            .unwrap(),
+    );
+    let client = TestClient::connect(server.addr());
+    let calls = u64::from(ringrpc::metrics::PHASE_SAMPLING) + 1;
+    client.run(move |client| async move {
+        for id in 0..calls {
+            let reply = client.call(&SPIN, &msg(id)).await.expect("spin call");
+            assert_eq!(reply.id.to_native(), id);
+        }
+    });
+    // The 1st and the 9th call are sampled.
+    let sampled = calls.div_ceil(u64::from(ringrpc::metrics::PHASE_SAMPLING));
+    let remote = merged(&client.rt).phase(Phase::ClientRemoteHandler).clone();
+    let local = merged(&server.rt).phase(Phase::ServerHandler).clone();
+    for (side, h) in [("client", &remote), ("server", &local)] {
+        assert_eq!(h.count(), sampled, "{side}: samples");
+        let (min, max) = (h.quantile(0.0), h.max());
+        assert!(min >= SPIN_FOR.mul_f64(0.98), "{side}: min {min:?}");
+        assert!(max < Duration::from_secs(1), "{side}: max {max:?}");
+    }
+    client.close();
 }

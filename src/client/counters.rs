@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{self, CoreMetrics, Phase};
+use crate::protocol::HANDLER_TIME_UNKNOWN;
 use crate::Error;
 
 /// Per-client counters plus the core's metrics.
@@ -140,10 +141,14 @@ impl Counters {
         }
     }
 
-    /// Records the handler time a server reported in a response (sampled).
+    /// Records the handler time a server reported in a response. The server
+    /// times a sample of its calls and marks the others
+    /// [`HANDLER_TIME_UNKNOWN`], so every reported time is recorded.
     pub fn remote_handler(&self, handler_us: u32) {
-        let d = || Duration::from_micros(u64::from(handler_us));
-        self.core.phase(Phase::ClientRemoteHandler, d);
+        if handler_us != HANDLER_TIME_UNKNOWN {
+            let d = Duration::from_micros(u64::from(handler_us));
+            self.core.record(Phase::ClientRemoteHandler, d);
+        }
     }
 
     /// Whether this successful call is one whose latency is sampled (then read

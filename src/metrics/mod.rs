@@ -185,6 +185,12 @@ impl CoreMetrics {
         self.hists.borrow_mut().phases[phase.index()].record(d);
     }
 
+    /// Whether the next event of `phase` will be sampled (does not advance the tick).
+    #[inline]
+    pub fn due(&self, phase: Phase) -> bool {
+        self.ticks[phase.index()].get() == 0
+    }
+
     /// Advances `phase`'s sampling tick; true for every [`PHASE_SAMPLING`]-th event.
     #[inline]
     pub fn sampled(&self, phase: Phase) -> bool {

@@ -18,6 +18,9 @@ pub const FRAME_ALIGN: usize = 16;
 pub const MAGIC: u16 = u16::from_le_bytes(*b"RR");
 /// Wire protocol version spoken by this build.
 pub const VERSION: u8 = 1;
+/// `budget_us` of a response whose handler the server did not time (it times a
+/// sample of its calls, see `metrics::PHASE_SAMPLING`).
+pub const HANDLER_TIME_UNKNOWN: u32 = u32::MAX;
 /// Byte offset of the CRC field inside the header.
 const CRC_OFFSET: usize = 28;
 
@@ -27,7 +30,8 @@ const CRC_OFFSET: usize = 28;
 pub enum FrameKind {
     /// A call: `method` names the handler, `budget_us` is the caller's remaining deadline.
     Request = 1,
-    /// A successful reply to the call `call_id`; `budget_us` carries the server's handler time.
+    /// A successful reply to the call `call_id`; `budget_us` carries the server's
+    /// handler time in µs, or [`HANDLER_TIME_UNKNOWN`] if it was not timed.
     Response = 2,
     /// A failed reply to `call_id`; `method` carries an [`ErrorCode`](super::ErrorCode),
     /// the payload a UTF-8 message.

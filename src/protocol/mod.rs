@@ -13,7 +13,7 @@ pub use call_table::CallTable;
 pub use codec::{
     begin_frame, decode_frame, encode_frame, finish_frame, Decoded, DEFAULT_MAX_FRAME,
 };
-pub use header::{CallId, FrameHeader, FrameKind, FRAME_ALIGN, HEADER_LEN};
+pub use header::{CallId, FrameHeader, FrameKind, FRAME_ALIGN, HANDLER_TIME_UNKNOWN, HEADER_LEN};
 pub use method::method_id;
 
 /// A violation of the wire protocol by the peer (or by an oversize local message).

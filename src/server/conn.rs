@@ -22,7 +22,7 @@ use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{self, CoreMetrics, Phase};
 use crate::protocol::{
     begin_frame, decode_frame, encode_frame, finish_frame, Decoded, ErrorCode, FrameHeader,
-    FrameKind, ProtocolError, HEADER_LEN,
+    FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
 };
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
@@ -37,8 +37,11 @@ pub(crate) struct CallCtx {
     pub name: &'static str,
     /// Local instant after which the caller no longer waits, if it sent a budget.
     pub deadline: Option<Instant>,
-    /// When the handler starts (the connection's last clock reading).
+    /// When the handler started: read from the clock for the calls whose handler
+    /// time is sampled and for async handlers, else the connection's last reading.
     pub started: Instant,
+    /// The handler runs as its own task (its response is pushed later).
+    pub deferred: bool,
 }
 
 /// State shared by a connection's reader, writer and async handler tasks.
@@ -49,8 +52,9 @@ pub(crate) struct ConnShared {
     reader: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     draining: Cell<bool>,
-    /// The reader's latest clock reading: set per receive and after each response,
-    /// so the server reads the clock about once per call.
+    /// The latest clock reading: set per receive and whenever a call reads the
+    /// clock (sampled ones, async responses, errors); other calls use it as is,
+    /// so most calls never read the clock.
     clock: Cell<Instant>,
     /// Since when the front frame has been incomplete (None: at a frame boundary).
     partial_since: Cell<Option<Instant>>,
@@ -101,10 +105,11 @@ impl ConnShared {
         });
     }
 
-    /// Remembers when the first response of the next write batch was queued.
-    fn note_batch_start(&self, out: &[u8], now: Instant) {
-        if out.is_empty() {
-            self.batch_started.set(Some(now));
+    /// Remembers when the first response of the next write batch was queued
+    /// (one clock read per write batch, for the ServerWrite phase).
+    fn note_batch_start(&self, out: &[u8]) {
+        if out.is_empty() && self.timing {
+            self.batch_started.set(Some(Instant::now()));
         }
     }
 
@@ -132,21 +137,40 @@ impl ConnShared {
         dec(&self.metrics.server.tasks);
     }
 
+    /// How long the handler of `ctx` ran. Reads the clock for a `timed` call
+    /// (dispatch read it for the start) and for an async one; any other call
+    /// takes the connection's last reading and gets a meaningless value.
+    fn handler_time(&self, ctx: &CallCtx, timed: bool) -> Duration {
+        let now = if timed || ctx.deferred {
+            let now = Instant::now();
+            self.clock.set(now);
+            now
+        } else {
+            self.clock.get()
+        };
+        now.saturating_duration_since(ctx.started)
+    }
+
     /// Serialises a response frame for `call_id` into the send buffer.
     pub fn push_response<T: Message>(&self, ctx: &CallCtx, resp: &T) {
         if self.closed.get() {
             return;
         }
         let call_id = ctx.call_id;
-        let now = Instant::now();
-        self.clock.set(now);
-        let handler_time = now.saturating_duration_since(ctx.started);
+        // Only a response the ServerHandler histogram samples is timed.
+        let timed = self.timing && self.metrics.due(Phase::ServerHandler);
+        let handler_time = self.handler_time(ctx, timed);
         let mut out = self.out.borrow_mut();
-        self.note_batch_start(&out, now);
+        self.note_batch_start(&out);
         let start = begin_frame(&mut out);
         let mut header = FrameHeader::new(FrameKind::Response);
         header.call_id = call_id;
-        header.budget_us = u32::try_from(handler_time.as_micros()).unwrap_or(u32::MAX);
+        header.budget_us = if timed {
+            let us = u32::try_from(handler_time.as_micros()).unwrap_or(u32::MAX);
+            us.min(HANDLER_TIME_UNKNOWN - 1)
+        } else {
+            HANDLER_TIME_UNKNOWN
+        };
         let result = serialize_into(resp, &mut out)
             .and_then(|()| finish_frame(&mut out, start, header, self.max_frame));
         match result {
@@ -174,7 +198,7 @@ impl ConnShared {
         let now = Instant::now();
         self.clock.set(now);
         self.count_error(code);
-        self.note_batch_start(&self.out.borrow(), now);
+        self.note_batch_start(&self.out.borrow());
         let mut header = FrameHeader::new(FrameKind::Error);
         header.call_id = call_id;
         header.method = code.to_u32();
@@ -339,8 +363,8 @@ fn dispatch(
         FrameKind::Request => {
             let deadline = (header.budget_us != 0)
                 .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
-            let now = conn.clock.get();
             inc(&conn.metrics.server.requests);
+            let now = dispatch_clock(conn, arrived);
             let route = router.get(header.method);
             let ctx = CallCtx {
                 call_id: header.call_id,
@@ -348,12 +372,8 @@ fn dispatch(
                 name: route.map_or("", |(_, name)| name),
                 deadline,
                 started: now,
+                deferred: false,
             };
-            if conn.timing {
-                conn.metrics.phase(Phase::ServerQueue, || {
-                    now.saturating_duration_since(arrived)
-                });
-            }
             if deadline.is_some_and(|d| now >= d) {
                 conn.push_error(
                     ctx.call_id,
@@ -383,6 +403,26 @@ fn dispatch(
         FrameKind::Pong | FrameKind::GoAway => Ok(()),
         kind @ (FrameKind::Response | FrameKind::Error) => Err(ProtocolError::Unexpected(kind)),
     }
+}
+
+/// The time a request is dispatched at. Reads the clock only when the request's
+/// queue time or its handler time will be sampled (recording the queue time);
+/// otherwise the connection's last reading is close enough (deadline checks).
+fn dispatch_clock(conn: &ConnShared, arrived: Instant) -> Instant {
+    if !conn.timing {
+        return conn.clock.get();
+    }
+    let queue_sampled = conn.metrics.sampled(Phase::ServerQueue);
+    if !queue_sampled && !conn.metrics.due(Phase::ServerHandler) {
+        return conn.clock.get();
+    }
+    let now = Instant::now();
+    conn.clock.set(now);
+    if queue_sampled {
+        conn.metrics
+            .record(Phase::ServerQueue, now.saturating_duration_since(arrived));
+    }
+    now
 }
 
 async fn write_loop(conn: Rc<ConnShared>) {

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 
@@ -79,6 +80,12 @@ where
         if !conn.try_start_async(ctx.call_id) {
             return;
         }
+        // An async handler's time is worth a clock read (it spans awaits).
+        let ctx = CallCtx {
+            started: Instant::now(),
+            deferred: true,
+            ..ctx
+        };
         let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind(),
             Err(_) => {
