@@ -9,7 +9,7 @@
 //! across peers, and the round with the median calls/s is reported.
 //!
 //! Options (after `--`): `--secs S` (measured seconds, default 3),
-//! `--warmup S` (default 1), `--rounds N` (default 3), `--server-cpu N`,
+//! `--warmup S` (default 1), `--rounds N` (default 5), `--server-cpu N`,
 //! `--client-cpu N`, `--cell IN_FLIGHTxPAYLOAD` (repeatable, e.g.
 //! `--cell 128x64`; default: the three cells of the matrix), and words that
 //! filter peers by name (e.g. `ringrpc tonic`).
@@ -42,7 +42,7 @@ fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         secs: 3.0,
         warmup: 1.0,
-        rounds: 3,
+        rounds: 5,
         server_cpu: 0,
         client_cpu: 1,
         filters: Vec::new(),

@@ -1,7 +1,8 @@
 //! Raw-socket floors over one blocking `std::net::TcpStream` with `TCP_NODELAY`.
 //!
-//! Framing: `id: u64 LE | len: u32 LE | crc: u32 LE | payload`. (The same
-//! floors as `ringrpc bench --compare floor`, which leave `crc` at 0.)
+//! Framing: `id: u64 LE | len: u32 LE | crc: u32 LE | payload`. The two plain
+//! floors are those of `ringrpc bench --compare floor` (which frames with a
+//! 64-bit length and no CRC field: the same 16 header bytes).
 //!
 //! - `raw-blocking`: write one message, read its echo, repeat (floor for 1 in
 //!   flight); the server echoes bytes back without parsing them.

@@ -203,7 +203,7 @@ pub struct PeerRow {
     pub in_flight: usize,
     /// Payload bytes of the cell.
     pub payload: usize,
-    /// `raw-blocking`, `raw-pipelined`, `ringrpc`, `tarpc`, `tonic`.
+    /// `raw-blocking`, `raw-pipelined`, `raw-crc`, `ringrpc`, `tarpc`, `tonic`.
     pub peer: String,
     /// Calls per second.
     pub calls_per_s: f64,

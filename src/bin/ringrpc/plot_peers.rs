@@ -1,6 +1,7 @@
 //! `ringrpc plot --peers`: charts of the `peers` bench (`peers.csv`), one
 //! panel per cell (calls in flight × payload), peers in a fixed order: the
-//! raw-socket floor of the cell, ringrpc, tarpc, tonic.
+//! raw-socket floor of the cell, the floor with a CRC per message, ringrpc,
+//! tarpc, tonic.
 //!
 //! - `peers-throughput.svg`: calls/s per peer (bars, linear scale per panel);
 //! - `peers-latency.svg`: p50, p99 and p99.9 per peer (bars, log scale).
@@ -17,7 +18,14 @@ use crate::plot_input::PeerRow;
 use crate::CliResult;
 
 /// The order peers appear in within a panel.
-const ORDER: [&str; 5] = ["raw-blocking", "raw-pipelined", "ringrpc", "tarpc", "tonic"];
+const ORDER: [&str; 6] = [
+    "raw-blocking",
+    "raw-pipelined",
+    "raw-crc",
+    "ringrpc",
+    "tarpc",
+    "tonic",
+];
 /// Width of one panel, pixels.
 const PANEL_WIDTH: u32 = 400;
 /// Colours of p50, p99 and p99.9 (light to dark blue).
@@ -98,6 +106,7 @@ fn display_name(peer: &str) -> String {
     match peer {
         "raw-blocking" => "floor/blocking".to_string(),
         "raw-pipelined" => "floor/pipelined".to_string(),
+        "raw-crc" => "floor+crc".to_string(),
         other => other.to_string(),
     }
 }
