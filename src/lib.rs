@@ -55,8 +55,8 @@ pub mod server;
 
 pub use client::{Client, ClientBuilder, ClientStats, OverloadPolicy};
 pub use error::Error;
-pub use message::{Message, Method, Reply, Request};
+pub use message::{BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString};
 pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::ErrorCode;
 pub use runtime::{Runtime, RuntimeBuilder};
-pub use server::{Server, ServerBuilder, ServerHandle, ServerStats};
+pub use server::{Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats};

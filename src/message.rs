@@ -13,8 +13,13 @@ use std::ops::Deref;
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
+use rkyv::rancor::Fallible;
 use rkyv::ser::allocator::ArenaHandle;
-use rkyv::{Archive, Portable, Serialize};
+use rkyv::ser::Allocator;
+use rkyv::string::{ArchivedString, StringResolver};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::with::{ArchiveWith, SerializeWith};
+use rkyv::{Archive, Place, Portable, Serialize};
 
 use crate::protocol::ProtocolError;
 use crate::runtime::buf::FrameBytes;
@@ -64,6 +69,93 @@ pub(crate) fn serialize_into<T: Message>(
     rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(out))
         .map(|_| ())
         .map_err(|e| ProtocolError::InvalidPayload(e.to_string()))
+}
+
+/// What [`SliceAsVec`] and [`StrAsString`] need from a serializer, as one bound
+/// for `#[rkyv(serialize_bounds(__S: ringrpc::BorrowSerializer))]` (see [`SliceAsVec`]).
+pub trait BorrowSerializer:
+    Fallible<Error: rkyv::rancor::Source> + Allocator + rkyv::ser::Writer
+{
+}
+
+impl<S> BorrowSerializer for S where
+    S: Fallible<Error: rkyv::rancor::Source> + Allocator + rkyv::ser::Writer + ?Sized
+{
+}
+
+/// An rkyv `with` wrapper that archives a borrowed `&[T]` exactly like a `Vec<T>`.
+///
+/// It lets a response that borrows its bytes (from the request, a cache, ...)
+/// archive as the owned response type of a [`Method`], so a handler registered
+/// with [`ServerBuilder::register_responder`](crate::ServerBuilder::register_responder)
+/// sends them without first copying them into a `Vec`. The borrowing type names
+/// the archived type it must match (`as = ...`); its borrowed fields take
+/// `omit_bounds` and the type takes one [`BorrowSerializer`] bound instead (the
+/// bounds rkyv would generate for a field with a lifetime keep the compiler from
+/// seeing that the archived types match):
+///
+/// ```
+/// use ringrpc::SliceAsVec;
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize)]
+/// struct Blob { id: u64, data: Vec<u8> }
+///
+/// // Archives as `ArchivedBlob`: the same bytes as a `Blob` with the same fields.
+/// #[derive(rkyv::Archive, rkyv::Serialize)]
+/// #[rkyv(as = ArchivedBlob, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+/// struct BlobRef<'a> {
+///     id: u64,
+///     #[rkyv(with = SliceAsVec, omit_bounds)]
+///     data: &'a [u8],
+/// }
+///
+/// let owned = rkyv::to_bytes::<rkyv::rancor::Error>(&Blob { id: 7, data: vec![1, 2, 3] }).unwrap();
+/// let borrowed = rkyv::to_bytes::<rkyv::rancor::Error>(&BlobRef { id: 7, data: &[1, 2, 3] }).unwrap();
+/// assert_eq!(owned.as_slice(), borrowed.as_slice());
+/// ```
+pub struct SliceAsVec;
+
+impl<T: Archive> ArchiveWith<&[T]> for SliceAsVec {
+    type Archived = ArchivedVec<T::Archived>;
+    type Resolver = VecResolver;
+
+    fn resolve_with(field: &&[T], resolver: VecResolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(field.len(), resolver, out);
+    }
+}
+
+impl<T, S> SerializeWith<&[T], S> for SliceAsVec
+where
+    T: Serialize<S>,
+    S: Fallible + Allocator + rkyv::ser::Writer + ?Sized,
+{
+    fn serialize_with(field: &&[T], serializer: &mut S) -> Result<VecResolver, S::Error> {
+        ArchivedVec::serialize_from_slice(field, serializer)
+    }
+}
+
+/// An rkyv `with` wrapper that archives a borrowed `&str` exactly like a
+/// `String` (the text counterpart of [`SliceAsVec`], used the same way).
+pub struct StrAsString;
+
+impl ArchiveWith<&str> for StrAsString {
+    type Archived = ArchivedString;
+    type Resolver = StringResolver;
+
+    fn resolve_with(field: &&str, resolver: StringResolver, out: Place<Self::Archived>) {
+        ArchivedString::resolve_from_str(field, resolver, out);
+    }
+}
+
+impl<S> SerializeWith<&str, S> for StrAsString
+where
+    S: Fallible + ?Sized,
+    S::Error: rkyv::rancor::Source,
+    str: rkyv::SerializeUnsized<S>,
+{
+    fn serialize_with(field: &&str, serializer: &mut S) -> Result<StringResolver, S::Error> {
+        ArchivedString::serialize_from_str(field, serializer)
+    }
 }
 
 /// Validates `bytes` as an archived `T` and returns a reference into them.

@@ -1,6 +1,6 @@
 //! Metrics: per-core counters, gauges and latency histograms, merged only when read.
 //!
-//! Every core owns one [`CoreMetrics`] (thread-local, `Cell`/`RefCell`, no atomics);
+//! Every core owns one `CoreMetrics` (thread-local, `Cell`/`RefCell`, no atomics);
 //! clients and servers on the core keep an `Rc` to it and update it inline.
 //! Reading goes through the runtime: [`Runtime::metrics`](crate::Runtime::metrics)
 //! asks every core for a [`CoreSnapshot`] on its own thread and returns them in a

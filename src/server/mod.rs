@@ -8,6 +8,7 @@
 //! [`ServerHandle::abort`] returns, every listener and connection is closed.
 
 mod conn;
+mod responder;
 mod router;
 
 use std::cell::RefCell;
@@ -34,6 +35,7 @@ use crate::runtime::io::{self, Stream};
 use crate::runtime::{CoreRemote, CoreTask, Runtime};
 use crate::Error;
 use conn::ConnShared;
+pub use responder::{Responder, Sent};
 use router::Router;
 
 /// Server-wide counters, updated per connection event (never per call).
@@ -141,6 +143,55 @@ impl ServerBuilder {
         F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
         self.router.add_sync(method, handler)?;
+        Ok(self)
+    }
+
+    /// Registers a handler that runs inline, like [`register`](Self::register),
+    /// but sends its response through a [`Responder`] while it still holds the
+    /// request, so the response can borrow from it instead of copying into an
+    /// owned value (an echo, a proxy, a cache returning stored bytes).
+    ///
+    /// The handler returns the [`Sent`] token that [`Responder::send`] gives
+    /// back, or an error `E` (sent as [`Error::Remote`] if nothing was sent yet;
+    /// an error or a panic after `send` is logged and the response stands).
+    ///
+    /// ```
+    /// use ringrpc::{Method, Server, SliceAsVec};
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize)]
+    /// struct Blob { id: u64, data: Vec<u8> }
+    ///
+    /// // Archives as `ArchivedBlob` (see `SliceAsVec` for the attributes).
+    /// #[derive(rkyv::Archive, rkyv::Serialize)]
+    /// #[rkyv(as = ArchivedBlob, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+    /// struct BlobRef<'a> {
+    ///     id: u64,
+    ///     #[rkyv(with = SliceAsVec, omit_bounds)]
+    ///     data: &'a [u8],
+    /// }
+    ///
+    /// const ECHO: Method<Blob, Blob> = Method::new("Blobs.echo");
+    ///
+    /// let builder = Server::builder()
+    ///     .register_responder(ECHO, |req: &ArchivedBlob, reply| {
+    ///         let echo = BlobRef { id: req.id.to_native(), data: req.data.as_slice() };
+    ///         Ok::<_, String>(reply.send(&echo))
+    ///     })
+    ///     .unwrap();
+    /// # drop(builder);
+    /// ```
+    pub fn register_responder<Req, Resp, E, F>(
+        mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(&Req::Archived, Responder<'_, Resp>) -> Result<Sent, E> + Send + Sync + 'static,
+    {
+        self.router.add_responder(method, handler)?;
         Ok(self)
     }
 

@@ -6,6 +6,7 @@
 //! access, runs the user function with panics contained, and writes its response
 //! frame straight into the connection's send buffer.
 
+use std::cell::Cell;
 use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 
 use super::conn::{CallCtx, ConnShared};
+use super::responder::{Responder, Sent};
 use crate::message::{access, Message, Method, Request};
 use crate::protocol::method::is_valid_method_name;
 use crate::protocol::ErrorCode;
@@ -53,6 +55,42 @@ where
         };
         match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
             Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
+            Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+            Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
+        }
+    }
+}
+
+struct ResponderHandler<Req, Resp, F> {
+    f: F,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, E, F> ErasedHandler for ResponderHandler<Req, Resp, F>
+where
+    Req: Message,
+    Resp: Message,
+    E: Display,
+    F: Fn(&Req::Archived, Responder<'_, Resp>) -> Result<Sent, E> + Send + Sync,
+{
+    fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
+        let req = match access::<Req>(payload.bytes) {
+            Ok(req) => req,
+            Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
+        };
+        let sent = Cell::new(false);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            (self.f)(req, Responder::new(conn, &ctx, &sent))
+        }));
+        match outcome {
+            Ok(Ok(_)) => {}
+            // The response stands: one call never gets two answers.
+            Ok(Err(e)) if sent.get() => {
+                tracing::debug!(call = ctx.call_id, error = %e, "handler failed after responding")
+            }
+            Err(_) if sent.get() => {
+                tracing::debug!(call = ctx.call_id, "handler panicked after responding")
+            }
             Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
             Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
         }
@@ -177,6 +215,25 @@ impl Router {
         F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
         let handler = SyncHandler::<Req, Resp, F> {
+            f,
+            _types: PhantomData,
+        };
+        self.insert(method.name(), method.id(), Box::new(handler))
+    }
+
+    /// Registers a handler that runs inline and answers through a [`Responder`].
+    pub fn add_responder<Req, Resp, E, F>(
+        &mut self,
+        method: Method<Req, Resp>,
+        f: F,
+    ) -> Result<(), Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(&Req::Archived, Responder<'_, Resp>) -> Result<Sent, E> + Send + Sync + 'static,
+    {
+        let handler = ResponderHandler::<Req, Resp, F> {
             f,
             _types: PhantomData,
         };

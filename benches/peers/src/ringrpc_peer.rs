@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Runtime, Server};
+use ringrpc::{Client, Method, Responder, Runtime, Sent, Server, SliceAsVec};
 
 use crate::measure::{run_callers, Recorder, Spec, Tally, Window};
 
@@ -23,11 +23,21 @@ pub struct Echo {
 /// The echo method.
 pub const ECHO: Method<Echo, Echo> = Method::new("Peers.echo");
 
-fn echo(req: &ArchivedEcho) -> Result<Echo, Infallible> {
-    Ok(Echo {
+/// The echo response, borrowing the request's payload (archives as an `Echo`).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+struct EchoRef<'a> {
+    id: u64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    payload: &'a [u8],
+}
+
+/// Sends the request's id and payload back without copying them first.
+fn echo(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallible> {
+    Ok(reply.send(&EchoRef {
         id: req.id.to_native(),
-        payload: req.payload.as_slice().to_vec(),
-    })
+        payload: req.payload.as_slice(),
+    }))
 }
 
 /// Runs the workload against a ringrpc server.
@@ -43,7 +53,7 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let server = Server::builder()
-        .register(ECHO, echo)
+        .register_responder(ECHO, echo)
         .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr();

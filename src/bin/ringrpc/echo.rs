@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 
-use ringrpc::{Method, Server, ServerBuilder};
+use ringrpc::{Method, Responder, Sent, Server, ServerBuilder, SliceAsVec};
 
 /// An echo request, and its response (the server sends the same fields back).
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -20,17 +20,27 @@ pub struct Echo {
 /// The one method the benchmark calls.
 pub const ECHO: Method<Echo, Echo> = Method::new("Bench.echo");
 
-/// A server builder with `Bench.echo` registered as a sync (inline) handler.
+/// A server builder with `Bench.echo` registered as an inline handler that
+/// replies with the request's bytes (`register_responder`, no copy first).
 pub fn server() -> Result<ServerBuilder, ringrpc::Error> {
-    Server::builder().register(ECHO, echo)
+    Server::builder().register_responder(ECHO, echo)
 }
 
-/// Copies the archived request into a response.
-fn echo(req: &ArchivedEcho) -> Result<Echo, Infallible> {
-    Ok(Echo {
+/// The echo response, borrowing the request's payload (archives as an `Echo`).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+struct EchoRef<'a> {
+    id: u64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    payload: &'a [u8],
+}
+
+/// Sends the request's id and payload back.
+fn echo(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallible> {
+    Ok(reply.send(&EchoRef {
         id: req.id.to_native(),
-        payload: req.payload.as_slice().to_vec(),
-    })
+        payload: req.payload.as_slice(),
+    }))
 }
 
 /// Whether `reply` echoes `req` (same id, same payload length).
