@@ -287,3 +287,53 @@ impl<Req, Resp> std::fmt::Debug for Method<Req, Resp> {
         write!(f, "Method({}, {:#010x})", self.name, self.id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    struct Owned {
+        words: Vec<u32>,
+        text: String,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    #[rkyv(as = ArchivedOwned, serialize_bounds(__S: crate::BorrowSerializer))]
+    struct Borrowed<'a> {
+        #[rkyv(with = SliceAsVec, omit_bounds)]
+        words: &'a [u32],
+        #[rkyv(with = StrAsString, omit_bounds)]
+        text: &'a str,
+    }
+
+    fn bytes_of<T: for<'a, 'w> Serialize<Serializer<'a, 'w>>>(value: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(&mut out))
+            .expect("serialise");
+        out
+    }
+
+    #[test]
+    fn borrowed_fields_archive_byte_for_byte_like_owned_ones() {
+        // Short text is stored inline in an ArchivedString, long text out of line.
+        for (n, text) in [(0, ""), (3, "short"), (1000, &"x".repeat(300)[..])] {
+            let words: Vec<u32> = (0..n).map(|i| i * 7 + 1).collect();
+            let owned = Owned {
+                words: words.clone(),
+                text: text.to_string(),
+            };
+            let borrowed = Borrowed {
+                words: &words,
+                text,
+            };
+            let (a, b) = (bytes_of(&owned), bytes_of(&borrowed));
+            assert_eq!(a, b, "{n} words, {} bytes of text", text.len());
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
+            aligned.extend_from_slice(&b);
+            let archived = rkyv::access::<ArchivedOwned, rancor::Error>(&aligned).expect("valid");
+            assert_eq!(archived.words.len(), words.len());
+            assert_eq!(archived.text.as_str(), text);
+        }
+    }
+}
