@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Runtime, Server};
+use ringrpc::{Client, Method, Runtime, Server, SliceAsVec};
 
 struct Counting;
 
@@ -62,6 +62,27 @@ struct Resp {
 
 const SUM: Method<Req, Resp> = Method::new("Alloc.sum");
 
+/// The echo response of a responder handler, borrowing the request's payload.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedReq, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+struct ReqRef<'a> {
+    id: u64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    payload: &'a [u8],
+}
+
+/// Echoes the request through a `Responder` (no owned response is built).
+const ECHO: Method<Req, Req> = Method::new("Alloc.echo");
+
+/// Which handler the callers call.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// `register`: returns an owned `Resp`.
+    Sum,
+    /// `register_responder`: replies with the request's bytes, borrowed.
+    Echo,
+}
+
 fn allocs_on(rt: &Runtime) -> u64 {
     rt.block_on(0, || async { ALLOCS.with(Cell::get) })
         .expect("core")
@@ -69,7 +90,7 @@ fn allocs_on(rt: &Runtime) -> u64 {
 
 /// Runs `calls` calls per caller with `callers` concurrent callers; returns
 /// (client allocs per call, server allocs per call) over the measured part.
-fn measure(callers: u64, calls: u64) -> (f64, f64) {
+fn measure(callers: u64, calls: u64, handler: Handler) -> (f64, f64) {
     let server_rt = Runtime::builder()
         .cores(1)
         .pin(false)
@@ -82,6 +103,15 @@ fn measure(callers: u64, calls: u64) -> (f64, f64) {
             Ok(Resp {
                 id: r.id.to_native(),
                 sum,
+            })
+        })
+        .and_then(|b| {
+            b.register_responder(ECHO, |r: &ArchivedReq, reply| {
+                let echo = ReqRef {
+                    id: r.id.to_native(),
+                    payload: r.payload.as_slice(),
+                };
+                Ok::<_, String>(reply.send(&echo))
             })
         })
         .expect("register")
@@ -111,8 +141,16 @@ fn measure(callers: u64, calls: u64) -> (f64, f64) {
                         payload: vec![1; 48],
                     };
                     for _ in 0..calls {
-                        let r = client.call(&SUM, &req).await.expect("call");
-                        assert_eq!((r.id.to_native(), r.sum.to_native()), (i, 48));
+                        match handler {
+                            Handler::Sum => {
+                                let r = client.call(&SUM, &req).await.expect("call");
+                                assert_eq!((r.id.to_native(), r.sum.to_native()), (i, 48));
+                            }
+                            Handler::Echo => {
+                                let r = client.call(&ECHO, &req).await.expect("call");
+                                assert_eq!((r.id.to_native(), r.payload.len()), (i, 48));
+                            }
+                        }
                     }
                 })
             })
@@ -136,9 +174,10 @@ fn measure(callers: u64, calls: u64) -> (f64, f64) {
 
 #[test]
 fn allocations_per_call_in_steady_state() {
-    let (c1, s1) = measure(1, 4000);
-    let (c128, s128) = measure(128, 200);
-    println!("allocations per call: 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}");
+    let (c1, s1) = measure(1, 4000, Handler::Sum);
+    let (c128, s128) = measure(128, 200, Handler::Sum);
+    let (ce, se) = measure(128, 200, Handler::Echo);
+    println!("allocations per call: 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}; responder echo at 128: client {ce:.3}, server {se:.3}");
     // Steady state allocates nothing per call; the bounds leave room for the
     // test's own spawned callers and request vectors (128 of each per run at
     // 128 in flight = 0.01 per call) and the odd heartbeat or buffer growth.
@@ -147,4 +186,5 @@ fn allocations_per_call_in_steady_state() {
         c128 <= 0.03 && s128 <= 0.03,
         "128 in flight: {c128} / {s128}"
     );
+    assert!(ce <= 0.03 && se <= 0.03, "responder echo: {ce} / {se}");
 }
