@@ -11,7 +11,10 @@
 //! - `calls/latency`: 1 in flight, 64 B, pool 1 (the time is the round-trip latency);
 //! - `calls/in_flight`: 16, 128, 1024 in flight, 64 B, pool 1;
 //! - `calls/pool`: pool 1, 2, 4 at 128 in flight, 64 B;
-//! - `calls/payload`: 64 B, 4 KiB, 64 KiB at 128 in flight, pool 1.
+//! - `calls/payload`: 64 B, 4 KiB, 64 KiB at 128 in flight, pool 1;
+//! - `calls/handler`: the 4 KiB echo at 128 in flight from a handler returning an
+//!   owned response (`register`) and from one replying with the request's bytes
+//!   borrowed (`register_responder`), side by side.
 //!
 //! Run: `cargo bench --bench calls` (HTML report: target/criterion/report/index.html).
 
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Runtime, Server, ServerHandle};
+use ringrpc::{Client, Method, Responder, Runtime, Sent, Server, ServerHandle, SliceAsVec};
 
 /// The echo message: request and response.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -40,6 +43,25 @@ fn echo(req: &ArchivedEcho) -> Result<Echo, Infallible> {
         id: req.id.to_native(),
         payload: req.payload.as_slice().to_vec(),
     })
+}
+
+/// The same echo through a `Responder`: the reply borrows the request's payload.
+const ECHO_BORROWED: Method<Echo, Echo> = Method::new("Bench.echo_borrowed");
+
+/// The echo response, borrowing the request's payload (archives as an `Echo`).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+struct EchoRef<'a> {
+    id: u64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    payload: &'a [u8],
+}
+
+fn echo_borrowed(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallible> {
+    Ok(reply.send(&EchoRef {
+        id: req.id.to_native(),
+        payload: req.payload.as_slice(),
+    }))
 }
 
 /// CPUs of the server and client runtimes (the client falls back to CPU 0 on one CPU).
@@ -71,6 +93,7 @@ impl Env {
             .expect("client runtime");
         let server = Server::builder()
             .register(ECHO, echo)
+            .and_then(|b| b.register_responder(ECHO_BORROWED, echo_borrowed))
             .expect("register")
             .serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("serve");
@@ -86,11 +109,25 @@ impl Env {
     /// Runs `iters` echo calls with `in_flight` concurrent callers over a
     /// client with `pool` connections; returns the elapsed time.
     fn run(&self, pool: usize, in_flight: usize, payload: usize, iters: u64) -> Duration {
+        self.run_method(ECHO, pool, in_flight, payload, iters)
+    }
+
+    /// [`run`](Self::run) calling `method` (an echo).
+    fn run_method(
+        &self,
+        method: Method<Echo, Echo>,
+        pool: usize,
+        in_flight: usize,
+        payload: usize,
+        iters: u64,
+    ) -> Duration {
         let addr = self.addr;
         let rt = self.client_rt.as_ref().expect("client runtime");
-        rt.block_on(0, move || calls(addr, pool, in_flight, payload, iters))
-            .expect("client core")
-            .unwrap_or_else(|e| panic!("calls failed: {e}"))
+        rt.block_on(0, move || {
+            calls(method, addr, pool, in_flight, payload, iters)
+        })
+        .expect("client core")
+        .unwrap_or_else(|e| panic!("calls failed: {e}"))
     }
 }
 
@@ -138,6 +175,7 @@ async fn client(addr: SocketAddr, pool: usize) -> Result<Client, String> {
 }
 
 async fn calls(
+    method: Method<Echo, Echo>,
     addr: SocketAddr,
     pool: usize,
     in_flight: usize,
@@ -161,7 +199,10 @@ async fn calls(
             io::spawn(async move {
                 while remaining.get() > 0 {
                     remaining.set(remaining.get() - 1);
-                    let reply = client.call(&ECHO, &req).await.map_err(|e| e.to_string())?;
+                    let reply = client
+                        .call(&method, &req)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     if reply.id.to_native() != req.id {
                         return Err(format!("echo id {} for {}", reply.id, req.id));
                     }
@@ -237,6 +278,21 @@ fn payload(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same 4 KiB echo at 128 in flight, answered by a handler returning an owned
+/// response (`register`, copies the payload with `to_vec`) and by one replying
+/// through a `Responder` with the request's bytes borrowed (`register_responder`).
+fn handler(c: &mut Criterion) {
+    let env = Env::new();
+    let mut g = c.benchmark_group("calls/handler");
+    g.throughput(Throughput::Elements(1));
+    for (name, method) in [("owned", ECHO), ("responder", ECHO_BORROWED)] {
+        g.bench_function(BenchmarkId::new("128_in_flight/4KiB", name), |b| {
+            b.iter_custom(|iters| env.run_method(method, 1, 128, 4096, iters))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -247,6 +303,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = calls_benches;
     config = config();
-    targets = latency, in_flight, pool, payload
+    targets = latency, in_flight, pool, payload, handler
 }
 criterion_main!(calls_benches);
