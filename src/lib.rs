@@ -41,6 +41,12 @@
 //! server.shutdown(std::time::Duration::from_secs(1));
 //! # Ok(()) }
 //! ```
+//!
+//! Handlers come in three kinds: [`ServerBuilder::register`] (inline, returns an
+//! owned response), [`ServerBuilder::register_responder`] (inline, answers
+//! through a [`Responder`] while it holds the request, so the response can borrow
+//! from it via [`SliceAsVec`] / [`StrAsString`]) and
+//! [`ServerBuilder::register_async`] (its own task; may await).
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
