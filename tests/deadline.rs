@@ -200,6 +200,12 @@ fn request_whose_budget_ran_out_at_the_server_is_refused_unrun() {
             .unwrap(),
     );
     let client = TestClient::connect(server.addr());
+    // A few calls first, so the pair below is not where the server happens to
+    // sample its metrics (a sampled request reads the clock anyway): the check
+    // must see the time the blocking handler took on its own.
+    for id in 0..3 {
+        assert_eq!(client.echo(100 + id).expect("warm-up echo").id, 100 + id);
+    }
 
     // Both requests are queued in the same scheduler turn, so they leave in one
     // write and reach the server together: the 10 ms one waits behind the 50 ms

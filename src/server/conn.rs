@@ -52,10 +52,12 @@ pub(crate) struct ConnShared {
     reader: RefCell<Option<Waker>>,
     closed: Cell<bool>,
     draining: Cell<bool>,
-    /// The latest clock reading: set per receive and whenever a call reads the
-    /// clock (sampled ones, async responses, errors); other calls use it as is,
-    /// so most calls never read the clock.
+    /// The latest clock reading: taken per receive and whenever a call needs the
+    /// time (see `dispatch_clock`); calls that do not reuse it.
     clock: Cell<Instant>,
+    /// No handler has run since `clock` was read, so it is still "now" for a
+    /// deadline check (a check after a handler reads the clock again).
+    clock_fresh: Cell<bool>,
     /// Since when the front frame has been incomplete (None: at a frame boundary).
     partial_since: Cell<Option<Instant>>,
     /// Async handlers running for this connection.
@@ -82,6 +84,7 @@ impl ConnShared {
             closed: Cell::new(false),
             draining: Cell::new(false),
             clock: Cell::new(Instant::now()),
+            clock_fresh: Cell::new(true),
             partial_since: Cell::new(None),
             running: Cell::new(0),
             writing: Cell::new(false),
@@ -137,14 +140,25 @@ impl ConnShared {
         dec(&self.metrics.server.tasks);
     }
 
+    /// Reads the clock and remembers the reading as fresh.
+    fn read_clock(&self) -> Instant {
+        let now = Instant::now();
+        self.set_clock(now);
+        now
+    }
+
+    /// Records a clock reading taken by the caller (fresh).
+    fn set_clock(&self, now: Instant) {
+        self.clock.set(now);
+        self.clock_fresh.set(true);
+    }
+
     /// How long the handler of `ctx` ran. Reads the clock for a `timed` call
     /// (dispatch read it for the start) and for an async one; any other call
     /// takes the connection's last reading and gets a meaningless value.
     fn handler_time(&self, ctx: &CallCtx, timed: bool) -> Duration {
         let now = if timed || ctx.deferred {
-            let now = Instant::now();
-            self.clock.set(now);
-            now
+            self.read_clock()
         } else {
             self.clock.get()
         };
@@ -195,8 +209,7 @@ impl ConnShared {
         if self.closed.get() {
             return;
         }
-        let now = Instant::now();
-        self.clock.set(now);
+        self.read_clock();
         self.count_error(code);
         self.note_batch_start(&self.out.borrow());
         let mut header = FrameHeader::new(FrameKind::Error);
@@ -299,7 +312,7 @@ async fn read_loop(
         }
         add(&conn.metrics.server.bytes_in, n as u64);
         let arrived = Instant::now();
-        conn.clock.set(arrived);
+        conn.set_clock(arrived);
         let mut progressed = false;
         let mut chunk = ReadChunk::default();
         loop {
@@ -364,7 +377,7 @@ fn dispatch(
             let deadline = (header.budget_us != 0)
                 .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
             inc(&conn.metrics.server.requests);
-            let now = dispatch_clock(conn, arrived);
+            let now = dispatch_clock(conn, arrived, deadline.is_some());
             let route = router.get(header.method);
             let ctx = CallCtx {
                 call_id: header.call_id,
@@ -405,23 +418,28 @@ fn dispatch(
     }
 }
 
-/// The time a request is dispatched at. Reads the clock only when the request's
-/// queue time or its handler time will be sampled (recording the queue time);
-/// otherwise the connection's last reading is close enough (deadline checks).
-fn dispatch_clock(conn: &ConnShared, arrived: Instant) -> Instant {
-    if !conn.timing {
-        return conn.clock.get();
-    }
-    let queue_sampled = conn.metrics.sampled(Phase::ServerQueue);
-    if !queue_sampled && !conn.metrics.due(Phase::ServerHandler) {
-        return conn.clock.get();
-    }
-    let now = Instant::now();
-    conn.clock.set(now);
+/// The time a request is dispatched at, for its deadline check and metrics.
+///
+/// Reads the clock only if the last reading may be stale for a deadline check (a
+/// handler ran since, and the request has a deadline) or the request's queue
+/// time or handler time will be sampled; otherwise the last reading is "now".
+/// So deadline checks are as exact as with a read per request, while requests
+/// without a deadline, and the first of each receive, read nothing.
+fn dispatch_clock(conn: &ConnShared, arrived: Instant, has_deadline: bool) -> Instant {
+    let queue_sampled = conn.timing && conn.metrics.sampled(Phase::ServerQueue);
+    let handler_due = conn.timing && conn.metrics.due(Phase::ServerHandler);
+    let stale = has_deadline && !conn.clock_fresh.get();
+    let now = if queue_sampled || handler_due || stale {
+        conn.read_clock()
+    } else {
+        conn.clock.get()
+    };
     if queue_sampled {
         conn.metrics
             .record(Phase::ServerQueue, now.saturating_duration_since(arrived));
     }
+    // The handler about to run makes this reading stale for the next request.
+    conn.clock_fresh.set(false);
     now
 }
 
