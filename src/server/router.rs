@@ -36,31 +36,6 @@ pub(crate) trait ErasedHandler: Send + Sync {
     fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>);
 }
 
-struct SyncHandler<Req, Resp, F> {
-    f: F,
-    _types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, E, F> ErasedHandler for SyncHandler<Req, Resp, F>
-where
-    Req: Message,
-    Resp: Message,
-    E: Display,
-    F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync,
-{
-    fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
-        let req = match access::<Req>(payload.bytes) {
-            Ok(req) => req,
-            Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
-        };
-        match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
-            Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
-            Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
-            Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
-        }
-    }
-}
-
 struct ResponderHandler<Req, Resp, F> {
     f: F,
     _types: PhantomData<fn(Req) -> Resp>,
@@ -214,11 +189,13 @@ impl Router {
         E: Display + 'static,
         F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
-        let handler = SyncHandler::<Req, Resp, F> {
-            f,
-            _types: PhantomData,
-        };
-        self.insert(method.name(), method.id(), Box::new(handler))
+        // An owned response is sent through a responder like any other.
+        self.add_responder(
+            method,
+            move |req: &Req::Archived, reply: Responder<'_, Resp>| {
+                f(req).map(|resp| reply.send(&resp))
+            },
+        )
     }
 
     /// Registers a handler that runs inline and answers through a [`Responder`].
@@ -263,15 +240,13 @@ impl Router {
     /// Registers a handler under an explicit id (tests of id collisions).
     #[cfg(test)]
     fn add_raw(&mut self, name: &'static str, id: u32) -> Result<(), Error> {
-        let f = |_: &rkyv::Archived<u32>| -> Result<u32, String> { Ok(0) };
-        self.insert(
-            name,
-            id,
-            Box::new(SyncHandler::<u32, u32, _> {
-                f,
-                _types: PhantomData,
-            }),
-        )
+        let f =
+            |_: &rkyv::Archived<u32>, reply: Responder<'_, u32>| Ok::<_, String>(reply.send(&0u32));
+        let handler = ResponderHandler::<u32, u32, _> {
+            f,
+            _types: PhantomData,
+        };
+        self.insert(name, id, Box::new(handler))
     }
 }
 
