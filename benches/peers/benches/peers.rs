@@ -532,44 +532,57 @@ fn show_ratio((of_medians, mid, lo, hi): (f64, f64, f64, f64)) -> String {
 fn targets(out: &mut String, results: &Results) {
     let _ = writeln!(out, "\n== targets (ringrpc vs floor, same run)");
     let (one, many, big) = ((1, 64), (128, 64), (128, 4096));
-    if let Some(r) = ratio(results, one, "ringrpc", "raw-blocking", |m| m.p50_us) {
-        let _ = writeln!(
-            out,
-            "P1 1 x 64 B:     p50 {} (target <= 1.10)",
-            show_ratio(r)
-        );
-    }
-    if let Some(r) = ratio(results, one, "ringrpc", "raw-blocking", |m| m.p99_us) {
-        let _ = writeln!(
-            out,
-            "                 p99 {} (target <= 1.25)",
-            show_ratio(r)
-        );
-    }
-    let rate = |m: &Measured| m.calls_per_s;
-    if let Some(r) = ratio(results, many, "ringrpc", "raw-pipelined", rate) {
-        let _ = writeln!(
-            out,
-            "P2 128 x 64 B:   calls/s {} (target >= 0.60)",
-            show_ratio(r)
-        );
-    }
-    if let Some(r) = ratio(results, big, "ringrpc", "raw-pipelined", rate) {
-        let _ = writeln!(
-            out,
-            "P3 128 x 4 KiB:  calls/s {} (target >= 0.85)",
-            show_ratio(r)
-        );
-    }
-    if let Some(r) = ratio(results, big, "raw-crc", "raw-pipelined", rate) {
-        let _ = writeln!(
-            out,
-            "   raw-crc (the floor + a CRC32 per message) {}",
-            show_ratio(r)
-        );
-    }
-    if let Some(r) = ratio(results, big, "ringrpc", "raw-crc", rate) {
-        let _ = writeln!(out, "   ringrpc vs raw-crc {}", show_ratio(r));
+    let p50: fn(&Measured) -> f64 = |m| m.p50_us;
+    let p99: fn(&Measured) -> f64 = |m| m.p99_us;
+    let rate: fn(&Measured) -> f64 = |m| m.calls_per_s;
+    // (label, cell, peer, base, metric, bound): one printed line each.
+    let lines = [
+        (
+            "P1 1 x 64 B:     p50",
+            one,
+            "ringrpc",
+            "raw-blocking",
+            p50,
+            " (target <= 1.10)",
+        ),
+        (
+            "                 p99",
+            one,
+            "ringrpc",
+            "raw-blocking",
+            p99,
+            " (target <= 1.25)",
+        ),
+        (
+            "P2 128 x 64 B:   calls/s",
+            many,
+            "ringrpc",
+            "raw-pipelined",
+            rate,
+            " (target >= 0.60)",
+        ),
+        (
+            "P3 128 x 4 KiB:  calls/s",
+            big,
+            "ringrpc",
+            "raw-pipelined",
+            rate,
+            " (target >= 0.85)",
+        ),
+        (
+            "   raw-crc (the floor + a CRC32 per message)",
+            big,
+            "raw-crc",
+            "raw-pipelined",
+            rate,
+            "",
+        ),
+        ("   ringrpc vs raw-crc", big, "ringrpc", "raw-crc", rate, ""),
+    ];
+    for (label, cell, peer, base, metric, bound) in lines {
+        if let Some(r) = ratio(results, cell, peer, base, metric) {
+            let _ = writeln!(out, "{label} {}{bound}", show_ratio(r));
+        }
     }
     if let Some(rounds) = rounds_of(results, many, "ringrpc") {
         let mut cpu: Vec<f64> = rounds.iter().filter_map(|m| m.server_cpu_us).collect();
