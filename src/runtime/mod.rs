@@ -476,6 +476,46 @@ mod tests {
         rt.shutdown();
     }
 
+    /// A reader that woke a caller, which wakes the writer, arms its next
+    /// receive only after both ran; a task that never stops yielding holds it
+    /// back for at most `MAX_TURNS_BEFORE_RECEIVE` turns.
+    #[test]
+    fn a_receive_waits_for_the_tasks_it_woke_but_not_forever() {
+        use std::cell::{Cell, RefCell};
+        use std::rc::Rc;
+        let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+        let order = rt.block_on(0, || async {
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let (caller_log, writer_log) = (log.clone(), log.clone());
+            let caller = io::spawn(async move {
+                caller_log.borrow_mut().push("caller");
+                io::spawn(async move { writer_log.borrow_mut().push("writer") }).detach();
+            });
+            caller.detach();
+            io::sends_first().await;
+            log.borrow_mut().push("receive");
+            log.take()
+        });
+        assert_eq!(order.unwrap(), ["caller", "writer", "receive"]);
+
+        let turns = rt.block_on(0, || async {
+            let spins = Rc::new(Cell::new(0usize));
+            let seen = spins.clone();
+            let spinner = io::spawn(async move {
+                loop {
+                    seen.set(seen.get() + 1);
+                    io::yield_now().await;
+                }
+            });
+            io::sends_first().await;
+            let turns = spins.get();
+            drop(spinner);
+            turns
+        });
+        assert_eq!(turns.unwrap(), io::MAX_TURNS_BEFORE_RECEIVE);
+        rt.shutdown();
+    }
+
     #[test]
     fn a_panicking_task_reports_shutdown_and_the_core_survives() {
         let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
