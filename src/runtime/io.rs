@@ -107,7 +107,8 @@ pub async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
 }
 
 /// Reads once into the tail of `buf`; returns the byte count (0 = end of stream).
-/// The receive is armed after the core's ready tasks had their turn ([`sends_first`]).
+/// The receive is armed after the core's ready tasks had their turn, so the sends they
+/// queue reach the kernel first (`sends_first`).
 pub async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
     sends_first().await;
     let tail: TailBuf = buf.read_target();

@@ -1,7 +1,8 @@
-//! Run parameters, the warmup/measure window and per-worker latency tallies.
+//! Run parameters, the warmup/measure window (the floors' [`ringrpc_floor::Window`]) and
+//! per-worker latency tallies.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
@@ -21,40 +22,7 @@ pub struct Spec {
     pub client_cpu: usize,
 }
 
-/// When calls are recorded: those started in `start..end`; none start after `end`.
-#[derive(Debug, Clone, Copy)]
-pub struct Window {
-    /// First instant whose calls are recorded (after the warmup).
-    pub start: Instant,
-    /// No call starts at or after this instant.
-    pub end: Instant,
-}
-
-impl Window {
-    /// A window opening `warmup` from now and lasting `duration`.
-    pub fn after(warmup: Duration, duration: Duration) -> Self {
-        let start = Instant::now() + warmup;
-        Self {
-            start,
-            end: start + duration,
-        }
-    }
-
-    /// Measured length.
-    pub fn duration(&self) -> Duration {
-        self.end - self.start
-    }
-
-    /// Whether a call started at `t` is recorded.
-    pub fn counts(&self, t: Instant) -> bool {
-        t >= self.start && t < self.end
-    }
-
-    /// Whether no further call should start.
-    pub fn over(&self) -> bool {
-        Instant::now() >= self.end
-    }
-}
+pub use ringrpc_floor::Window;
 
 /// Latencies (ns) of calls started inside the window, plus failures.
 #[derive(Debug, Clone)]

@@ -1,38 +1,32 @@
-//! Raw-socket baselines ("floors") for `ringrpc bench --compare floor`.
+//! Raw-socket baselines ("floors") for `ringrpc bench --compare floor`: the
+//! `ringrpc-floor` crate's blocking ping-pong and pipelined loop (the same
+//! floors the `peers` bench runs), with this tool's CPUs, window and rows.
 //!
-//! Both floors use one plain blocking `std::net::TcpStream` with `TCP_NODELAY`
-//! and a minimal framing: `id: u64 LE | len: u64 LE | payload`. The server
-//! echoes bytes straight back (no parsing). To pin without extra dependencies,
-//! the blocking socket code runs inside a ringrpc core thread (those are
-//! pinned); blocking that core is fine because nothing else runs on it.
+//! To pin without extra dependencies, each side runs inside a ringrpc core
+//! thread (those are pinned; their names are what [`cpu`] counts); blocking
+//! that core is fine because nothing else runs on it.
 //!
 //! - `floor/blocking`: write one message, read its echo, repeat.
 //! - `floor/pipelined`: one client thread keeps `window` messages outstanding:
 //!   it writes `window` messages, then for each echo read writes one more,
 //!   batching the writes for echoes that arrived together.
 
-use std::collections::VecDeque;
-use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringrpc::Runtime;
+use ringrpc_floor::{Mode, Record};
 
 use crate::cpu::{self, CpuShares, Sides};
 use crate::measure::{Tally, Window};
 use crate::report::{Row, Shape};
 use crate::CliResult;
 
-/// Header bytes of a floor message (id + length).
-const FLOOR_HEADER: usize = 16;
 /// Names of the floor runtimes (their threads are `{name}-0`).
 const SIDES: Sides = Sides {
     server: "floor-server",
     client: "floor-client",
 };
-/// Most bytes the pipelined client writes before reading anything, so the
-/// initial burst can never fill both socket buffers and deadlock.
-const MAX_BURST_BYTES: usize = 1 << 20;
 
 /// What the floors run with.
 #[derive(Debug, Clone, Copy)]
@@ -51,22 +45,14 @@ pub struct FloorSpec {
     pub duration: Duration,
 }
 
-impl FloorSpec {
-    fn message_len(&self) -> usize {
-        FLOOR_HEADER + self.payload
+impl Record for Tally {
+    fn ok(&mut self, window: &Window, started: Instant) {
+        Tally::ok(self, window, started);
     }
 
-    /// The pipelined window actually used (capped by [`MAX_BURST_BYTES`]).
-    fn effective_window(&self) -> usize {
-        self.window.min(MAX_BURST_BYTES / self.message_len()).max(1)
+    fn error(&mut self, what: String) {
+        Tally::error(self, || what);
     }
-}
-
-/// Which floor to run.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    Blocking,
-    Pipelined(usize),
 }
 
 /// Runs both floors; returns the `floor/blocking` and `floor/pipelined` rows.
@@ -80,23 +66,18 @@ pub fn run(spec: &FloorSpec) -> CliResult<(Row, Row)> {
         .name(SIDES.client)
         .build()?;
     let blocking = run_one(&server_rt, &client_rt, *spec, Mode::Blocking)?;
-    let window = spec.effective_window();
-    let pipelined = run_one(&server_rt, &client_rt, *spec, Mode::Pipelined(window))?;
+    let pipelined = run_one(&server_rt, &client_rt, *spec, Mode::Pipelined)?;
     let shape = |in_flight| Shape {
         in_flight,
         cores: 1,
         pool: None,
         payload: spec.payload,
     };
+    let depth = ringrpc_floor::pipelined_depth(spec.window, spec.payload);
     Ok((
         Row::new("floor/blocking", shape(1), &blocking.0, spec.duration).with_cpu(blocking.1),
-        Row::new(
-            "floor/pipelined",
-            shape(window),
-            &pipelined.0,
-            spec.duration,
-        )
-        .with_cpu(pipelined.1),
+        Row::new("floor/pipelined", shape(depth), &pipelined.0, spec.duration)
+            .with_cpu(pipelined.1),
     ))
 }
 
@@ -111,11 +92,16 @@ fn run_one(
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = listener.local_addr()?;
     let window = Window::after(spec.warmup, spec.duration);
-    let server = server_rt.spawn_on(0, move || async move { echo_server(&listener) })?;
-    let client = client_rt.spawn_on(
+    let server = server_rt.spawn_on(
         0,
-        move || async move { run_client(addr, spec, window, mode) },
+        move || async move { ringrpc_floor::serve(&listener, mode) },
     )?;
+    let client = client_rt.spawn_on(0, move || async move {
+        let mut tally = Tally::new();
+        let stream = TcpStream::connect(addr)?;
+        ringrpc_floor::run_client(stream, mode, spec.window, spec.payload, &window, &mut tally)?;
+        Ok::<_, std::io::Error>(tally)
+    })?;
     let cpu = cpu::sample_window(&window, SIDES);
     let result = client.join()?;
     if result.is_err() {
@@ -125,108 +111,4 @@ fn run_one(
     let tally = result?;
     server.join()??;
     Ok((tally, cpu))
-}
-
-/// Accepts one connection and echoes every byte until the peer closes.
-fn echo_server(listener: &TcpListener) -> io::Result<()> {
-    let (mut stream, _) = listener.accept()?;
-    stream.set_nodelay(true)?;
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        stream.write_all(&buf[..n])?;
-    }
-}
-
-/// Connects and runs the client side of `mode`.
-fn run_client(addr: SocketAddr, spec: FloorSpec, window: Window, mode: Mode) -> io::Result<Tally> {
-    let stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    match mode {
-        Mode::Blocking => blocking_client(stream, &spec, &window),
-        Mode::Pipelined(n) => pipelined_client(&stream, &spec, &window, n),
-    }
-}
-
-/// Appends one framed message with `id` to `out`.
-fn push_message(out: &mut Vec<u8>, id: u64, payload: usize) {
-    out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(&(payload as u64).to_le_bytes());
-    out.resize(out.len() + payload, 0xA5);
-}
-
-/// The id of a received message.
-fn message_id(msg: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = msg.get(..8)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
-}
-
-/// Ping-pong: one message outstanding at a time.
-fn blocking_client(mut stream: TcpStream, spec: &FloorSpec, window: &Window) -> io::Result<Tally> {
-    let mut tally = Tally::new();
-    let (mut out, mut back) = (Vec::new(), vec![0u8; spec.message_len()]);
-    for id in 0u64.. {
-        let started = Instant::now();
-        if started >= window.end {
-            break;
-        }
-        out.clear();
-        push_message(&mut out, id, spec.payload);
-        stream.write_all(&out)?;
-        stream.read_exact(&mut back)?;
-        check(&mut tally, &back, id, window, started);
-    }
-    Ok(tally)
-}
-
-/// Counts an echo of `id` started at `started` as a success or an error.
-fn check(tally: &mut Tally, msg: &[u8], id: u64, window: &Window, started: Instant) {
-    match message_id(msg) {
-        Some(got) if got == id => tally.ok(window, started),
-        got => tally.error(|| format!("floor: echo id {got:?}, expected {id}")),
-    }
-}
-
-/// One thread keeping `depth` messages outstanding; replies arrive in order.
-fn pipelined_client(
-    stream: &TcpStream,
-    spec: &FloorSpec,
-    window: &Window,
-    depth: usize,
-) -> io::Result<Tally> {
-    let mut tally = Tally::new();
-    let mut reader = BufReader::with_capacity(256 << 10, stream);
-    let mut writer = stream;
-    let mut sent: VecDeque<(u64, Instant)> = VecDeque::with_capacity(depth);
-    let (mut out, mut back) = (Vec::new(), vec![0u8; spec.message_len()]);
-    let mut next_id = 0u64;
-    let mut queue = |out: &mut Vec<u8>, sent: &mut VecDeque<_>| {
-        push_message(out, next_id, spec.payload);
-        sent.push_back((next_id, Instant::now()));
-        next_id += 1;
-    };
-    for _ in 0..depth {
-        queue(&mut out, &mut sent);
-    }
-    writer.write_all(&out)?;
-    out.clear();
-    while let Some((id, started)) = sent.pop_front() {
-        reader.read_exact(&mut back)?;
-        check(&mut tally, &back, id, window, started);
-        if Instant::now() < window.end {
-            queue(&mut out, &mut sent);
-        }
-        // Flush once no further complete echo is already buffered.
-        if !out.is_empty() && reader.buffer().len() < back.len() {
-            writer.write_all(&out)?;
-            out.clear();
-        }
-    }
-    Ok(tally)
 }

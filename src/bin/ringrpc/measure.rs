@@ -56,30 +56,7 @@ pub fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
-/// When a worker warms up (calls not recorded) and when it measures.
-#[derive(Debug, Clone, Copy)]
-pub struct Window {
-    /// First instant whose calls are recorded.
-    pub start: Instant,
-    /// Calls starting at or after this instant are not made.
-    pub end: Instant,
-}
-
-impl Window {
-    /// A window that opens after `warmup` from now and lasts `duration`.
-    pub fn after(warmup: Duration, duration: Duration) -> Self {
-        let start = Instant::now() + warmup;
-        Self {
-            start,
-            end: start + duration,
-        }
-    }
-
-    /// Whether a call started at `t` counts.
-    pub fn counts(&self, t: Instant) -> bool {
-        t >= self.start && t < self.end
-    }
-}
+pub use ringrpc_floor::Window;
 
 /// An empty latency histogram (1 µs ..= 60 s, 3 significant figures).
 pub fn histogram() -> Histogram<u64> {
