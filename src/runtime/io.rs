@@ -134,7 +134,7 @@ pub(crate) const MAX_TURNS_BEFORE_RECEIVE: usize = 3;
 /// request → response path on both sides.
 pub(crate) async fn sends_first() {
     for _ in 0..MAX_TURNS_BEFORE_RECEIVE {
-        if !compio::runtime::Runtime::current().has_scheduled_tasks() {
+        if !compio::runtime::Runtime::with_current(|rt| rt.has_scheduled_tasks()) {
             return;
         }
         yield_now().await;
@@ -154,10 +154,11 @@ pub async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u
     let BufResult(res, data) = std::future::poll_fn(|cx| {
         let polled = write.as_mut().poll(cx);
         if std::mem::take(&mut first) && polled.is_pending() {
-            let rt = compio::runtime::Runtime::current();
-            if rt.has_scheduled_tasks() {
-                rt.submit_now();
-            }
+            compio::runtime::Runtime::with_current(|rt| {
+                if rt.has_scheduled_tasks() {
+                    rt.submit_now();
+                }
+            });
         }
         polled
     })
