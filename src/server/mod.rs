@@ -132,7 +132,7 @@ impl ServerBuilder {
     /// Fails on a malformed, duplicate or id-colliding method name. A handler
     /// error `E` reaches the caller as [`Error::Remote`] with its `Display` text.
     pub fn register<Req, Resp, E, F>(
-        mut self,
+        self,
         method: Method<Req, Resp>,
         handler: F,
     ) -> Result<Self, Error>
@@ -142,8 +142,13 @@ impl ServerBuilder {
         E: Display + 'static,
         F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
-        self.router.add_sync(method, handler)?;
-        Ok(self)
+        // An owned response is sent through a responder like any other.
+        self.register_responder(
+            method,
+            move |req: &Req::Archived, reply: Responder<'_, Resp>| {
+                handler(req).map(|resp| reply.send(&resp))
+            },
+        )
     }
 
     /// Registers a handler that runs inline, like [`register`](Self::register),

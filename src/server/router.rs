@@ -177,27 +177,6 @@ impl Router {
         }
     }
 
-    /// Registers a handler that runs inline on the connection's core.
-    pub fn add_sync<Req, Resp, E, F>(
-        &mut self,
-        method: Method<Req, Resp>,
-        f: F,
-    ) -> Result<(), Error>
-    where
-        Req: Message + 'static,
-        Resp: Message + 'static,
-        E: Display + 'static,
-        F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
-    {
-        // An owned response is sent through a responder like any other.
-        self.add_responder(
-            method,
-            move |req: &Req::Archived, reply: Responder<'_, Resp>| {
-                f(req).map(|resp| reply.send(&resp))
-            },
-        )
-    }
-
     /// Registers a handler that runs inline and answers through a [`Responder`].
     pub fn add_responder<Req, Resp, E, F>(
         &mut self,
@@ -256,15 +235,15 @@ mod tests {
 
     const A: Method<u32, u32> = Method::new("Svc.a");
 
-    fn echo(x: &rkyv::Archived<u32>) -> Result<u32, String> {
-        Ok(x.to_native())
+    fn echo(x: &rkyv::Archived<u32>, reply: Responder<'_, u32>) -> Result<Sent, String> {
+        Ok(reply.send(&x.to_native()))
     }
 
     #[test]
     fn duplicate_names_are_rejected() {
         let mut r = Router::default();
-        r.add_sync(A, echo).unwrap();
-        let err = r.add_sync(A, echo).unwrap_err();
+        r.add_responder(A, echo).unwrap();
+        let err = r.add_responder(A, echo).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
     }
 
@@ -279,7 +258,9 @@ mod tests {
     #[test]
     fn malformed_names_are_rejected() {
         let mut r = Router::default();
-        assert!(r.add_sync(Method::<u32, u32>::new("nodot"), echo).is_err());
+        assert!(r
+            .add_responder(Method::<u32, u32>::new("nodot"), echo)
+            .is_err());
     }
 
     #[test]
