@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use ringrpc::runtime::io;
 use ringrpc::{Client, MetricsSnapshot, Runtime, ServerHandle};
+use ringrpc_floor::Mode;
 
 use crate::cpu::{self, CpuShares, Sides};
 use crate::echo::{self, Echo, ECHO};
@@ -482,7 +483,7 @@ fn run_floor(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult
         warmup: args.warmup,
         duration: args.duration,
     };
-    let (blocking, pipelined) = floor::run(&spec)?;
+    let [blocking, pipelined] = floor::run(&spec, [Mode::Blocking, Mode::Pipelined])?;
     report::row(&blocking);
     report::row(&pipelined);
     report::ratios(rows, &blocking, &pipelined);

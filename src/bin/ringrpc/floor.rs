@@ -10,6 +10,9 @@
 //! - `floor/pipelined`: one client thread keeps `window` messages outstanding:
 //!   it writes `window` messages, then for each echo read writes one more,
 //!   batching the writes for echoes that arrived together.
+//! - `floor/pipelined+crc`: the same loop with a CRC32 per message, sealed by
+//!   the sender and checked by the receiver on both sides (what ringrpc's wire
+//!   format requires of every frame); only for the context of P3.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -55,8 +58,9 @@ impl Record for Tally {
     }
 }
 
-/// Runs both floors; returns the `floor/blocking` and `floor/pipelined` rows.
-pub fn run(spec: &FloorSpec) -> CliResult<(Row, Row)> {
+/// Runs the floors of `modes` one after the other on one pair of pinned
+/// runtimes; returns their rows in the same order.
+pub fn run<const N: usize>(spec: &FloorSpec, modes: [Mode; N]) -> CliResult<[Row; N]> {
     let server_rt = Runtime::builder()
         .cpus([spec.server_cpu])
         .name(SIDES.server)
@@ -65,20 +69,39 @@ pub fn run(spec: &FloorSpec) -> CliResult<(Row, Row)> {
         .cpus([spec.client_cpu])
         .name(SIDES.client)
         .build()?;
-    let blocking = run_one(&server_rt, &client_rt, *spec, Mode::Blocking)?;
-    let pipelined = run_one(&server_rt, &client_rt, *spec, Mode::Pipelined)?;
-    let shape = |in_flight| Shape {
+    let mut rows = Vec::with_capacity(N);
+    for mode in modes {
+        let (tally, cpu) = run_one(&server_rt, &client_rt, *spec, mode)?;
+        rows.push(Row::new(name(mode), shape(spec, mode), &tally, spec.duration).with_cpu(cpu));
+    }
+    Ok(rows
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one row per mode")))
+}
+
+/// The row name of a floor.
+fn name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Blocking => "floor/blocking",
+        Mode::Pipelined => "floor/pipelined",
+        Mode::PipelinedCrc => "floor/pipelined+crc",
+    }
+}
+
+/// The shape a floor runs: one message outstanding, or the pipelined depth.
+fn shape(spec: &FloorSpec, mode: Mode) -> Shape {
+    let in_flight = match mode {
+        Mode::Blocking => 1,
+        Mode::Pipelined | Mode::PipelinedCrc => {
+            ringrpc_floor::pipelined_depth(spec.window, spec.payload)
+        }
+    };
+    Shape {
         in_flight,
         cores: 1,
         pool: None,
         payload: spec.payload,
-    };
-    let depth = ringrpc_floor::pipelined_depth(spec.window, spec.payload);
-    Ok((
-        Row::new("floor/blocking", shape(1), &blocking.0, spec.duration).with_cpu(blocking.1),
-        Row::new("floor/pipelined", shape(depth), &pipelined.0, spec.duration)
-            .with_cpu(pipelined.1),
-    ))
+    }
 }
 
 /// Runs one floor: an echo server on `server_rt`, the client on `client_rt`;

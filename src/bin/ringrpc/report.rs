@@ -160,7 +160,7 @@ pub struct Shape {
 /// Prints the column headings.
 pub fn header() {
     println!(
-        "{:<16} {:>9} {:>5} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "{:<19} {:>9} {:>5} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>7}",
         "kind",
         "in-flight",
         "pool",
@@ -183,7 +183,7 @@ pub fn row(r: &Row) {
         None => r.in_flight.to_string(),
     };
     println!(
-        "{:<16} {:>9} {:>5} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>7}",
+        "{:<19} {:>9} {:>5} {:>8} {:>12} {:>8} {:>8} {:>9} {:>8} {:>7}",
         r.label,
         in_flight,
         pool,

@@ -6,10 +6,15 @@
 //!
 //! - P1: 1 call in flight, 64 B: p50 ≤ 1.10× and p99 ≤ 1.25× the blocking floor;
 //! - P2: 128 in flight, 64 B, one connection: calls/s ≥ 0.60× the pipelined floor;
-//! - P3: 128 in flight, 4 KiB: calls/s ≥ 0.85× the pipelined floor.
+//! - P3: 128 in flight, 4 KiB: calls/s ≥ 0.85× the pipelined floor. For
+//!   context it also runs that floor with a CRC32 per message sealed and checked
+//!   on both sides (what ringrpc's wire requires of every frame) and prints
+//!   ringrpc against both.
 //!
 //! These rows are printed only (not added to `--csv`/`--json`, whose rows follow
 //! `--in-flight` and `--payload`).
+
+use ringrpc_floor::Mode;
 
 use crate::bench::{run_row, BenchArgs, CpuPlan};
 use crate::floor::{self, FloorSpec};
@@ -106,6 +111,14 @@ pub fn run(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
     println!("  P2  128 in flight x 64 B    calls/s {}", p2.show());
     let p3 = throughput(&large.deep, &large.pipelined, 0.85);
     println!("  P3  128 in flight x 4 KiB   calls/s {}", p3.show());
+    if let Some(crc) = &large.checked {
+        let share = |a: &Row, b: &Row| ratio(a.calls_per_sec, b.calls_per_sec);
+        println!(
+            "      floor+CRC32 vs floor {:.2}x; ringrpc vs floor+CRC32 {:.2}x",
+            share(crc, &large.pipelined),
+            share(&large.deep, crc)
+        );
+    }
     let rows = [
         one,
         &small.deep,
@@ -114,37 +127,53 @@ pub fn run(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
         &small.pipelined,
         &large.pipelined,
     ];
-    let healthy = rows.iter().all(|r| r.errors == 0);
+    let healthy = rows
+        .into_iter()
+        .chain(&large.checked)
+        .all(|r| r.errors == 0);
     Ok(healthy)
 }
 
 /// The rows of one payload: ringrpc at 1 (if asked) and at [`DEEP`] in flight,
-/// and both floors.
+/// both floors, and (for the large payload) the CRC-checked pipelined floor.
 struct Cells {
     one: Option<Row>,
     deep: Row,
     blocking: Row,
     pipelined: Row,
+    checked: Option<Row>,
 }
 
 fn measure(args: &BenchArgs, cpus: &CpuPlan, payload: usize, with_one: bool) -> CliResult<Cells> {
     let mut args = args.clone();
     args.payload = payload;
-    let (blocking, pipelined) = floor::run(&FloorSpec {
+    let spec = FloorSpec {
         server_cpu: cpus.server,
         client_cpu: cpus.client.first().copied().unwrap_or(cpus.server),
         payload,
         window: DEEP,
         warmup: args.warmup,
         duration: args.duration,
-    })?;
+    };
+    let (blocking, pipelined, checked) = if with_one {
+        let [blocking, pipelined] = floor::run(&spec, [Mode::Blocking, Mode::Pipelined])?;
+        (blocking, pipelined, None)
+    } else {
+        let modes = [Mode::Blocking, Mode::Pipelined, Mode::PipelinedCrc];
+        let [blocking, pipelined, checked] = floor::run(&spec, modes)?;
+        (blocking, pipelined, Some(checked))
+    };
     let metrics = args.metrics.is_on();
     let one = match with_one {
         true => Some(run_row(&args, cpus, 1, metrics)?.row),
         false => None,
     };
     let deep = run_row(&args, cpus, DEEP, metrics)?.row;
-    for row in one.iter().chain([&deep, &blocking, &pipelined]) {
+    for row in one
+        .iter()
+        .chain([&deep, &blocking, &pipelined])
+        .chain(&checked)
+    {
         crate::report::row(row);
     }
     Ok(Cells {
@@ -152,6 +181,7 @@ fn measure(args: &BenchArgs, cpus: &CpuPlan, payload: usize, with_one: bool) -> 
         deep,
         blocking,
         pipelined,
+        checked,
     })
 }
 
