@@ -48,6 +48,9 @@ const K: u64 = 5;
 /// first finds the slot free (a pool hit), the second waits for it (a miss).
 const P: u64 = 2;
 
+/// Every call the scenario makes.
+const TOTAL: u64 = N + M + K + P;
+
 const TIMEOUT_DEADLINE: Duration = Duration::from_millis(100);
 const CALL_DEADLINE: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_secs(3);
@@ -153,6 +156,11 @@ fn merged(rt: &ringrpc::Runtime) -> CoreSnapshot {
     rt.metrics().merged()
 }
 
+/// Events the histogram of phase `p` recorded.
+fn count(snap: &CoreSnapshot, p: Phase) -> u64 {
+    snap.phase(p).count()
+}
+
 #[test]
 fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
     let server = server();
@@ -169,13 +177,12 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
         (N + P, M, K),
         "{seen:?}"
     );
-    let total = N + M + K + P;
 
     // The server cuts the slow handlers off at their deadline; wait for that,
     // and for every byte either side sent to have been read by the other.
     wait_until(SETTLE, "server answered every request", || {
         let s = merged(&server.rt).server;
-        s.requests == total && s.ok + s.app_errors + s.deadline_exceeded == total && s.tasks == 0
+        s.requests == TOTAL && s.ok + s.app_errors + s.deadline_exceeded == TOTAL && s.tasks == 0
     });
     wait_until(SETTLE, "bytes balance in both directions", || {
         let (c, s) = (merged(&client.rt).client, merged(&server.rt).server);
@@ -204,10 +211,21 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
     assert_eq!(stale, stats.stale_replies);
     assert!(stale <= M, "stale replies {stale} > timed-out calls {M}");
 
-    // ---- client counters and gauges ----
-    let cc = &c.client;
+    check_client_counts(&c.client);
+    check_server_counts(&s.server);
+    assert_eq!(
+        (c.client.bytes_out, c.client.bytes_in),
+        (s.server.bytes_in, s.server.bytes_out)
+    );
+    check_pool(&c, addr);
+    check_histograms(&c, &s, stale);
+    check_prometheus(&client_snap, &server_snap, addr);
+}
+
+/// Every client counter and gauge after the scenario.
+fn check_client_counts(cc: &ClientCounts) {
     let expect_client = [
-        ("calls", cc.calls, total),
+        ("calls", cc.calls, TOTAL),
         ("ok", cc.ok, N + P),
         ("timeouts", cc.timeouts, M),
         ("remote", cc.remote, K),
@@ -226,11 +244,12 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
         assert_eq!(got, want, "client {name}: {cc:?}");
     }
     assert!(cc.bytes_out > 0 && cc.bytes_in > 0, "{cc:?}");
+}
 
-    // ---- server counters and gauges ----
-    let sc = &s.server;
+/// Every server counter and gauge after the scenario.
+fn check_server_counts(sc: &ServerCounts) {
     let expect_server = [
-        ("requests", sc.requests, total),
+        ("requests", sc.requests, TOTAL),
         ("ok", sc.ok, N + P),
         ("app_errors", sc.app_errors, K),
         ("deadline_exceeded", sc.deadline_exceeded, M),
@@ -248,43 +267,42 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
     for (name, got, want) in expect_server {
         assert_eq!(got, want, "server {name}: {sc:?}");
     }
-    assert_eq!((cc.bytes_out, cc.bytes_in), (sc.bytes_in, sc.bytes_out));
+}
 
-    // ---- pool ----
+/// One pool, for `addr`: every call but the first (which had to connect) a hit.
+fn check_pool(c: &CoreSnapshot, addr: SocketAddr) {
     assert_eq!(c.pools.len(), 1, "{:?}", c.pools);
     let pool = c.pools[0];
     assert_eq!(pool.endpoint, addr);
-    assert_eq!((pool.hits, pool.misses), (total - 1, 1), "{pool:?}");
+    assert_eq!((pool.hits, pool.misses), (TOTAL - 1, 1), "{pool:?}");
     let rate = pool.hit_rate();
     assert!(
-        (rate - (total - 1) as f64 / total as f64).abs() < 1e-12,
+        (rate - (TOTAL - 1) as f64 / TOTAL as f64).abs() < 1e-12,
         "{rate}"
     );
+}
 
-    // ---- histograms ----
-    let count = |snap: &CoreSnapshot, p: Phase| snap.phase(p).count();
+/// Sampled phase and per-method histograms on the side that records them;
+/// `stale` replies never reached a call.
+fn check_histograms(c: &CoreSnapshot, s: &CoreSnapshot, stale: u64) {
     // Every histogram records every PHASE_SAMPLING-th event: the 1st, 9th, ...
     let sampled = |events: u64| events.div_ceil(u64::from(ringrpc::metrics::PHASE_SAMPLING));
-    assert_eq!(count(&c, Phase::ClientTotal), sampled(N + P));
-    assert_eq!(count(&c, Phase::ClientDeliver), sampled(N + P));
+    assert_eq!(count(c, Phase::ClientTotal), sampled(N + P));
+    assert_eq!(count(c, Phase::ClientDeliver), sampled(N + P));
     // Handler time comes with successful responses only.
-    assert_eq!(count(&c, Phase::ClientRemoteHandler), sampled(N + P));
+    assert_eq!(count(c, Phase::ClientRemoteHandler), sampled(N + P));
     let replies = N + P + K + (M - stale);
     for p in [Phase::ClientQueue, Phase::ClientWire] {
         // Only recorded when the write batch's completion time is still known.
-        let n = count(&c, p);
+        let n = count(c, p);
         assert!(n > 0 && n <= replies, "{}: {n} of {replies}", p.name());
     }
-    assert_eq!(count(&s, Phase::ServerQueue), sampled(total));
-    assert_eq!(count(&s, Phase::ServerHandler), sampled(N + P));
-    let writes = count(&s, Phase::ServerWrite);
-    assert!(writes > 0 && writes <= total, "server_write {writes}");
+    assert_eq!(count(s, Phase::ServerQueue), sampled(TOTAL));
+    assert_eq!(count(s, Phase::ServerHandler), sampled(N + P));
+    let writes = count(s, Phase::ServerWrite);
+    assert!(writes > 0 && writes <= TOTAL, "server_write {writes}");
     for p in Phase::ALL {
-        let other_side = if p.name().starts_with("client") {
-            &s
-        } else {
-            &c
-        };
+        let other_side = if p.name().starts_with("client") { s } else { c };
         assert_eq!(count(other_side, p), 0, "{} on the wrong runtime", p.name());
     }
     let methods = |list: &[ringrpc::metrics::MethodHistogram]| {
@@ -308,10 +326,18 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
         "{:?}",
         total_h.max()
     );
+}
 
-    // ---- the same numbers through the Prometheus text ----
-    let prom_c = parse(&client_snap);
-    let prom_s = parse(&server_snap);
+/// The same numbers through the Prometheus text, read back by a real parser.
+fn check_prometheus(
+    client_snap: &MetricsSnapshot,
+    server_snap: &MetricsSnapshot,
+    addr: SocketAddr,
+) {
+    let (c, s) = (client_snap.merged(), server_snap.merged());
+    let (cc, sc) = (&c.client, &s.server);
+    let prom_c = parse(client_snap);
+    let prom_s = parse(server_snap);
     check_counter_family(&prom_c, ClientCounts::INFO, &cc.values());
     check_counter_family(
         &prom_c,
@@ -325,7 +351,7 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
         &ClientCounts::default().values(),
     );
     let one = |p: &Parsed, name: &str| p.sum(name, &[]);
-    assert_eq!(one(&prom_c, "ringrpc_client_calls_total"), total as f64);
+    assert_eq!(one(&prom_c, "ringrpc_client_calls_total"), TOTAL as f64);
     assert_eq!(
         one(&prom_c, "ringrpc_client_calls_ok_total"),
         (N + P) as f64
@@ -335,7 +361,7 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
         M as f64
     );
     assert_eq!(one(&prom_c, "ringrpc_client_errors_remote_total"), K as f64);
-    assert_eq!(one(&prom_s, "ringrpc_server_requests_total"), total as f64);
+    assert_eq!(one(&prom_s, "ringrpc_server_requests_total"), TOTAL as f64);
     assert_eq!(
         one(&prom_s, "ringrpc_server_responses_ok_total"),
         (N + P) as f64
@@ -358,7 +384,7 @@ fn scripted_calls_produce_exact_counts_in_snapshot_and_prometheus() {
     let ep = [("endpoint", endpoint.as_str())];
     assert_eq!(
         prom_c.sum("ringrpc_pool_hits_total", &ep),
-        (total - 1) as f64
+        (TOTAL - 1) as f64
     );
     assert_eq!(prom_c.sum("ringrpc_pool_misses_total", &ep), 1.0);
     assert_eq!(one(&prom_c, "ringrpc_core_stalls_total"), c.stalls as f64);
