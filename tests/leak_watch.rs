@@ -17,7 +17,7 @@ use common::{
 use ringrpc::client::AdaptivePool;
 use ringrpc::metrics::CoreSnapshot;
 use ringrpc::runtime::io;
-use ringrpc::{Client, Error, Method, Request, Runtime, ServerBuilder};
+use ringrpc::{Client, ClientStats, Error, Method, Request, Runtime, ServerBuilder};
 
 /// Sleeps `id` milliseconds (async), then echoes.
 const SLOW: Method<Msg, Msg> = Method::new("Test.slow");
@@ -136,69 +136,44 @@ async fn worker(client: Client, seed: usize, end: Instant) -> Outcomes {
     out
 }
 
-fn metrics(rt: &Runtime) -> CoreSnapshot {
-    rt.metrics().merged()
+/// Runs the callers: three in four on the main client (adaptive pool), one in
+/// four on a side client that is closed mid-load; returns how their calls
+/// ended and the side client's final stats.
+async fn load(client: Client, addr: SocketAddr) -> (Outcomes, ClientStats) {
+    let side = client_builder()
+        .deadline(Duration::from_millis(500))
+        .connect(addr);
+    assert!(side.wait_connected(Duration::from_secs(2)).await);
+    let end = Instant::now() + LOAD;
+    let closer = {
+        let side = side.clone();
+        io::spawn(async move {
+            io::sleep(SIDE_CLOSE_AT).await;
+            side.close();
+        })
+    };
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let c = if w % 4 == 3 {
+                side.clone()
+            } else {
+                client.clone()
+            };
+            io::spawn(worker(c, w, end))
+        })
+        .collect();
+    let mut total = Outcomes::default();
+    for w in workers {
+        total.add(&w.await.expect("worker panicked"));
+    }
+    let _ = closer.await;
+    let side_stats = side.stats();
+    (total, side_stats)
 }
 
-#[test]
-fn gauges_return_to_zero_after_load_with_timeouts_and_faults() {
-    let mut server = TestServer::start(builder());
-    let addr: SocketAddr = server.addr();
-    // The main client's pool is adaptive: it grows while calls miss (the abort)
-    // and retires its surplus connections once they idle, which must not leak
-    // connection gauges either.
-    let mut adaptive = AdaptivePool::up_to(3);
-    adaptive.idle_timeout = Duration::from_millis(200);
-    adaptive.window = Duration::from_millis(20);
-    let client = TestClient::connect_with(
-        client_builder()
-            .deadline(Duration::from_millis(500))
-            .adaptive(adaptive),
-        addr,
-    );
-
-    let load = client.spawn(move |client| async move {
-        let side = client_builder()
-            .deadline(Duration::from_millis(500))
-            .connect(addr);
-        assert!(side.wait_connected(Duration::from_secs(2)).await);
-        let end = Instant::now() + LOAD;
-        let closer = {
-            let side = side.clone();
-            io::spawn(async move {
-                io::sleep(SIDE_CLOSE_AT).await;
-                side.close();
-            })
-        };
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|w| {
-                let c = if w % 4 == 3 {
-                    side.clone()
-                } else {
-                    client.clone()
-                };
-                io::spawn(worker(c, w, end))
-            })
-            .collect();
-        let mut total = Outcomes::default();
-        for w in workers {
-            total.add(&w.await.expect("worker panicked"));
-        }
-        let _ = closer.await;
-        let side_stats = side.stats();
-        (total, side_stats)
-    });
-
-    // Fault: abort the server mid-load (every connection closed at once), then
-    // restart it on the same address; the clients reconnect.
-    std::thread::sleep(ABORT_AT);
-    server.abort();
-    std::thread::sleep(DOWN_FOR);
-    server.serve_again(builder());
-    let (outcomes, side_stats) = load.join().expect("load task");
-    eprintln!("outcomes: {outcomes:?}");
-
-    // The load really hit every path it is meant to exercise.
+/// The load really hit every path it is meant to exercise, and the closed
+/// side client holds nothing.
+fn check_outcomes(outcomes: &Outcomes, side_stats: &ClientStats) {
     assert!(outcomes.ok > 0, "{outcomes:?}");
     assert!(outcomes.timeout > 0, "{outcomes:?}");
     assert!(outcomes.remote > 0, "{outcomes:?}");
@@ -207,7 +182,11 @@ fn gauges_return_to_zero_after_load_with_timeouts_and_faults() {
     assert_eq!(outcomes.other, 0, "{outcomes:?}");
     assert_eq!(side_stats.in_flight, 0, "{side_stats:?}");
     assert_eq!(side_stats.live_connections, 0, "{side_stats:?}");
+}
 
+/// In-flight calls: none left, and every call ended in exactly one outcome
+/// counter that matches what the callers saw.
+fn check_every_call_counted(client: &TestClient, outcomes: &Outcomes) {
     // In-flight calls: none left, by the client's own count and the core gauge.
     let stats = client.stats();
     assert_eq!(stats.in_flight, 0, "{stats:?}");
@@ -239,6 +218,42 @@ fn gauges_return_to_zero_after_load_with_timeouts_and_faults() {
         ),
         "{c:?} vs {outcomes:?}"
     );
+}
+
+fn metrics(rt: &Runtime) -> CoreSnapshot {
+    rt.metrics().merged()
+}
+
+#[test]
+fn gauges_return_to_zero_after_load_with_timeouts_and_faults() {
+    let mut server = TestServer::start(builder());
+    let addr: SocketAddr = server.addr();
+    // The main client's pool is adaptive: it grows while calls miss (the abort)
+    // and retires its surplus connections once they idle, which must not leak
+    // connection gauges either.
+    let mut adaptive = AdaptivePool::up_to(3);
+    adaptive.idle_timeout = Duration::from_millis(200);
+    adaptive.window = Duration::from_millis(20);
+    let client = TestClient::connect_with(
+        client_builder()
+            .deadline(Duration::from_millis(500))
+            .adaptive(adaptive),
+        addr,
+    );
+
+    let load = client.spawn(move |client| load(client, addr));
+
+    // Fault: abort the server mid-load (every connection closed at once), then
+    // restart it on the same address; the clients reconnect.
+    std::thread::sleep(ABORT_AT);
+    server.abort();
+    std::thread::sleep(DOWN_FOR);
+    server.serve_again(builder());
+    let (outcomes, side_stats) = load.join().expect("load task");
+    eprintln!("outcomes: {outcomes:?}");
+
+    check_outcomes(&outcomes, &side_stats);
+    check_every_call_counted(&client, &outcomes);
 
     // Live tasks: every async handler (also those whose connection the abort
     // closed) ends by its deadline, at most 500 ms after the load.
