@@ -328,37 +328,7 @@ fn main() {
             .iter()
             .filter(|(n, _)| applies(n, in_flight))
             .collect();
-        let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); cell_peers.len()];
-        for round in 0..opts.rounds {
-            for (i, (name, run)) in cell_peers.iter().enumerate() {
-                match measure(*run, &spec, &opts) {
-                    Ok(m) => {
-                        println!(
-                            "  [{}] {name:<13} round {}: {:>10.0} calls/s  p50 {:>8.1} us  p99 {:>8.1} us  \
-                             cpu us/call srv {} cli {}  cpu busy {}{}",
-                            cell_name(in_flight, payload),
-                            round + 1,
-                            m.calls_per_s,
-                            m.p50_us,
-                            m.p99_us,
-                            opt(m.server_cpu_us),
-                            opt(m.client_cpu_us),
-                            m.busy.map_or_else(
-                                || "-".to_string(),
-                                |(s, c)| format!("{:.0}%/{:.0}%", s * 100.0, c * 100.0)
-                            ),
-                            if m.errors > 0 {
-                                format!("  ERRORS {} (first: {:?})", m.errors, m.first_error)
-                            } else {
-                                String::new()
-                            }
-                        );
-                        rounds[i].push(m);
-                    }
-                    Err(e) => println!("  [{}] {name}: FAILED: {e}", cell_name(in_flight, payload)),
-                }
-            }
-        }
+        let rounds = run_cell(&spec, &cell_peers, &opts);
         for ((name, _), r) in cell_peers.iter().zip(rounds) {
             results.push(((in_flight, payload), name, r));
         }
@@ -382,66 +352,53 @@ fn main() {
     }
 }
 
+/// Measures every peer of one cell `opts.rounds` times, interleaving the peers
+/// round by round; returns each peer's rounds (a failed round is left out).
+fn run_cell(spec: &Spec, peers: &[&(&'static str, RunFn)], opts: &Options) -> Vec<Vec<Measured>> {
+    let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); peers.len()];
+    let cell = cell_name(spec.in_flight, spec.payload);
+    for round in 1..=opts.rounds {
+        for (i, (name, run)) in peers.iter().enumerate() {
+            match measure(*run, spec, opts) {
+                Ok(m) => {
+                    print_round(&cell, name, round, &m);
+                    rounds[i].push(m);
+                }
+                Err(e) => println!("  [{cell}] {name}: FAILED: {e}"),
+            }
+        }
+    }
+    rounds
+}
+
+/// One line per measured round, as it finishes.
+fn print_round(cell: &str, name: &str, round: usize, m: &Measured) {
+    println!(
+        "  [{cell}] {name:<13} round {round}: {:>10.0} calls/s  p50 {:>8.1} us  p99 {:>8.1} us  \
+         cpu us/call srv {} cli {}  cpu busy {}{}",
+        m.calls_per_s,
+        m.p50_us,
+        m.p99_us,
+        opt(m.server_cpu_us),
+        opt(m.client_cpu_us),
+        m.busy.map_or_else(
+            || "-".to_string(),
+            |(s, c)| format!("{:.0}%/{:.0}%", s * 100.0, c * 100.0)
+        ),
+        if m.errors > 0 {
+            format!("  ERRORS {} (first: {:?})", m.errors, m.first_error)
+        } else {
+            String::new()
+        }
+    );
+}
+
 /// The per-cell tables, the side-by-side matrix and the P1-P3 ratios.
 fn render(results: &Results, opts: &Options) -> String {
     let mut out = String::new();
-    let floor_of = |cell: (usize, usize)| {
-        let want = if cell.0 == 1 {
-            "raw-blocking"
-        } else {
-            "raw-pipelined"
-        };
-        results
-            .iter()
-            .find(|(c, n, _)| *c == cell && *n == want)
-            .and_then(|(_, _, r)| median(r).cloned())
-    };
-    for &(in_flight, payload) in &opts.cells {
-        let cell = (in_flight, payload);
-        let floor = floor_of(cell);
-        let _ = writeln!(
-            out,
-            "== {} (median of {} round(s))",
-            cell_name(in_flight, payload),
-            opts.rounds
-        );
-        let _ = writeln!(
-            out,
-            "{:<14} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>13}",
-            "peer",
-            "calls/s",
-            "x floor",
-            "p50 us",
-            "p99 us",
-            "p99.9 us",
-            "p50/floor",
-            "srv cpu us/c",
-            "cli cpu us/c"
-        );
-        for (_, name, rounds) in results.iter().filter(|(c, _, _)| *c == cell) {
-            let Some(m) = median(rounds) else {
-                let _ = writeln!(out, "{name:<14} (failed)");
-                continue;
-            };
-            let ratio = floor.as_ref().map(|f| m.calls_per_s / f.calls_per_s);
-            let p50_ratio = floor.as_ref().map(|f| m.p50_us / f.p50_us);
-            let _ = writeln!(
-                out,
-                "{:<14} {:>11.0} {:>9} {:>9.1} {:>9.1} {:>10.1} {:>10} {:>13} {:>13}",
-                name,
-                m.calls_per_s,
-                opt(ratio),
-                m.p50_us,
-                m.p99_us,
-                m.p999_us,
-                opt(p50_ratio),
-                opt(m.server_cpu_us),
-                opt(m.client_cpu_us),
-            );
-        }
-        let _ = writeln!(out);
+    for &cell in &opts.cells {
+        cell_table(&mut out, results, cell, opts.rounds);
     }
-
     // Side by side: one row per peer, one column group per cell.
     side_by_side(&mut out, results, opts, "calls/s (p50 / p99 us)", |r| {
         median(r).map(|m| format!("{:>9.0} ({:.1} / {:.1})", m.calls_per_s, m.p50_us, m.p99_us))
@@ -458,20 +415,78 @@ fn render(results: &Results, opts: &Options) -> String {
             Some(format!("{srv:.2} / {cli:.2}"))
         },
     );
-
     targets(&mut out, results);
-    let get = |cell: (usize, usize), name: &str| {
-        results
-            .iter()
-            .find(|(c, n, _)| *c == cell && *n == name)
-            .and_then(|(_, _, r)| median(r).cloned())
+    versus_peers(&mut out, results, opts);
+    out
+}
+
+/// The median round of `peer` in `cell`, if it has one.
+fn median_round(results: &Results, cell: (usize, usize), peer: &str) -> Option<Measured> {
+    results
+        .iter()
+        .find(|(c, n, _)| *c == cell && *n == peer)
+        .and_then(|(_, _, r)| median(r).cloned())
+}
+
+/// One cell's table: every peer's median round, with ratios to the cell's floor
+/// (the blocking floor at 1 in flight, the pipelined one above).
+fn cell_table(out: &mut String, results: &Results, cell: (usize, usize), rounds: usize) {
+    let floor_name = if cell.0 == 1 {
+        "raw-blocking"
+    } else {
+        "raw-pipelined"
     };
+    let floor = median_round(results, cell, floor_name);
+    let _ = writeln!(
+        out,
+        "== {} (median of {rounds} round(s))",
+        cell_name(cell.0, cell.1)
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:>11} {:>9} {:>9} {:>9} {:>10} {:>10} {:>13} {:>13}",
+        "peer",
+        "calls/s",
+        "x floor",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "p50/floor",
+        "srv cpu us/c",
+        "cli cpu us/c"
+    );
+    for (_, name, rounds) in results.iter().filter(|(c, _, _)| *c == cell) {
+        let Some(m) = median(rounds) else {
+            let _ = writeln!(out, "{name:<14} (failed)");
+            continue;
+        };
+        let ratio = floor.as_ref().map(|f| m.calls_per_s / f.calls_per_s);
+        let p50_ratio = floor.as_ref().map(|f| m.p50_us / f.p50_us);
+        let _ = writeln!(
+            out,
+            "{:<14} {:>11.0} {:>9} {:>9.1} {:>9.1} {:>10.1} {:>10} {:>13} {:>13}",
+            name,
+            m.calls_per_s,
+            opt(ratio),
+            m.p50_us,
+            m.p99_us,
+            m.p999_us,
+            opt(p50_ratio),
+            opt(m.server_cpu_us),
+            opt(m.client_cpu_us),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// ringrpc against tarpc and tonic, cell by cell (median rounds).
+fn versus_peers(out: &mut String, results: &Results, opts: &Options) {
     for &cell in &opts.cells {
-        let Some(r) = get(cell, "ringrpc") else {
+        let Some(r) = median_round(results, cell, "ringrpc") else {
             continue;
         };
         for other in ["tarpc", "tonic"] {
-            if let Some(o) = get(cell, other) {
+            if let Some(o) = median_round(results, cell, other) {
                 let _ = writeln!(
                     out,
                     "ringrpc vs {other:<5} [{}]: {:.2}x calls/s, p50 {:.2}x",
@@ -482,7 +497,6 @@ fn render(results: &Results, opts: &Options) -> String {
             }
         }
     }
-    out
 }
 
 /// The rounds of `peer` in `cell`.
