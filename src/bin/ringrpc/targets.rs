@@ -155,13 +155,14 @@ fn measure(args: &BenchArgs, cpus: &CpuPlan, payload: usize, with_one: bool) -> 
         warmup: args.warmup,
         duration: args.duration,
     };
-    let (blocking, pipelined, checked) = if with_one {
-        let [blocking, pipelined] = floor::run(&spec, [Mode::Blocking, Mode::Pipelined])?;
-        (blocking, pipelined, None)
-    } else {
+    // The CRC-checked floor is P3's context, so it runs with the large payload only.
+    let (blocking, pipelined, checked) = if payload == LARGE {
         let modes = [Mode::Blocking, Mode::Pipelined, Mode::PipelinedCrc];
         let [blocking, pipelined, checked] = floor::run(&spec, modes)?;
         (blocking, pipelined, Some(checked))
+    } else {
+        let [blocking, pipelined] = floor::run(&spec, [Mode::Blocking, Mode::Pipelined])?;
+        (blocking, pipelined, None)
     };
     let metrics = args.metrics.is_on();
     let one = match with_one {
