@@ -273,10 +273,8 @@ fn side_by_side(
         }
         let mut line = format!("{name:<14}");
         for &cell in &opts.cells {
-            let text = results
-                .iter()
-                .find(|(c, n, _)| *c == cell && n == name)
-                .and_then(|(_, _, r)| cell_text(r))
+            let text = rounds_of(results, cell, name)
+                .and_then(&cell_text)
                 .unwrap_or_else(|| "-".to_string());
             let _ = write!(line, " | {text:^32}");
         }
@@ -422,10 +420,7 @@ fn render(results: &Results, opts: &Options) -> String {
 
 /// The median round of `peer` in `cell`, if it has one.
 fn median_round(results: &Results, cell: (usize, usize), peer: &str) -> Option<Measured> {
-    results
-        .iter()
-        .find(|(c, n, _)| *c == cell && *n == peer)
-        .and_then(|(_, _, r)| median(r).cloned())
+    rounds_of(results, cell, peer).and_then(median).cloned()
 }
 
 /// One cell's table: every peer's median round, with ratios to the cell's floor
