@@ -12,12 +12,9 @@
 //!   recycled once the last view drops (no allocation in steady state).
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::mem::MaybeUninit;
 use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
-
-use compio::buf::{IoBuf, IoBufMut, SetLen};
 
 use crate::protocol::FRAME_ALIGN;
 
@@ -33,14 +30,29 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    fn layout(cap: usize) -> Layout {
-        // A capacity rounded to FRAME_ALIGN with FRAME_ALIGN alignment is always valid.
-        Layout::from_size_align(cap, FRAME_ALIGN).unwrap_or_else(|_| Layout::new::<[u8; 16]>())
+    /// The largest chunk: a request past it is clamped, never wrapped, so a
+    /// chunk's recorded capacity is always the size of its allocation.
+    const MAX: usize = 1 << 30;
+
+    /// The capacity a request for `cap` bytes gets: at least one frame
+    /// alignment unit, at most [`Self::MAX`], a multiple of [`FRAME_ALIGN`].
+    fn clamp(cap: usize) -> usize {
+        cap.clamp(FRAME_ALIGN, Self::MAX)
+            .next_multiple_of(FRAME_ALIGN)
     }
 
-    /// Allocates a zeroed chunk of at least `cap` bytes.
+    fn layout(cap: usize) -> Layout {
+        match Layout::from_size_align(cap, FRAME_ALIGN) {
+            Ok(layout) => layout,
+            // `new` clamps `cap` so this cannot happen; never hand out a layout
+            // smaller than `cap`.
+            Err(_) => std::alloc::handle_alloc_error(Layout::new::<[u8; 16]>()),
+        }
+    }
+
+    /// Allocates a zeroed chunk of at least `cap` bytes (at most [`Self::MAX`]).
     fn new(cap: usize) -> Rc<Self> {
-        let cap = cap.max(FRAME_ALIGN).next_multiple_of(FRAME_ALIGN);
+        let cap = Self::clamp(cap);
         let layout = Self::layout(cap);
         // SAFETY: the layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
@@ -99,46 +111,26 @@ impl std::fmt::Debug for FrameBytes {
 }
 
 /// The part of a chunk the kernel may write into during one read.
-pub struct TailBuf {
+///
+/// Only [`RecvBuf::read_target`] makes one, and `RecvBuf` hands out at most
+/// one at a time (its `&mut self` methods take it back through
+/// [`RecvBuf::commit`]), so the free tail is never aliased.
+pub(crate) struct TailBuf {
     chunk: Rc<Chunk>,
     start: usize,
-    len: usize,
 }
 
-impl IoBuf for TailBuf {
-    fn as_init(&self) -> &[u8] {
-        // SAFETY: `[start, start+len)` was written by the last read and no &mut exists now.
-        unsafe { self.chunk.bytes(self.start, self.len) }
-    }
-}
-
-impl SetLen for TailBuf {
-    unsafe fn set_len(&mut self, len: usize) {
-        debug_assert!(self.start + len <= self.chunk.capacity());
-        self.len = len;
-    }
-}
-
-impl IoBufMut for TailBuf {
-    fn as_uninit(&mut self) -> &mut [MaybeUninit<u8>] {
-        let cap = self.chunk.capacity() - self.start;
-        // SAFETY: `[start, cap)` lies past the chunk's `filled` mark, so no FrameBytes
-        // view overlaps it (module invariant), and only this TailBuf exists for it.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.chunk
-                    .ptr
-                    .as_ptr()
-                    .add(self.start)
-                    .cast::<MaybeUninit<u8>>(),
-                cap,
-            )
-        }
+impl TailBuf {
+    /// The writable region: its start and length (for the kernel).
+    pub(crate) fn raw_parts(&self) -> (*mut u8, usize) {
+        let len = self.chunk.capacity() - self.start;
+        // SAFETY: `start <= capacity`, so the offset stays inside the allocation.
+        (unsafe { self.chunk.ptr.as_ptr().add(self.start) }, len)
     }
 }
 
 /// A connection's receive buffer: the current chunk plus recycled spares.
-pub struct RecvBuf {
+pub(crate) struct RecvBuf {
     chunk: Rc<Chunk>,
     consumed: usize,
     filled: usize,
@@ -157,7 +149,7 @@ impl RecvBuf {
     /// first time a read fills all the room it was given, so idle connections
     /// stay small and busy ones read in large batches.
     pub fn new(chunk_size: usize) -> Self {
-        let chunk_size = chunk_size.max(SMALL_CHUNK);
+        let chunk_size = Chunk::clamp(chunk_size.max(SMALL_CHUNK));
         Self {
             chunk: Chunk::new(SMALL_CHUNK),
             consumed: 0,
@@ -271,7 +263,6 @@ impl RecvBuf {
         TailBuf {
             chunk: self.chunk.clone(),
             start: self.filled,
-            len: 0,
         }
     }
 
@@ -289,13 +280,26 @@ mod tests {
     use super::*;
 
     fn receive(buf: &mut RecvBuf, data: &[u8]) {
-        let mut tail = buf.read_target();
-        let dst = tail.as_uninit();
-        assert!(dst.len() >= data.len(), "reserve made room");
-        for (d, s) in dst.iter_mut().zip(data) {
-            d.write(*s);
-        }
+        let tail = buf.read_target();
+        let (ptr, len) = tail.raw_parts();
+        assert!(len >= data.len(), "reserve made room");
+        // SAFETY: the tail is ours alone and has `len >= data.len()` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
         buf.commit(tail, data.len());
+    }
+
+    fn room(buf: &mut RecvBuf) -> usize {
+        buf.read_target().raw_parts().1
+    }
+
+    #[test]
+    fn a_huge_chunk_request_is_clamped_not_wrapped() {
+        assert_eq!(Chunk::clamp(usize::MAX - 3), Chunk::MAX);
+        assert_eq!(Chunk::clamp(1 << 63), Chunk::MAX);
+        assert_eq!(Chunk::clamp(17), 32);
+        let mut buf = RecvBuf::new(1 << 63);
+        buf.reserve(32);
+        assert!(room(&mut buf) <= Chunk::MAX);
     }
 
     #[test]
@@ -337,11 +341,11 @@ mod tests {
         receive(&mut buf, &[9u8; 32]);
         // A header claiming 16 MiB does not reserve 16 MiB up front.
         buf.reserve(16 << 20);
-        assert!(buf.read_target().as_uninit().len() < 1 << 20);
+        assert!(room(&mut buf) < 1 << 20);
         let mut have = 32;
         while have < 100_000 {
             buf.reserve(100_000);
-            let room = buf.read_target().as_uninit().len();
+            let room = room(&mut buf);
             let n = room.min(100_000 - have);
             receive(&mut buf, &vec![9u8; n]);
             have += n;
@@ -358,15 +362,12 @@ mod tests {
     fn buffers_start_small_and_grow_when_reads_fill_them() {
         let mut buf = RecvBuf::new(64 << 10);
         buf.reserve(32);
-        let first = buf.read_target().as_uninit().len();
+        let first = room(&mut buf);
         assert!(first <= SMALL_CHUNK, "idle connections stay small");
         receive(&mut buf, &vec![1u8; first]);
         buf.consume(first);
         buf.reserve(32);
-        assert!(
-            buf.read_target().as_uninit().len() >= 32 << 10,
-            "busy ones grow"
-        );
+        assert!(room(&mut buf) >= 32 << 10, "busy ones grow");
     }
 
     #[test]

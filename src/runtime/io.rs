@@ -1,39 +1,64 @@
-//! The only place that touches compio: sockets, reads, writes, timers and spawning.
+//! What the rest of the crate uses of the runtime: sockets, reads, writes,
+//! timers and spawning, as plain async functions.
 //!
-//! Everything above this module (client, server, pool) sees plain async
-//! functions, so the io_uring runtime could be swapped by rewriting this file and
-//! `runtime/mod.rs` alone. All functions must be called on a ringrpc core thread
-//! (or any thread running a compio runtime).
+//! Client, server and pool see only these functions and the opaque
+//! [`Stream`]/[`Listener`] types; the io_uring driver behind them lives in
+//! `runtime::driver`, so another driver (epoll) plugs in by reimplementing
+//! this module's functions. All of them must be called on a ringrpc core
+//! thread; off a core, I/O functions return an error and `spawn` panics.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use compio::io::AsyncWriteExt;
-use compio::BufResult;
+use io_uring::{opcode, types};
 
-use super::buf::{RecvBuf, TailBuf};
+use super::buf::RecvBuf;
+use super::driver::{self, Hold, Op};
+use super::executor;
+use super::timer::Sleep;
 
-/// A connected TCP stream; clones share the socket.
-pub type Stream = compio::net::TcpStream;
-/// A listening TCP socket.
-pub type Listener = compio::net::TcpListener;
-/// Handle to a spawned local task; dropping it cancels the task.
-pub type Task<T> = compio::runtime::JoinHandle<T>;
+pub(crate) use super::executor::{observe_turns, TURN_WAITING};
+pub use super::executor::{Panic, Task};
 
-/// What [`observe_turns`] publishes while the core waits in the kernel.
-pub(crate) const TURN_WAITING: u64 = compio::runtime::turn::WAITING;
+/// A connected TCP socket owned by one core.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    fd: OwnedFd,
+}
 
-/// Makes the current core's event loop publish into `state` when each turn
-/// begins (nanoseconds since `epoch`) or [`TURN_WAITING`] while it waits.
-pub(crate) fn observe_turns(epoch: Instant, state: std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    compio::runtime::turn::observe(epoch, state);
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A listening TCP socket owned by one core.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    inner: std::net::TcpListener,
+}
+
+fn fd_of(s: &impl AsRawFd) -> types::Fd {
+    types::Fd(s.as_raw_fd())
 }
 
 /// Spawns a task on the current core.
+///
+/// # Panics
+/// When called off a ringrpc core thread.
 pub fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
-    compio::runtime::spawn(future)
+    executor::spawn(future)
 }
 
 /// Spawns `future` to run inside `span`.
@@ -52,72 +77,142 @@ pub fn spawn_in<F: Future + 'static>(span: tracing::Span, future: F) -> Task<F::
 
 /// Sleeps for `duration`.
 pub async fn sleep(duration: Duration) {
-    compio::runtime::time::sleep(duration).await
+    Sleep::until(Instant::now() + duration).await
 }
 
 /// Sleeps until `deadline`.
 pub async fn sleep_until(deadline: Instant) {
-    compio::runtime::time::sleep_until(deadline).await
+    Sleep::until(deadline).await
 }
 
 /// Runs `future` until `deadline`; `None` if the deadline came first (the future is dropped).
 pub async fn until<F: Future>(deadline: Instant, future: F) -> Option<F::Output> {
-    compio::runtime::time::timeout_at(deadline, future)
-        .await
-        .ok()
+    let mut future = pin!(future);
+    let mut timer = pin!(Sleep::until(deadline));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
+
+/// Lets every other scheduled task on this core run once before continuing.
+pub async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Waits until `fd` is ready for `events` (a `poll(2)` mask).
+async fn ready(fd: types::Fd, events: i16) -> io::Result<()> {
+    let entry = opcode::PollAdd::new(fd, events as u32).build();
+    // SAFETY: a poll lends the kernel no memory.
+    let op = unsafe { Op::submit(entry, Hold::None) }.map_err(|(e, _)| e)?;
+    op.await.0.map(drop)
 }
 
 /// Connects to `addr` with `TCP_NODELAY` set.
-pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
-    let stream = Stream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            ready(fd_of(&socket), libc::POLLOUT).await?;
+            if let Some(e) = socket.take_error()? {
+                return Err(e);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    socket.set_nonblocking(false)?;
+    socket.set_tcp_nodelay(true)?;
+    Ok(Stream {
+        fd: OwnedFd::from(socket),
+    })
 }
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` and `SO_REUSEPORT`, so every
 /// core can listen on the same address and a restarted server can rebind at once.
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
 }
 
-/// Adopts a std listener (bound elsewhere) into the current core's ring.
-pub fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
-    Listener::from_std(listener)
+/// Adopts a std listener (bound elsewhere) into the current core.
+pub(crate) fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
+    listener.set_nonblocking(false)?;
+    Ok(Listener { inner: listener })
 }
 
 /// Accepts one connection, with `TCP_NODELAY` and TCP keepalive (probes after
 /// 30 s idle, every 10 s, 3 tries), so a client that vanished without FIN or RST
 /// does not hold its server connection forever.
-pub async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
-    let (stream, peer) = listener.accept().await?;
-    stream.set_nodelay(true)?;
+pub(crate) async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
+    let entry = opcode::Accept::new(
+        fd_of(&listener.inner),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .flags(libc::SOCK_CLOEXEC)
+    .build();
+    // SAFETY: no address buffer is passed; `Hold::Accept` closes a descriptor
+    // that arrives after this future is gone.
+    let op = unsafe { Op::submit(entry, Hold::Accept) }.map_err(|(e, _)| e)?;
+    let fd = op.await.0?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("accept: bad descriptor"))?;
+    let stream = Stream {
+        // SAFETY: a successful accept returns a new descriptor that we now own.
+        fd: unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    let sock = socket2::SockRef::from(&stream);
+    let peer = sock
+        .peer_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accepted a non-IP socket"))?;
+    sock.set_tcp_nodelay(true)?;
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(10))
         .with_retries(3);
-    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+    sock.set_tcp_keepalive(&keepalive)?;
     Ok((stream, peer))
 }
 
 /// Reads once into the tail of `buf`; returns the byte count (0 = end of stream).
 /// The receive is armed after the core's ready tasks had their turn, so the sends they
 /// queue reach the kernel first (`sends_first`).
-pub async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
+pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
     sends_first().await;
-    let tail: TailBuf = buf.read_target();
-    let mut reader = stream;
-    let BufResult(res, tail) = compio::io::AsyncRead::read(&mut reader, tail).await;
-    let n = res.as_ref().map_or(0, |n| *n);
+    let tail = buf.read_target();
+    let (ptr, len) = tail.raw_parts();
+    let entry =
+        opcode::Recv::new(fd_of(stream), ptr, u32::try_from(len).unwrap_or(u32::MAX)).build();
+    // SAFETY: the entry points into `tail`, which the op holds until completion.
+    let op = unsafe { Op::submit(entry, Hold::Tail(tail)) }.map_err(|(e, _)| e)?;
+    let (res, hold) = op.await;
+    let Hold::Tail(tail) = hold else {
+        return Err(io::Error::other("receive lost its buffer"));
+    };
+    let n = res.as_ref().map_or(0, |n| *n as usize);
     buf.commit(tail, n);
     super::busy::note_receive();
-    res
+    res.map(|n| n as usize)
 }
 
 /// Most turns a receive waits for ready tasks before it is armed: enough for a
@@ -134,7 +229,7 @@ pub(crate) const MAX_TURNS_BEFORE_RECEIVE: usize = 3;
 /// request → response path on both sides.
 pub(crate) async fn sends_first() {
     for _ in 0..MAX_TURNS_BEFORE_RECEIVE {
-        if !compio::runtime::Runtime::with_current(|rt| rt.has_scheduled_tasks()) {
+        if !executor::has_ready_tasks() {
             return;
         }
         yield_now().await;
@@ -147,46 +242,51 @@ pub(crate) async fn sends_first() {
 /// it is submitted to the kernel at once instead of with the core's next wait,
 /// so the peer can start on these bytes while this core works on the rest
 /// (one extra non-blocking `io_uring_enter`; none when the core is idle).
-pub async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-    let mut writer = stream;
-    let mut write = std::pin::pin!(writer.write_all(data));
+pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    let mut data = data;
+    let mut sent = 0;
     let mut first = true;
-    let BufResult(res, data) = std::future::poll_fn(|cx| {
-        let polled = write.as_mut().poll(cx);
-        if std::mem::take(&mut first) && polled.is_pending() {
-            compio::runtime::Runtime::with_current(|rt| {
-                if rt.has_scheduled_tasks() {
-                    rt.submit_now();
-                }
-            });
+    while sent < data.len() {
+        let rest = data[sent..].as_ptr();
+        let len = u32::try_from(data.len() - sent).unwrap_or(u32::MAX);
+        let entry = opcode::Send::new(fd_of(stream), rest, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        // SAFETY: the entry points into `data`'s heap buffer, which the op
+        // holds (moving a Vec does not move its buffer) until completion.
+        let op = match unsafe { Op::submit(entry, Hold::Bytes(data)) } {
+            Ok(op) => op,
+            Err((e, hold)) => return (Err(e), into_bytes(hold)),
+        };
+        if std::mem::take(&mut first) && executor::has_ready_tasks() {
+            driver::submit_now();
         }
-        polled
-    })
-    .await;
-    (res, data)
+        let (res, hold) = op.await;
+        data = into_bytes(hold);
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
+            Ok(n) => sent += n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), data),
+        }
+    }
+    (Ok(()), data)
 }
 
-/// Lets every other scheduled task on this core run once before continuing.
-pub async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if std::mem::replace(&mut yielded, true) {
-            std::task::Poll::Ready(())
-        } else {
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    })
-    .await
+fn into_bytes(hold: Hold) -> Vec<u8> {
+    match hold {
+        Hold::Bytes(bytes) => bytes,
+        _ => Vec::new(),
+    }
 }
 
 /// Shuts both directions of the socket so any pending read or write ends now.
-pub fn shutdown(stream: &Stream) {
+pub(crate) fn shutdown(stream: &Stream) {
     // Errors mean the socket is already closed, which is what we want.
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Both);
 }
 
 /// Closes with an RST instead of a FIN (used by fault tests and aborts).
-pub fn set_linger_zero(stream: &Stream) {
-    let _ = stream.set_zero_linger();
+pub(crate) fn set_linger_zero(stream: &Stream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }

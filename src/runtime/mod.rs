@@ -1,17 +1,22 @@
 //! Thread-per-core runtime: one pinned thread per core, each with its own io_uring.
 //!
-//! [`Runtime`] starts N threads; thread `i` is pinned to CPU `cpus[i]` and runs a
-//! compio runtime whose ring is private to it. Work is sent to a core as a `Send`
-//! closure that builds a (possibly `!Send`) future there, so everything a core
-//! owns (listeners, pools, metrics) stays on that core and is never shared on the
-//! hot path. Invariants: a core thread only exits when the runtime is shut down;
-//! dropping the [`Runtime`] stops and joins every core, cancelling their tasks and
-//! closing their sockets.
+//! [`Runtime`] starts N threads; thread `i` is pinned to CPU `cpus[i]` and runs
+//! its own executor (`executor`) over its own ring (`driver`). Work is sent to a
+//! core through its `inbox` as a `Send` closure that builds a (possibly `!Send`)
+//! future there, so everything a core owns (listeners, pools, metrics) stays on
+//! that core and is never shared on the hot path. Invariants: a core thread only
+//! exits when the runtime is shut down; dropping the [`Runtime`] stops and joins
+//! every core, cancelling their tasks, closing their sockets and waiting for the
+//! kernel to finish their operations.
 
-pub mod buf;
+pub(crate) mod buf;
 mod busy;
+mod driver;
+mod executor;
+mod inbox;
 pub mod io;
 mod stall;
+mod timer;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -20,14 +25,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use futures_channel::mpsc;
-use futures_util::StreamExt;
-
 use crate::metrics::MetricsSnapshot;
 use crate::Error;
+use driver::RingConfig;
+pub use driver::RingFlags;
+use inbox::{Inbox, Job};
 use stall::{Beat, Watchdog};
-
-type Job = Box<dyn FnOnce() + Send>;
 
 /// Counts what a connection's reader handled from one receive and says when
 /// to let the core's other tasks (its writer, the callers it woke) run.
@@ -177,23 +180,13 @@ impl RuntimeBuilder {
         self
     }
 
-    fn compio_builder(&self, cpu: usize) -> compio::runtime::RuntimeBuilder {
-        let mut proactor = compio::driver::ProactorBuilder::new();
-        proactor
-            .capacity(self.ring_entries)
-            .coop_taskrun(self.coop_taskrun)
-            .taskrun_flag(self.coop_taskrun)
-            .single_issuer(self.defer_taskrun)
-            .defer_taskrun(self.defer_taskrun);
-        if let Some(idle) = self.sqpoll_idle {
-            proactor.sqpoll_idle(idle);
+    fn ring_config(&self) -> RingConfig {
+        RingConfig {
+            entries: self.ring_entries,
+            coop_taskrun: self.coop_taskrun,
+            defer_taskrun: self.defer_taskrun,
+            sqpoll_idle: self.sqpoll_idle,
         }
-        let mut builder = compio::runtime::RuntimeBuilder::new();
-        builder.with_proactor(proactor);
-        if self.pin {
-            builder.thread_affinity(std::iter::once(cpu).collect());
-        }
-        builder
     }
 
     /// Starts the cores. Fails with [`Error::IoUringUnavailable`] when a ring cannot
@@ -223,16 +216,17 @@ impl RuntimeBuilder {
     }
 
     fn start_core(&self, index: usize, cpu: usize) -> Result<Core, Error> {
-        let (job_tx, job_rx) = mpsc::unbounded::<Job>();
+        let inbox = Arc::new(Inbox::new().map_err(Error::Io)?);
         let (ready_tx, ready_rx) = std_mpsc::channel();
-        let builder = self.compio_builder(cpu);
+        let (ring, pin, core_inbox) = (self.ring_config(), self.pin.then_some(cpu), inbox.clone());
         let thread = std::thread::Builder::new()
             .name(format!("{}-{index}", self.name))
-            .spawn(move || core_main(index, builder, job_rx, ready_tx))
+            .spawn(move || core_main(index, pin, ring, core_inbox, ready_tx))
             .map_err(Error::Io)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Core {
-                jobs: job_tx,
+            Ok(Ok(flags)) => Ok(Core {
+                inbox,
+                flags,
                 thread: Some(thread),
             }),
             Ok(Err(e)) => {
@@ -246,31 +240,52 @@ impl RuntimeBuilder {
     }
 }
 
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it and
+    // sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn core_main(
     index: usize,
-    builder: compio::runtime::RuntimeBuilder,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    ready: std_mpsc::Sender<std::io::Result<()>>,
+    pin: Option<usize>,
+    ring: RingConfig,
+    inbox: Arc<Inbox>,
+    ready: std_mpsc::Sender<std::io::Result<RingFlags>>,
 ) {
-    let runtime = match builder.build() {
-        Ok(rt) => rt,
+    if let Some(cpu) = pin {
+        if let Err(e) = pin_to(cpu) {
+            tracing::warn!(core = index, cpu, error = %e, "cannot pin core thread");
+        }
+    }
+    // The ring is created here, on its thread: with SINGLE_ISSUER and
+    // DEFER_TASKRUN only the creating thread may submit and reap.
+    let flags = match driver::install(&ring, inbox.event_fd()) {
+        Ok(flags) => flags,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
+    tracing::info!(core = index, ?flags, "io_uring core started");
     CURRENT_CORE.with(|c| c.set(Some(index)));
-    let _ = ready.send(Ok(()));
-    runtime.block_on(async {
-        while let Some(job) = jobs.next().await {
-            job();
-        }
-    });
+    let _ = ready.send(Ok(flags));
+    executor::run(inbox);
     tracing::debug!(core = index, "core stopped");
 }
 
 struct Core {
-    jobs: mpsc::UnboundedSender<Job>,
+    inbox: Arc<Inbox>,
+    flags: RingFlags,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -310,10 +325,9 @@ impl Runtime {
             .detach();
         });
         let target = self.cores.get(core).ok_or(Error::Shutdown)?;
-        target
-            .jobs
-            .unbounded_send(job)
-            .map_err(|_| Error::Shutdown)?;
+        if !target.inbox.push_job(job) {
+            return Err(Error::Shutdown);
+        }
         Ok(CoreTask { rx })
     }
 
@@ -366,10 +380,16 @@ impl Runtime {
         self.spawn_on(core, make)?.join()
     }
 
+    /// The io_uring setup flags core `core`'s ring runs with (what the kernel
+    /// granted of those asked for; see [`RuntimeBuilder::defer_taskrun`]).
+    pub fn ring_flags(&self, core: usize) -> Option<RingFlags> {
+        self.cores.get(core).map(|c| c.flags)
+    }
+
     /// A handle that runs closures on core `core`'s thread (outside any task).
     pub(crate) fn remote(&self, core: usize) -> Option<CoreRemote> {
         self.cores.get(core).map(|c| CoreRemote {
-            jobs: c.jobs.clone(),
+            inbox: c.inbox.clone(),
         })
     }
 
@@ -381,7 +401,7 @@ impl Runtime {
     fn stop(&mut self) {
         self.watchdog = None;
         for core in &self.cores {
-            core.jobs.close_channel();
+            core.inbox.stop();
         }
         for core in &mut self.cores {
             if let Some(thread) = core.thread.take() {
@@ -398,18 +418,15 @@ impl Drop for Runtime {
 }
 
 /// Runs closures on one core's thread from any thread.
-///
-/// Waking a core task directly from a foreign thread that is unwinding aborts the
-/// process (compio's panic guard); going through the core's job queue does not.
 #[derive(Clone)]
 pub(crate) struct CoreRemote {
-    jobs: mpsc::UnboundedSender<Job>,
+    inbox: Arc<Inbox>,
 }
 
 impl CoreRemote {
     /// Queues `job` to run on the core; false if the core has stopped.
     pub fn run(&self, job: impl FnOnce() + Send + 'static) -> bool {
-        self.jobs.unbounded_send(Box::new(job)).is_ok()
+        self.inbox.push_job(Box::new(job))
     }
 }
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Proves ringrpc works as a dependency of an outside crate: builds and runs
+# tests/dependent (a standalone package depending on ringrpc by path, default
+# features) in release mode, which fails unless typed calls work and allocate
+# nothing per call in steady state; then checks that nothing in the root relies
+# on a `[patch]` (which dependents never see): no `[patch` in Cargo.toml, no
+# vendor/ directory, and no compio in the dependent's dependency tree.
+#
+# Usage: scripts/check-dependent.sh   (builds into target/dependent)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+manifest=tests/dependent/Cargo.toml
+target_dir=target/dependent
+
+echo "== check: build and run tests/dependent (release, --target-dir $target_dir)"
+cargo run --release --manifest-path "$manifest" --target-dir "$target_dir"
+echo "ok: ringrpc-dependent built and ran (replies correct, no allocation per call)"
+
+echo "== check: root Cargo.toml has no [patch] section"
+if grep -nE '^[[:space:]]*\[patch' Cargo.toml; then
+  echo "FAIL: root Cargo.toml has a [patch] section (dependents of ringrpc do not get it)" >&2
+  exit 1
+fi
+echo "ok: no [patch] section in Cargo.toml"
+
+echo "== check: no vendor/ directory"
+if [[ -e vendor ]]; then
+  echo "FAIL: vendor/ exists (vendored patched crates do not reach dependents)" >&2
+  exit 1
+fi
+echo "ok: no vendor/ directory"
+
+echo "== check: no compio in the dependent's dependency tree"
+tree=$(cargo tree --manifest-path "$manifest" -e normal)
+if grep -n 'compio' <<<"$tree"; then
+  echo "FAIL: compio is in the dependency tree of ringrpc-dependent" >&2
+  exit 1
+fi
+echo "ok: no compio in \`cargo tree -e normal\` of ringrpc-dependent"
+
+echo "== all dependent checks passed"

@@ -1,0 +1,274 @@
+//! The per-core io_uring driver: one ring per core thread, owned by that thread.
+//!
+//! Operations are pushed onto the submission queue as tasks make them and the
+//! whole queue is submitted once per scheduler turn (a send can ask to go out
+//! at once with [`submit_now`]); the core then reaps every completion in one
+//! pass and wakes the tasks waiting for them. When no task is ready the core
+//! waits in the same `io_uring_enter` that submits, with the nearest timer as
+//! the wait's timeout, so timers cost no syscall and no operation.
+//! The memory ownership rule of in-flight operations is in [`ops`].
+//! io_uring types never leave `runtime/`: the rest of the crate sees plain async
+//! functions in `runtime::io`.
+
+mod ops;
+mod setup;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+pub(crate) use ops::Hold;
+use ops::{OpTable, CANCEL_USER_DATA, WAKE_USER_DATA};
+pub(crate) use setup::RingConfig;
+pub use setup::RingFlags;
+
+/// One core's ring and its table of operations in flight.
+pub(crate) struct Driver {
+    ring: IoUring,
+    ops: OpTable,
+    /// Wakers collected while reaping, woken after the driver is released.
+    woken: Vec<Waker>,
+    /// The eventfd other threads write to wake this core, and its read target.
+    wake_fd: RawFd,
+    wake_buf: &'static mut [u8; 8],
+    wake_armed: bool,
+}
+
+thread_local! {
+    static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's driver; `None` off a ringrpc core.
+fn with<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    DRIVER.with(|d| d.borrow_mut().as_mut().map(f))
+}
+
+fn not_on_core() -> io::Error {
+    io::Error::other("not on a ringrpc core thread")
+}
+
+/// Creates this thread's ring; `wake_fd` is the eventfd that other threads
+/// write to wake it. Returns the flags the kernel granted.
+pub(crate) fn install(cfg: &RingConfig, wake_fd: RawFd) -> io::Result<RingFlags> {
+    let (ring, flags) = setup::build(cfg)?;
+    let driver = Driver {
+        ring,
+        ops: OpTable::default(),
+        woken: Vec::with_capacity(256),
+        wake_fd,
+        // Leaked on purpose (8 bytes per core thread): the kernel may still
+        // complete the wake-up read while a dropped ring is torn down.
+        wake_buf: Box::leak(Box::new([0; 8])),
+        wake_armed: false,
+    };
+    DRIVER.with(|d| *d.borrow_mut() = Some(driver));
+    Ok(flags)
+}
+
+/// Removes this thread's ring. It is closed if no operation is in flight;
+/// otherwise it is leaked with the memory its operations hold, since the
+/// kernel may still write there.
+pub(crate) fn uninstall() {
+    if let Some(driver) = DRIVER.with(|d| d.borrow_mut().take()) {
+        if driver.ops.len() > 0 {
+            std::mem::forget(driver);
+        }
+    }
+}
+
+/// Operations the kernel has not completed yet (including abandoned ones).
+pub(crate) fn in_flight() -> usize {
+    with(|d| d.ops.len()).unwrap_or(0)
+}
+
+impl Driver {
+    /// Pushes one entry, submitting first if the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer `entry` points to must stay valid until its completion
+    /// (the [`ops`] ownership rule).
+    unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: forwarded to the caller.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            self.submit(false)?;
+        }
+    }
+
+    fn submit(&mut self, wait: bool) -> io::Result<()> {
+        let res = if wait {
+            self.ring.submit_and_wait(1)
+        } else {
+            self.ring.submit()
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn arm_wake_read(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        let entry = opcode::Read::new(types::Fd(self.wake_fd), self.wake_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(WAKE_USER_DATA);
+        // SAFETY: `wake_buf` is leaked, so it outlives the ring and the read.
+        if unsafe { self.push(&entry) }.is_ok() {
+            self.wake_armed = true;
+        }
+    }
+
+    /// Moves every completion into the op table; the wakers go to `self.woken`.
+    fn reap(&mut self) {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            match cqe.user_data() {
+                CANCEL_USER_DATA => {}
+                WAKE_USER_DATA => self.wake_armed = false,
+                user_data => {
+                    if let Some(waker) = self.ops.complete(user_data, cqe.result()) {
+                        self.woken.push(waker);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Submits what is queued and reaps completions without blocking, or, with
+/// `wait`, blocks until a completion, a cross-thread wake-up or `wait`'s
+/// timeout (`Some(None)`: no timeout). Wakes the tasks whose operations finished.
+pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
+    let mut woken = with(|d| -> io::Result<Vec<Waker>> {
+        d.arm_wake_read();
+        match wait {
+            None => {
+                let sq = d.ring.submission();
+                let idle = sq.is_empty() && !sq.taskrun() && !sq.cq_overflow();
+                drop(sq);
+                if !idle {
+                    d.submit(false)?;
+                }
+            }
+            Some(None) => d.submit(true)?,
+            Some(Some(timeout)) => {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                match d.ring.submitter().submit_with_args(1, &args) {
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                        ) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        d.reap();
+        Ok(std::mem::take(&mut d.woken))
+    })
+    .ok_or_else(not_on_core)??;
+    for waker in woken.drain(..) {
+        waker.wake();
+    }
+    // Give the (now empty) vector back so its capacity is reused.
+    with(|d| {
+        if d.woken.capacity() < woken.capacity() {
+            d.woken = woken;
+        }
+    });
+    Ok(())
+}
+
+/// Submits the queued operations now instead of at the end of the turn, so the
+/// kernel starts on them while this core works on.
+pub(crate) fn submit_now() {
+    with(|d| d.submit(false));
+}
+
+/// An operation in flight: resolves to its result and gives back its hold.
+#[must_use = "an operation does nothing useful unless awaited"]
+pub(crate) struct Op {
+    user_data: u64,
+    hold: Hold,
+    done: bool,
+}
+
+impl Op {
+    /// Queues `entry` with `hold` as the memory it uses.
+    ///
+    /// # Safety
+    /// Every buffer `entry` points to must lie inside `hold` (or be memory that
+    /// outlives the operation): the driver keeps `hold` alive until the kernel
+    /// completes the entry, even if the `Op` is dropped first.
+    pub unsafe fn submit(entry: squeue::Entry, hold: Hold) -> Result<Op, (io::Error, Hold)> {
+        let pushed = with(|d| {
+            let user_data = d.ops.insert();
+            // SAFETY: the hold is kept until the completion (caller + ops rule).
+            match unsafe { d.push(&entry.user_data(user_data)) } {
+                Ok(()) => Ok(user_data),
+                Err(e) => {
+                    d.ops.complete(user_data, 0);
+                    let _ = d.ops.abandon(user_data, Hold::None);
+                    Err(e)
+                }
+            }
+        });
+        match pushed {
+            Some(Ok(user_data)) => Ok(Op {
+                user_data,
+                hold,
+                done: false,
+            }),
+            Some(Err(e)) => Err((e, hold)),
+            None => Err((not_on_core(), hold)),
+        }
+    }
+}
+
+impl Future for Op {
+    type Output = (io::Result<u32>, Hold);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let user_data = self.user_data;
+        let polled = with(|d| d.ops.poll(user_data, cx)).unwrap_or(Poll::Ready(-libc::ECANCELED));
+        polled.map(|res| {
+            self.done = true;
+            let hold = std::mem::replace(&mut self.hold, Hold::None);
+            let result = u32::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res));
+            (result, hold)
+        })
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let hold = std::mem::replace(&mut self.hold, Hold::None);
+        let user_data = self.user_data;
+        with(|d| {
+            if d.ops.abandon(user_data, hold) {
+                let cancel = opcode::AsyncCancel::new(user_data)
+                    .build()
+                    .user_data(CANCEL_USER_DATA);
+                // SAFETY: a cancel points to no memory.
+                let _ = unsafe { d.push(&cancel) };
+            }
+        });
+    }
+}

@@ -1,0 +1,245 @@
+//! In-flight ring operations: a per-core slab whose slot index + generation is
+//! each operation's `user_data`, the call table's pattern applied to the ring.
+//!
+//! Ownership rule (the driver's one safety invariant): the memory an operation
+//! hands the kernel (a receive tail, a send buffer) travels with it as a
+//! [`Hold`]. While the operation's future lives, the future owns the hold; if
+//! the future is dropped before the completion arrives, the hold moves into
+//! the slot ([`Lifecycle::Ignored`]), an async cancel is queued, and the slot
+//! (and with it the memory) is freed only when the kernel's completion for
+//! that `user_data` comes back. A completion whose generation does not match
+//! its slot (a slot freed and reused since) is dropped, so a late completion
+//! can never reach a reused slot. An accept that completes after its future
+//! was dropped closes the descriptor it produced.
+//!
+//! No allocation per operation in steady state: the slab keeps its capacity,
+//! wakers are task handles (a reference count), and holds are moved, not boxed.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
+
+use crate::runtime::buf::TailBuf;
+
+/// `user_data` of async-cancel requests (their completions are ignored).
+pub(crate) const CANCEL_USER_DATA: u64 = u64::MAX;
+/// `user_data` of the cross-thread wake-up read on the core's eventfd.
+pub(crate) const WAKE_USER_DATA: u64 = u64::MAX - 1;
+
+/// Memory (or a promise about a result) that an operation lends the kernel.
+pub(crate) enum Hold {
+    /// Nothing: the operation reads or writes no user memory.
+    None,
+    /// A receive's target: the free tail of a receive chunk.
+    Tail(TailBuf),
+    /// A send's source bytes.
+    Bytes(Vec<u8>),
+    /// An accept: a descriptor produced after the future was dropped is closed.
+    Accept,
+}
+
+/// Where one operation is in its life.
+enum Lifecycle {
+    /// Submitted; nobody has polled it yet.
+    Submitted,
+    /// A task waits for the completion.
+    Waiting(Waker),
+    /// The completion arrived and waits for its future to take it.
+    Completed { res: i32 },
+    /// The future was dropped; the slot keeps the memory until the completion.
+    Ignored(Hold),
+}
+
+struct Slot {
+    generation: u32,
+    life: Lifecycle,
+}
+
+/// The per-core table of operations the kernel has not finished.
+#[derive(Default)]
+pub(crate) struct OpTable {
+    slots: Slab<Slot>,
+    next_generation: u32,
+}
+
+fn split(user_data: u64) -> (usize, u32) {
+    ((user_data & 0xffff_ffff) as usize, (user_data >> 32) as u32)
+}
+
+impl OpTable {
+    /// Takes a slot for a new operation and returns its `user_data`.
+    pub fn insert(&mut self) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1);
+        let index = self.slots.insert(Slot {
+            generation,
+            life: Lifecycle::Submitted,
+        });
+        (u64::from(generation) << 32) | index as u64
+    }
+
+    /// Operations not yet completed by the kernel (including ignored ones).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot_mut(&mut self, user_data: u64) -> Option<&mut Slot> {
+        let (index, generation) = split(user_data);
+        self.slots
+            .get_mut(index)
+            .filter(|slot| slot.generation == generation)
+    }
+
+    /// Records a completion; returns the waker of the task waiting for it.
+    pub fn complete(&mut self, user_data: u64, res: i32) -> Option<Waker> {
+        let slot = self.slot_mut(user_data)?;
+        match std::mem::replace(&mut slot.life, Lifecycle::Completed { res }) {
+            Lifecycle::Waiting(waker) => Some(waker),
+            Lifecycle::Submitted | Lifecycle::Completed { .. } => None,
+            Lifecycle::Ignored(hold) => {
+                let (index, _) = split(user_data);
+                self.slots.remove(index);
+                if matches!(hold, Hold::Accept) && res >= 0 {
+                    // SAFETY: a successful accept's result is a new descriptor
+                    // that nothing else owns (its future is gone).
+                    drop(unsafe { OwnedFd::from_raw_fd(res) });
+                }
+                None
+            }
+        }
+    }
+
+    /// Polls operation `user_data`: its result once complete (the slot is freed).
+    pub fn poll(&mut self, user_data: u64, cx: &mut Context<'_>) -> Poll<i32> {
+        let Some(slot) = self.slot_mut(user_data) else {
+            // Unreachable while the future owns the slot; fail safe.
+            return Poll::Ready(-libc::ECANCELED);
+        };
+        match &mut slot.life {
+            Lifecycle::Completed { res } => {
+                let res = *res;
+                self.slots.remove(split(user_data).0);
+                Poll::Ready(res)
+            }
+            Lifecycle::Waiting(waker) if waker.will_wake(cx.waker()) => Poll::Pending,
+            life => {
+                *life = Lifecycle::Waiting(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The future of `user_data` was dropped. Returns `true` when the kernel
+    /// still holds the operation (the caller must queue a cancel); the hold
+    /// then stays in the slot until the completion. A completed operation's
+    /// slot is freed at once.
+    pub fn abandon(&mut self, user_data: u64, hold: Hold) -> bool {
+        let Some(slot) = self.slot_mut(user_data) else {
+            return false;
+        };
+        if let Lifecycle::Completed { res } = slot.life {
+            self.complete_abandoned(user_data, res, hold);
+            return false;
+        }
+        slot.life = Lifecycle::Ignored(hold);
+        true
+    }
+
+    fn complete_abandoned(&mut self, user_data: u64, res: i32, hold: Hold) {
+        if let Some(slot) = self.slot_mut(user_data) {
+            slot.life = Lifecycle::Ignored(hold);
+        }
+        self.complete(user_data, res);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    #[test]
+    fn a_completion_wakes_its_waiter_and_frees_the_slot_when_taken() {
+        let mut ops = OpTable::default();
+        let (count, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        let ud = ops.insert();
+        assert!(ops.poll(ud, &mut cx).is_pending());
+        ops.complete(ud, 42).expect("waiter").wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ops.poll(ud, &mut cx), Poll::Ready(42));
+        assert_eq!(ops.len(), 0);
+    }
+
+    #[test]
+    fn a_late_completion_never_reaches_a_reused_slot() {
+        let mut ops = OpTable::default();
+        let first = ops.insert();
+        assert!(ops.abandon(first, Hold::None), "in flight: cancel needed");
+        ops.complete(first, -libc::ECANCELED);
+        assert_eq!(ops.len(), 0, "ignored slot freed on its completion");
+        let second = ops.insert();
+        assert_eq!(split(first).0, split(second).0, "same index reused");
+        assert!(ops.complete(first, 7).is_none(), "stale generation dropped");
+        let (_, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            ops.poll(second, &mut cx).is_pending(),
+            "reused slot untouched"
+        );
+    }
+
+    #[test]
+    fn an_ignored_operation_keeps_its_memory_until_the_completion() {
+        let mut ops = OpTable::default();
+        let ud = ops.insert();
+        let bytes = vec![1u8; 64];
+        let ptr = bytes.as_ptr();
+        assert!(ops.abandon(ud, Hold::Bytes(bytes)));
+        assert_eq!(ops.len(), 1, "slot (and the bytes) kept while in flight");
+        match &ops.slot_mut(ud).map(|s| &s.life) {
+            Some(Lifecycle::Ignored(Hold::Bytes(b))) => assert_eq!(b.as_ptr(), ptr),
+            _ => panic!("hold not kept"),
+        }
+        ops.complete(ud, 64);
+        assert_eq!(ops.len(), 0);
+    }
+
+    #[test]
+    fn abandoning_a_completed_operation_frees_it_at_once() {
+        let mut ops = OpTable::default();
+        let ud = ops.insert();
+        ops.complete(ud, 5);
+        assert!(!ops.abandon(ud, Hold::None), "no cancel for a finished op");
+        assert_eq!(ops.len(), 0);
+    }
+
+    #[test]
+    fn an_accept_finished_after_its_future_dropped_closes_the_descriptor() {
+        let mut ops = OpTable::default();
+        let ud = ops.insert();
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0);
+        assert!(ops.abandon(ud, Hold::Accept));
+        ops.complete(ud, fd);
+        // SAFETY: fcntl on a (possibly closed) descriptor number only queries it.
+        let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
+        assert!(closed, "descriptor closed");
+    }
+}

@@ -1,0 +1,223 @@
+//! The per-core executor: tasks, the run queue and the scheduler turn.
+//!
+//! Tasks are `async-task` tasks spawned locally; a wake on the core's own
+//! thread pushes the task on the core's run queue (no lock, no allocation), a
+//! wake from another thread goes through the core's [`Inbox`]. One turn:
+//! read the clock once, take the inbox, fire due timers, run the tasks that
+//! were ready when the turn began, run the end-of-turn hooks, then submit all
+//! queued operations in one `io_uring_enter`, which also waits (up to the
+//! nearest timer) when no task is ready. Every live task is listed in a
+//! registry so that stopping the core can cancel them all, which drops their
+//! futures, closes their sockets and cancels their operations before the ring
+//! goes away.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use async_task::Runnable;
+use futures_util::FutureExt;
+use slab::Slab;
+
+use super::driver;
+use super::inbox::{Inbox, Job};
+use super::timer;
+
+/// What a task's join handle yields when the task panicked.
+pub type Panic = Box<dyn Any + Send + 'static>;
+
+/// What [`observe_turns`] publishes while the core waits in the kernel.
+pub(crate) const TURN_WAITING: u64 = u64::MAX;
+
+thread_local! {
+    static QUEUE: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
+    static INBOX: RefCell<Option<Arc<Inbox>>> = const { RefCell::new(None) };
+    static TASKS: RefCell<Slab<Waker>> = const { RefCell::new(Slab::new()) };
+    static TURNS: RefCell<Option<(Instant, Arc<AtomicU64>)>> = const { RefCell::new(None) };
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Handle to a task spawned on a core. Awaiting it yields the task's output,
+/// or the panic payload if it panicked. Dropping it cancels the task (its
+/// future is dropped on its core); [`detach`](Task::detach) lets it run on.
+#[must_use = "dropping a Task cancels it; call .detach() to let it run"]
+pub struct Task<T>(async_task::Task<Result<T, Panic>>);
+
+impl<T> std::fmt::Debug for Task<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("finished", &self.0.is_finished())
+            .finish()
+    }
+}
+
+impl<T> Task<T> {
+    /// Lets the task run to completion without a handle.
+    pub fn detach(self) {
+        self.0.detach();
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = Result<T, Panic>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Removes a task from the registry when its future ends or is dropped.
+struct Registered(usize);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let _ = TASKS.try_with(|t| t.borrow_mut().try_remove(self.0));
+    }
+}
+
+/// Spawns `future` on the current core.
+///
+/// # Panics
+/// Off a ringrpc core thread.
+pub(crate) fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
+    let inbox = INBOX
+        .with(|i| i.borrow().clone())
+        .expect("ringrpc: spawn called outside a ringrpc core thread");
+    // Moved into the future so that it unregisters even if never polled.
+    let registered = Registered(TASKS.with(|t| t.borrow().vacant_key()));
+    let future = async move {
+        let _registered = registered;
+        AssertUnwindSafe(future).catch_unwind().await
+    };
+    let home = Arc::as_ptr(&inbox) as usize;
+    let schedule = move |runnable: Runnable| {
+        let local = INBOX
+            .try_with(|i| {
+                i.borrow()
+                    .as_ref()
+                    .is_some_and(|i| Arc::as_ptr(i) as usize == home)
+            })
+            .unwrap_or(false);
+        if local {
+            QUEUE.with(|q| q.borrow_mut().push_back(runnable));
+        } else {
+            inbox.push_runnable(runnable);
+        }
+    };
+    let (runnable, task) = async_task::spawn_local(future, schedule);
+    TASKS.with(|t| t.borrow_mut().insert(runnable.waker()));
+    runnable.schedule();
+    Task(task)
+}
+
+/// True when tasks are waiting to run on this core (the turn is not idle).
+pub(crate) fn has_ready_tasks() -> bool {
+    QUEUE.with(|q| !q.borrow().is_empty())
+}
+
+/// The time the current turn began (one clock read per turn).
+pub(crate) fn turn_now() -> Instant {
+    NOW.with(Cell::get).unwrap_or_else(Instant::now)
+}
+
+/// Makes this core publish into `state` when each turn begins (nanoseconds
+/// since `epoch`) or [`TURN_WAITING`] while it waits in the kernel.
+pub(crate) fn observe_turns(epoch: Instant, state: Arc<AtomicU64>) {
+    TURNS.with(|t| *t.borrow_mut() = Some((epoch, state)));
+}
+
+fn publish_turn(now: Option<Instant>) {
+    TURNS.with(|t| {
+        if let Some((epoch, state)) = &*t.borrow() {
+            let value = now.map_or(TURN_WAITING, |now| {
+                u64::try_from(now.saturating_duration_since(*epoch).as_nanos())
+                    .unwrap_or(u64::MAX - 1)
+            });
+            state.store(value, Ordering::Relaxed);
+        }
+    });
+}
+
+fn run_job(job: Job) {
+    if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+        tracing::error!("a job sent to a core panicked");
+    }
+}
+
+/// Runs the tasks that were ready when the turn began.
+fn run_ready() {
+    let ready = QUEUE.with(|q| q.borrow().len());
+    for _ in 0..ready {
+        let Some(runnable) = QUEUE.with(|q| q.borrow_mut().pop_front()) else {
+            break;
+        };
+        runnable.run();
+    }
+}
+
+/// Runs the core until its inbox is stopped, then cancels every task and
+/// waits for the kernel to finish every operation.
+pub(crate) fn run(inbox: Arc<Inbox>) {
+    INBOX.with(|i| *i.borrow_mut() = Some(inbox.clone()));
+    let (mut jobs, mut remote) = (Vec::new(), Vec::new());
+    loop {
+        let now = Instant::now();
+        NOW.with(|n| n.set(Some(now)));
+        publish_turn(Some(now));
+        inbox.take(&mut jobs, &mut remote);
+        if inbox.is_stopped() {
+            break;
+        }
+        jobs.drain(..).for_each(run_job);
+        QUEUE.with(|q| q.borrow_mut().extend(remote.drain(..)));
+        timer::fire(now);
+        run_ready();
+        let wait = (!has_ready_tasks())
+            .then(|| timer::next_deadline().map(|at| at.saturating_duration_since(Instant::now())));
+        if wait.is_some() {
+            publish_turn(None);
+        }
+        if let Err(e) = driver::turn(wait) {
+            tracing::error!(error = %e, "io_uring wait failed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    drop((jobs, remote));
+    shut_down();
+    INBOX.with(|i| i.borrow_mut().take());
+}
+
+/// Cancels every task (dropping their futures), then drains the ring.
+fn shut_down() {
+    for _ in 0..1000 {
+        let wakers: Vec<Waker> = TASKS.with(|t| t.borrow_mut().drain().collect());
+        let had_tasks = !wakers.is_empty();
+        wakers.into_iter().for_each(Waker::wake);
+        let mut dropped = false;
+        while let Some(runnable) = QUEUE.with(|q| q.borrow_mut().pop_front()) {
+            drop(runnable);
+            dropped = true;
+        }
+        if !had_tasks && !dropped {
+            break;
+        }
+    }
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while driver::in_flight() > 0 && Instant::now() < give_up {
+        let _ = driver::turn(Some(Some(Duration::from_millis(10))));
+    }
+    if driver::in_flight() > 0 {
+        tracing::error!(
+            left = driver::in_flight(),
+            "operations still in flight at core exit; leaking their memory"
+        );
+    }
+    driver::uninstall();
+}

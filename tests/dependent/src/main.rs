@@ -1,0 +1,287 @@
+//! ringrpc used as a dependency of an outside crate.
+//!
+//! Builds against `ringrpc = { path = "../.." }` (default features) from its own
+//! workspace, so it sees exactly what a user's crate sees: no `[patch]` of the
+//! root workspace applies here. Starts a two-core runtime (server on core 1,
+//! client on core 0), makes typed calls, checks every reply and the heap
+//! allocations per call in steady state on each core, then shuts down.
+//!
+//! Allocations are counted the way `tests/alloc_per_call.rs` counts them (a
+//! counting global allocator with per-thread counters, read on each core), and
+//! the bounds are the ones that test asserts. Exits 1 with a message on failure.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use ringrpc::runtime::io;
+use ringrpc::{Client, Method, Runtime, Server, SliceAsVec};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: defers to the system allocator; only counts (a const thread-local
+// `Cell`, which needs no allocation or destructor registration).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The echo message: request and response of [`ECHO`].
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Echo {
+    id: u64,
+    payload: Vec<u8>,
+}
+
+/// The echo response as the server sends it: borrowing the request's payload,
+/// archived exactly like an [`Echo`] (no owned copy, so no allocation).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+struct EchoRef<'a> {
+    id: u64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    payload: &'a [u8],
+}
+
+/// A plain `u64` message: request and response of [`INC`].
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Count {
+    n: u64,
+}
+
+/// Echoes the request (a `register_responder` handler).
+const ECHO: Method<Echo, Echo> = Method::new("Dependent.echo");
+/// Returns `n + 1` (a `register` handler returning an owned response).
+const INC: Method<Count, Count> = Method::new("Dependent.inc");
+
+const CLIENT_CORE: usize = 0;
+const SERVER_CORE: usize = 1;
+/// Measured calls per run (split between the concurrent callers).
+const CALLS: u64 = 20_000;
+const PAYLOAD: usize = 48;
+/// Bounds of tests/alloc_per_call.rs: 0.02 allocations per call with one call in
+/// flight, 0.03 with many. Steady state allocates nothing; the slack is for the
+/// callers' own tasks and request vectors (a few per run) and the odd heartbeat.
+const MAX_PER_CALL_ONE: f64 = 0.02;
+const MAX_PER_CALL_MANY: f64 = 0.03;
+
+thread_local! {
+    /// The client core's client, kept across `block_on` runs (warm-up, measured run).
+    static CLIENT: RefCell<Option<Client>> = const { RefCell::new(None) };
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("ringrpc-dependent: FAIL: {msg}");
+    std::process::exit(1)
+}
+
+/// Which method the callers call.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Echo,
+    Inc,
+}
+
+/// Allocations made so far on `core`'s thread.
+fn allocs_on(rt: &Runtime, core: usize) -> u64 {
+    rt.block_on(core, || async { ALLOCS.with(Cell::get) })
+        .unwrap_or_else(|e| fail(&format!("reading core {core}'s counter: {e}")))
+}
+
+/// Runs on the client core: `callers` concurrent callers make `calls` calls each
+/// and check every reply. Returns the number of correct replies.
+async fn run(addr: SocketAddr, kind: Kind, callers: u64, calls: u64) -> Result<u64, String> {
+    let client = CLIENT.with(|c| {
+        c.borrow_mut()
+            .get_or_insert_with(|| Client::builder().max_in_flight(4096).connect(addr))
+            .clone()
+    });
+    if !client.wait_connected(Duration::from_secs(5)).await {
+        return Err(format!("no connection to {addr} within 5 s"));
+    }
+    let done = Rc::new(Cell::new(0u64));
+    let error: Rc<RefCell<Option<String>>> = Rc::default();
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let (client, done, error) = (client.clone(), done.clone(), error.clone());
+            io::spawn(async move {
+                let req = Echo {
+                    id: i,
+                    payload: (0..PAYLOAD).map(|k| (i as usize + k) as u8).collect(),
+                };
+                for call in 0..calls {
+                    let outcome = match kind {
+                        Kind::Echo => match client.call(&ECHO, &req).await {
+                            Ok(r)
+                                if r.id.to_native() == i
+                                    && r.payload.as_slice() == req.payload.as_slice() =>
+                            {
+                                Ok(())
+                            }
+                            Ok(r) => Err(format!(
+                                "caller {i}: wrong echo (id {}, {} bytes)",
+                                r.id.to_native(),
+                                r.payload.len()
+                            )),
+                            Err(e) => Err(format!("caller {i}: echo call failed: {e}")),
+                        },
+                        Kind::Inc => {
+                            let n = (i << 32) + call;
+                            match client.call(&INC, &Count { n }).await {
+                                Ok(r) if r.n.to_native() == n + 1 => Ok(()),
+                                Ok(r) => Err(format!(
+                                    "caller {i}: inc({n}) returned {}",
+                                    r.n.to_native()
+                                )),
+                                Err(e) => Err(format!("caller {i}: inc call failed: {e}")),
+                            }
+                        }
+                    };
+                    match outcome {
+                        Ok(()) => done.set(done.get() + 1),
+                        Err(e) => {
+                            error.borrow_mut().get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        // Whatever the task handle yields (a panicked caller shows as a short count).
+        let _ = task.await;
+    }
+    if let Some(e) = error.borrow_mut().take() {
+        return Err(e);
+    }
+    Ok(done.get())
+}
+
+/// Warms up, then measures `CALLS` calls with `callers` in flight; returns
+/// (measured calls, client allocations per call, server allocations per call).
+fn measure(rt: &Runtime, addr: SocketAddr, kind: Kind, callers: u64) -> (u64, f64, f64) {
+    let per_caller = CALLS.div_ceil(callers);
+    let total = per_caller * callers;
+    let go = |calls: u64, what: &str| {
+        let got = rt
+            .block_on(CLIENT_CORE, move || run(addr, kind, callers, calls))
+            .unwrap_or_else(|e| fail(&format!("{kind:?} x{callers} {what}: core: {e}")))
+            .unwrap_or_else(|e| fail(&format!("{kind:?} x{callers} {what}: {e}")));
+        if got != calls * callers {
+            fail(&format!(
+                "{kind:?} x{callers} {what}: {got} correct replies, expected {}",
+                calls * callers
+            ));
+        }
+    };
+    go((per_caller / 4).max(1), "warm-up");
+    let (c0, s0) = (allocs_on(rt, CLIENT_CORE), allocs_on(rt, SERVER_CORE));
+    go(per_caller, "measured run");
+    let (c1, s1) = (allocs_on(rt, CLIENT_CORE), allocs_on(rt, SERVER_CORE));
+    (
+        total,
+        (c1 - c0) as f64 / total as f64,
+        (s1 - s0) as f64 / total as f64,
+    )
+}
+
+fn main() {
+    let runtime = Runtime::builder()
+        .cores(2)
+        .pin(false)
+        .name("dependent")
+        .build()
+        .unwrap_or_else(|e| fail(&format!("runtime: {e}")));
+    let server = Server::builder()
+        .register_responder(ECHO, |r: &ArchivedEcho, reply| {
+            let echo = EchoRef {
+                id: r.id.to_native(),
+                payload: r.payload.as_slice(),
+            };
+            Ok::<_, String>(reply.send(&echo))
+        })
+        .and_then(|b| {
+            b.register(INC, |r: &ArchivedCount| -> Result<Count, String> {
+                Ok(Count {
+                    n: r.n.to_native() + 1,
+                })
+            })
+        })
+        .unwrap_or_else(|e| fail(&format!("register: {e}")))
+        .serve_on(
+            &runtime,
+            &[SERVER_CORE],
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .unwrap_or_else(|e| fail(&format!("serve: {e}")));
+    let addr = server.local_addr();
+    println!(
+        "ringrpc-dependent: server on {addr} (core {SERVER_CORE}), client on core {CLIENT_CORE}"
+    );
+
+    let mut failed = Vec::new();
+    for (kind, callers, bound) in [
+        (Kind::Echo, 1, MAX_PER_CALL_ONE),
+        (Kind::Echo, 64, MAX_PER_CALL_MANY),
+        (Kind::Inc, 1, MAX_PER_CALL_ONE),
+        (Kind::Inc, 64, MAX_PER_CALL_MANY),
+    ] {
+        let (calls, client, server) = measure(&runtime, addr, kind, callers);
+        let ok = client <= bound && server <= bound;
+        println!(
+            "ringrpc-dependent: {kind:?}, {callers} in flight, {calls} calls: allocations per call: client {client:.4}, server {server:.4} (bound {bound}) {}",
+            if ok { "ok" } else { "TOO MANY" }
+        );
+        if !ok {
+            failed.push(format!(
+                "{kind:?} x{callers}: client {client}, server {server} > {bound}"
+            ));
+        }
+    }
+
+    // Clean shutdown: the client (on its core), the server (drains), the runtime.
+    runtime
+        .block_on(CLIENT_CORE, || async {
+            if let Some(client) = CLIENT.with(|c| c.borrow_mut().take()) {
+                client.close();
+            }
+        })
+        .unwrap_or_else(|e| fail(&format!("closing the client: {e}")));
+    server.shutdown(Duration::from_secs(1));
+    runtime.shutdown();
+
+    if !failed.is_empty() {
+        fail(&format!(
+            "allocations per call in steady state: {}",
+            failed.join("; ")
+        ));
+    }
+    println!("ringrpc-dependent: ok");
+}
