@@ -367,7 +367,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
                 break;
             }
         }
-        let arrived = Instant::now();
+        let arrived = io::now();
         let mut chunk = ReadChunk::default();
         loop {
             match decode_frame(buf.unconsumed(), conn.cfg.max_frame) {

@@ -98,6 +98,14 @@ pub async fn until<F: Future>(deadline: Instant, future: F) -> Option<F::Output>
     .await
 }
 
+/// The time the core's current scheduler turn began: one clock read per turn,
+/// shared by everything that runs in it. It is never earlier than any
+/// completion the turn handles (completions are reaped before the turn
+/// starts), and at most one turn behind the true time.
+pub(crate) fn now() -> Instant {
+    executor::turn_now()
+}
+
 /// Lets every other scheduled task on this core run once before continuing.
 pub async fn yield_now() {
     let mut yielded = false;

@@ -311,7 +311,7 @@ async fn read_loop(
             return Ok(());
         }
         add(&conn.metrics.server.bytes_in, n as u64);
-        let arrived = Instant::now();
+        let arrived = io::now();
         conn.set_clock(arrived);
         let mut progressed = false;
         let mut chunk = ReadChunk::default();
