@@ -262,6 +262,7 @@ impl CoreMetrics {
             client_methods: h.client_methods.clone(),
             server_methods: h.server_methods.clone(),
             stalls: 0,
+            recv_ring_dry: 0,
         }
     }
 }
@@ -286,6 +287,9 @@ pub struct CoreSnapshot {
     pub server_methods: Vec<MethodHistogram>,
     /// Times the core's loop stalled past the threshold.
     pub stalls: u64,
+    /// Receives that found the core's provided-buffer ring empty and fell
+    /// back to a plain receive into the connection's own buffer.
+    pub recv_ring_dry: u64,
 }
 
 impl CoreSnapshot {
@@ -300,6 +304,7 @@ impl CoreSnapshot {
         self.client.merge(&other.client);
         self.server.merge(&other.server);
         self.stalls += other.stalls;
+        self.recv_ring_dry += other.recv_ring_dry;
         for p in &other.pools {
             match self.pools.iter_mut().find(|q| q.endpoint == p.endpoint) {
                 Some(q) => {

@@ -31,6 +31,17 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
         help: "Times the core's event loop did not turn within the stall threshold.",
     }];
     counter_family(&mut out, &stall_info, &cores, &stalls);
+    let dry: Vec<Vec<u64>> = snapshot
+        .cores
+        .iter()
+        .map(|c| vec![c.recv_ring_dry])
+        .collect();
+    let dry_info = [MetricInfo {
+        name: "ringrpc_core_recv_ring_dry_total",
+        kind: "counter",
+        help: "Receives that found the core's buffer ring empty (fell back to a plain receive).",
+    }];
+    counter_family(&mut out, &dry_info, &cores, &dry);
     pools(&mut out, snapshot, &cores);
 
     let merged = snapshot.merged();

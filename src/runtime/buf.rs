@@ -1,13 +1,22 @@
-//! Receive buffers: 16-byte aligned chunks that replies and requests borrow in place.
+//! Receive buffers: 16-byte aligned regions that replies and requests borrow in place.
 //!
-//! A connection's reader appends socket bytes to the tail of its current
-//! [`Chunk`]; every complete frame in `[consumed, filled)` can be handed out as a
-//! [`FrameBytes`] (a reference-counted view, no copy) to a caller or handler.
+//! A connection's received bytes are in one *region* at a time: either a
+//! segment of the core's provided-buffer ring that a multishot receive filled
+//! (leased, zero-copy: see `runtime::bufring`), or a heap [`Chunk`] that plain
+//! receives append to and that partial frames are assembled in. Every complete
+//! frame in `[consumed, filled)` can be handed out as a [`FrameBytes`] (a
+//! counted view, no copy) to a caller or handler.
 //! Invariants:
-//! - a chunk's bytes below `filled` are never written again while it is in use;
-//!   the kernel only ever writes to `[filled, capacity)` through [`TailBuf`];
-//! - every chunk starts at a frame boundary and frames are multiples of 16 bytes,
-//!   so every payload is 16-byte aligned and rkyv can read it in place;
+//! - a region's bytes below `filled` are never written again while it is in
+//!   use; the kernel only ever writes a chunk's `[filled, capacity)` through
+//!   [`TailBuf`], and never writes a leased ring segment;
+//! - every region starts at a frame boundary at a 16-byte aligned address and
+//!   frames are multiples of 16 bytes, so every payload is 16-byte aligned and
+//!   rkyv can read it in place (a ring segment that starts mid-frame or
+//!   unaligned is copied into a chunk instead);
+//! - once all its bytes are consumed a connection lets go of its region (a
+//!   ring segment goes back to the ring when its last view drops), so an idle
+//!   connection on a buffer ring holds no receive memory;
 //! - a chunk still referenced by a `FrameBytes` is retired, not reused, and is
 //!   recycled once the last view drops (no allocation in steady state).
 
@@ -16,6 +25,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
+use super::bufring;
 use crate::protocol::FRAME_ALIGN;
 
 /// Chunks kept for reuse per connection beyond the one in use.
@@ -66,14 +76,6 @@ impl Chunk {
     fn capacity(&self) -> usize {
         self.cap
     }
-
-    /// # Safety
-    /// `start + len <= cap`, and no `&mut` to these bytes may exist while the slice lives.
-    unsafe fn bytes(&self, start: usize, len: usize) -> &[u8] {
-        debug_assert!(start + len <= self.cap);
-        // SAFETY: in bounds (caller), initialised (zeroed at allocation), not mutably aliased (caller).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) }
-    }
 }
 
 impl Drop for Chunk {
@@ -83,24 +85,63 @@ impl Drop for Chunk {
     }
 }
 
+/// Who keeps a region's memory alive.
+enum Owner {
+    /// A heap chunk (reference counted).
+    Heap(Rc<Chunk>),
+    /// A leased buffer of the core's buffer ring (its id).
+    Ring(u16),
+}
+
+impl Owner {
+    fn share(&self) -> Self {
+        match self {
+            Owner::Heap(chunk) => Owner::Heap(chunk.clone()),
+            Owner::Ring(bid) => {
+                bufring::retain(*bid);
+                Owner::Ring(*bid)
+            }
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Owner::Ring(bid) = *self {
+            bufring::release(bid);
+        }
+    }
+}
+
 /// An immutable view of received bytes (usually one frame's payload).
 ///
 /// Cloning is a reference-count increment. The bytes stay valid and unchanged for
-/// as long as the view lives, however far the connection reads on.
-#[derive(Clone)]
+/// as long as the view lives, however far the connection reads on; a view into
+/// the core's buffer ring keeps that buffer from the kernel until it drops.
 pub struct FrameBytes {
-    chunk: Rc<Chunk>,
-    start: usize,
+    owner: Owner,
+    ptr: NonNull<u8>,
     len: usize,
+}
+
+impl Clone for FrameBytes {
+    fn clone(&self) -> Self {
+        Self {
+            owner: self.owner.share(),
+            ptr: self.ptr,
+            len: self.len,
+        }
+    }
 }
 
 impl Deref for FrameBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        // SAFETY: views are only created over `[consumed, filled)` of a chunk, which
-        // RecvBuf never writes again (module invariant), and start+len <= cap.
-        unsafe { self.chunk.bytes(self.start, self.len) }
+        // SAFETY: views are only created over `[consumed, filled)` of a region,
+        // which is never written again while `owner` keeps it alive (module
+        // invariant), and `ptr + len` stays inside it.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -129,11 +170,55 @@ impl TailBuf {
     }
 }
 
-/// A connection's receive buffer: the current chunk plus recycled spares.
+/// Chunks a core keeps for the connections that need one for a moment (to
+/// assemble a frame that straddles ring segments).
+const CORE_POOL_CHUNKS: usize = 64;
+
+thread_local! {
+    static CORE_POOL: std::cell::RefCell<Vec<Rc<Chunk>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A free pooled chunk of at least `cap` bytes, or a new one.
+fn pooled_chunk(cap: usize) -> Rc<Chunk> {
+    CORE_POOL
+        .with(|p| {
+            let mut pool = p.borrow_mut();
+            let i = pool
+                .iter()
+                .position(|c| Rc::strong_count(c) == 1 && c.capacity() >= cap)?;
+            Some(pool.swap_remove(i))
+        })
+        .unwrap_or_else(|| Chunk::new(cap))
+}
+
+/// Gives a chunk back to the core's pool (dropped when the pool is full).
+fn pool_chunk(chunk: Rc<Chunk>) {
+    let _ = CORE_POOL.try_with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < CORE_POOL_CHUNKS {
+            pool.push(chunk);
+        }
+    });
+}
+
+/// A leased segment of the core's buffer ring.
+struct Segment {
+    bid: u16,
+    ptr: NonNull<u8>,
+}
+
+/// A connection's receive buffer: its current region plus recycled spares.
 pub(crate) struct RecvBuf {
-    chunk: Rc<Chunk>,
+    /// The chunk plain receives append to and straddling frames are
+    /// assembled in; `None` while not needed (ring receives, idle).
+    chunk: Option<Rc<Chunk>>,
+    /// A leased ring segment holding the current bytes; when set it is the
+    /// active region (the chunk then holds nothing).
+    seg: Option<Segment>,
     consumed: usize,
     filled: usize,
+    /// Total length of the frame being completed (from [`reserve`](Self::reserve)).
+    need: usize,
     chunk_size: usize,
     /// The size new chunks get now: small until the connection gets busy.
     class: usize,
@@ -142,18 +227,29 @@ pub(crate) struct RecvBuf {
     spare: Vec<Rc<Chunk>>,
 }
 
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        if let Some(seg) = self.seg.take() {
+            bufring::release(seg.bid);
+        }
+    }
+}
+
 impl RecvBuf {
     /// A buffer whose chunks hold `chunk_size` bytes (bigger for bigger frames).
     ///
-    /// The buffer starts with a small chunk and moves to `chunk_size` chunks the
-    /// first time a read fills all the room it was given, so idle connections
-    /// stay small and busy ones read in large batches.
+    /// The buffer starts with no memory; its first chunk is small and it moves
+    /// to `chunk_size` chunks the first time a plain read fills all the room it
+    /// was given, so idle connections stay small and busy ones read in large
+    /// batches.
     pub fn new(chunk_size: usize) -> Self {
         let chunk_size = Chunk::clamp(chunk_size.max(SMALL_CHUNK));
         Self {
-            chunk: Chunk::new(SMALL_CHUNK),
+            chunk: None,
+            seg: None,
             consumed: 0,
             filled: 0,
+            need: 0,
             chunk_size,
             class: SMALL_CHUNK,
             filled_tail: false,
@@ -161,11 +257,29 @@ impl RecvBuf {
         }
     }
 
+    /// The active region's start, if any.
+    fn base(&self) -> Option<NonNull<u8>> {
+        match (&self.seg, &self.chunk) {
+            (Some(seg), _) => Some(seg.ptr),
+            (None, Some(chunk)) => Some(chunk.ptr),
+            (None, None) => None,
+        }
+    }
+
     /// Received bytes not yet consumed; always starts at a frame boundary.
     pub fn unconsumed(&self) -> &[u8] {
-        // SAFETY: `[consumed, filled)` is written and no TailBuf is outstanding while
-        // `&self` is borrowed (reads take `&mut self` via `read_target`/`commit`).
-        unsafe { self.chunk.bytes(self.consumed, self.filled - self.consumed) }
+        match self.base() {
+            // SAFETY: `[consumed, filled)` of the active region is written and is
+            // never written again while the region is active (module invariant);
+            // no TailBuf is outstanding while `&self` is borrowed.
+            Some(base) => unsafe {
+                std::slice::from_raw_parts(
+                    base.as_ptr().add(self.consumed),
+                    self.filled - self.consumed,
+                )
+            },
+            None => &[],
+        }
     }
 
     /// A shared view of `len` unconsumed bytes starting `offset` bytes in.
@@ -174,27 +288,156 @@ impl RecvBuf {
             self.consumed + offset + len <= self.filled,
             "view past filled"
         );
-        FrameBytes {
-            chunk: self.chunk.clone(),
-            start: self.consumed + offset,
-            len,
-        }
+        let (owner, base) = match (&self.seg, &self.chunk) {
+            (Some(seg), _) => {
+                bufring::retain(seg.bid);
+                (Owner::Ring(seg.bid), seg.ptr)
+            }
+            (None, Some(chunk)) => (Owner::Heap(chunk.clone()), chunk.ptr),
+            (None, None) => unreachable!("a view past filled was refused above"),
+        };
+        // SAFETY: consumed + offset + len <= filled <= the region's length.
+        let ptr = unsafe { base.add(self.consumed + offset) };
+        FrameBytes { owner, ptr, len }
     }
 
-    /// Marks `n` bytes as consumed.
+    /// Marks `n` bytes as consumed; a fully consumed ring segment is let go.
     pub fn consume(&mut self, n: usize) {
         self.consumed += n;
         debug_assert!(self.consumed <= self.filled);
+        if self.consumed >= self.filled {
+            if let Some(seg) = self.seg.take() {
+                bufring::release(seg.bid);
+                (self.consumed, self.filled) = (0, 0);
+            }
+        }
     }
 
-    /// Makes room so the next read can complete a frame of `total` bytes.
-    ///
-    /// Keeps the current chunk while the whole frame fits and the free tail is
+    /// Notes that the next frame to complete is `total` bytes long.
+    pub fn reserve(&mut self, total: usize) {
+        self.need = total;
+    }
+
+    /// Lets go of all memory while nothing is pending: called between
+    /// receives on a buffer ring, so an idle connection holds no buffer.
+    pub fn release_idle(&mut self) {
+        if self.consumed == self.filled && self.seg.is_none() {
+            if let Some(chunk) = self.chunk.take() {
+                pool_chunk(chunk);
+            }
+            self.spare.drain(..).for_each(pool_chunk);
+            (self.consumed, self.filled) = (0, 0);
+        }
+    }
+
+    /// Takes `len` bytes a ring receive put at `ptr` in buffer `bid` (one
+    /// lease, which this buffer now owns). Read in place when they start a
+    /// frame at an aligned address; otherwise appended to the chunk.
+    pub fn push_segment(&mut self, bid: u16, ptr: NonNull<u8>, len: usize) {
+        let pending = self.filled - self.consumed;
+        if pending == 0 && ptr.as_ptr() as usize % FRAME_ALIGN == 0 {
+            if let Some(old) = self.seg.replace(Segment { bid, ptr }) {
+                bufring::release(old.bid);
+            }
+            if let Some(chunk) = self.chunk.take() {
+                pool_chunk(chunk);
+            }
+            (self.consumed, self.filled) = (0, len);
+            return;
+        }
+        self.make_room(len);
+        let chunk = self.chunk.as_ref().expect("make_room leaves a chunk");
+        // SAFETY: make_room left `len` free bytes past `filled` in the chunk,
+        // which no view covers; the segment is leased (the kernel does not
+        // write it) and lies in another allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), chunk.ptr.as_ptr().add(self.filled), len);
+        }
+        self.filled += len;
+        bufring::release(bid);
+    }
+
+    /// Makes the chunk the active region with its pending bytes at an aligned
+    /// place and at least `room` free bytes after them.
+    fn make_room(&mut self, room: usize) {
+        let pending = self.filled - self.consumed;
+        let want = (pending + room).max(self.need.min((2 * (pending + room)).max(self.class)));
+        if self.seg.is_none() {
+            if let Some(chunk) = &self.chunk {
+                if chunk.capacity() - self.filled >= room {
+                    return;
+                }
+                if Rc::strong_count(chunk) == 1 && chunk.capacity() >= pending + room {
+                    return self.compact();
+                }
+            }
+        }
+        self.switch_chunk(want);
+    }
+
+    /// Moves the unconsumed bytes to the front of the (unshared) current chunk.
+    fn compact(&mut self) {
+        let pending = self.filled - self.consumed;
+        if let Some(chunk) = &self.chunk {
+            // SAFETY: the chunk is unshared (no views), so nothing else reads or
+            // writes it; `copy` handles overlapping ranges within capacity.
+            unsafe {
+                let base = chunk.ptr.as_ptr();
+                std::ptr::copy(base.add(self.consumed), base, pending);
+            }
+        }
+        (self.consumed, self.filled) = (0, pending);
+    }
+
+    /// Moves the unconsumed bytes (of the chunk or the segment) to the front of
+    /// a free chunk of at least `cap` bytes; a segment is let go.
+    fn switch_chunk(&mut self, cap: usize) {
+        let fresh = match self
+            .spare
+            .iter()
+            .position(|c| Rc::strong_count(c) == 1 && c.capacity() >= cap)
+        {
+            Some(i) => self.spare.swap_remove(i),
+            None => pooled_chunk(cap),
+        };
+        let pending = self.filled - self.consumed;
+        if let Some(base) = self.base() {
+            // SAFETY: `fresh` is unshared (count 1, or new), so we may write its
+            // front; the source range is written and lives in another allocation.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    base.as_ptr().add(self.consumed),
+                    fresh.ptr.as_ptr(),
+                    pending,
+                );
+            }
+        }
+        if let Some(seg) = self.seg.take() {
+            bufring::release(seg.bid);
+        }
+        if let Some(old) = self.chunk.replace(fresh) {
+            let reusable = old.capacity() >= self.class && old.capacity() <= self.chunk_size * 4;
+            if self.spare.len() < MAX_SPARE_CHUNKS && reusable {
+                self.spare.push(old);
+            }
+        }
+        (self.consumed, self.filled) = (0, pending);
+    }
+
+    /// Makes room for a plain read towards the frame of [`reserve`](Self::reserve)d
+    /// length: keeps the chunk while the whole frame fits and the free tail is
     /// worth a read; otherwise compacts in place (chunk unshared) or moves the
     /// partial frame to a recycled chunk.
-    pub fn reserve(&mut self, total: usize) {
+    fn prepare_plain(&mut self) {
         let pending = self.filled - self.consumed;
-        let unshared = Rc::strong_count(&self.chunk) == 1;
+        if self.seg.is_some() {
+            return self.switch_chunk(self.need.min((2 * pending).max(self.class)));
+        }
+        let Some(chunk) = &self.chunk else {
+            return self.switch_chunk(self.class);
+        };
+        let unshared = Rc::strong_count(chunk) == 1;
+        let cap = chunk.capacity();
         if pending == 0 && unshared {
             (self.consumed, self.filled) = (0, 0);
         }
@@ -203,8 +446,7 @@ impl RecvBuf {
         }
         // A frame's header never reserves more than twice what has arrived (or
         // one chunk): a huge claimed length grows the buffer as bytes come in.
-        let target = total.min((2 * pending).max(self.class));
-        let cap = self.chunk.capacity();
+        let target = self.need.min((2 * pending).max(self.class));
         let needed = target.saturating_sub(pending).max(1);
         let room = cap - self.filled;
         let small = cap < self.class;
@@ -218,60 +460,24 @@ impl RecvBuf {
         }
     }
 
-    /// Moves the unconsumed bytes to the front of the (unshared) current chunk.
-    fn compact(&mut self) {
-        let pending = self.filled - self.consumed;
-        // SAFETY: the chunk is unshared (no views), so nothing else reads or writes
-        // it; `copy` handles overlapping ranges and both lie within capacity.
-        unsafe {
-            let base = self.chunk.ptr.as_ptr();
-            std::ptr::copy(base.add(self.consumed), base, pending);
-        }
-        (self.consumed, self.filled) = (0, pending);
-    }
-
-    /// Moves the unconsumed bytes to the front of a free chunk of at least `cap` bytes.
-    fn switch_chunk(&mut self, cap: usize) {
-        let fresh = match self
-            .spare
-            .iter()
-            .position(|c| Rc::strong_count(c) == 1 && c.capacity() >= cap)
-        {
-            Some(i) => self.spare.swap_remove(i),
-            None => Chunk::new(cap),
-        };
-        let pending = self.filled - self.consumed;
-        // SAFETY: `fresh` is unshared (count 1, or new), so we may write its front;
-        // the source range is written and lives in a different allocation.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.chunk.ptr.as_ptr().add(self.consumed),
-                fresh.ptr.as_ptr(),
-                pending,
-            );
-        }
-        let old = std::mem::replace(&mut self.chunk, fresh);
-        let reusable = old.capacity() >= self.class && old.capacity() <= self.chunk_size * 4;
-        if self.spare.len() < MAX_SPARE_CHUNKS && reusable {
-            self.spare.push(old);
-        }
-        (self.consumed, self.filled) = (0, pending);
-    }
-
-    /// The writable tail for the next read. Pass it to the read, then [`commit`](Self::commit).
+    /// The writable tail for the next plain read (room made for the reserved
+    /// frame). Pass it to the read, then [`commit`](Self::commit).
     pub fn read_target(&mut self) -> TailBuf {
+        self.prepare_plain();
+        let chunk = self.chunk.clone().expect("prepare_plain leaves a chunk");
         TailBuf {
-            chunk: self.chunk.clone(),
+            chunk,
             start: self.filled,
         }
     }
 
     /// Records `n` bytes received into the tail handed out by `read_target`.
     pub fn commit(&mut self, tail: TailBuf, n: usize) {
-        debug_assert!(Rc::ptr_eq(&tail.chunk, &self.chunk) && tail.start == self.filled);
-        let room = self.chunk.capacity() - self.filled;
+        let Some(chunk) = &self.chunk else { return };
+        debug_assert!(Rc::ptr_eq(&tail.chunk, chunk) && tail.start == self.filled);
+        let room = chunk.capacity() - self.filled;
         self.filled_tail = n > 0 && n >= room;
-        self.filled = (self.filled + n).min(self.chunk.capacity());
+        self.filled = (self.filled + n.min(room)).min(chunk.capacity());
     }
 }
 

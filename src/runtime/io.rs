@@ -7,6 +7,7 @@
 //! this module's functions. All of them must be called on a ringrpc core
 //! thread; off a core, I/O functions return an error and `spawn` panics.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -18,17 +19,29 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use super::buf::RecvBuf;
-use super::driver::{self, Hold, Op};
+use super::bufring;
+use super::driver::{self, Hold, Multishot, Op, Received};
 use super::executor;
 use super::timer::Sleep;
 
 pub(crate) use super::executor::{observe_turns, TURN_WAITING};
 pub use super::executor::{Panic, Task};
 
-/// A connected TCP socket owned by one core.
+/// A connected TCP socket owned by one core, with its multishot receive
+/// (armed on the first read when the core has a buffer ring).
 #[derive(Debug)]
 pub(crate) struct Stream {
+    recv: RefCell<Option<Multishot>>,
     fd: OwnedFd,
+}
+
+impl Stream {
+    fn new(fd: OwnedFd) -> Self {
+        Self {
+            recv: RefCell::new(None),
+            fd,
+        }
+    }
 }
 
 impl AsFd for Stream {
@@ -145,9 +158,7 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
     }
     socket.set_nonblocking(false)?;
     socket.set_tcp_nodelay(true)?;
-    Ok(Stream {
-        fd: OwnedFd::from(socket),
-    })
+    Ok(Stream::new(OwnedFd::from(socket)))
 }
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` and `SO_REUSEPORT`, so every
@@ -184,10 +195,8 @@ pub(crate) async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAdd
     let op = unsafe { Op::submit(entry, Hold::Accept) }.map_err(|(e, _)| e)?;
     let fd = op.await.0?;
     let fd = i32::try_from(fd).map_err(|_| io::Error::other("accept: bad descriptor"))?;
-    let stream = Stream {
-        // SAFETY: a successful accept returns a new descriptor that we now own.
-        fd: unsafe { OwnedFd::from_raw_fd(fd) },
-    };
+    // SAFETY: a successful accept returns a new descriptor that we now own.
+    let stream = Stream::new(unsafe { OwnedFd::from_raw_fd(fd) });
     let sock = socket2::SockRef::from(&stream);
     let peer = sock
         .peer_addr()?
@@ -202,10 +211,52 @@ pub(crate) async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAdd
     Ok((stream, peer))
 }
 
-/// Reads once into the tail of `buf`; returns the byte count (0 = end of stream).
+/// Receives the next bytes into `buf`; returns the byte count (0 = end of stream).
+///
+/// On a core with a buffer ring the socket's multishot receive delivers leased
+/// ring segments (armed on first use, re-armed when it ends); when the ring
+/// is dry, or without a ring, this is a plain receive into `buf`'s chunk.
+pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
+    if !bufring::enabled() {
+        return read_plain(stream, buf).await;
+    }
+    buf.release_idle();
+    loop {
+        if stream.recv.borrow().is_none() {
+            *stream.recv.borrow_mut() = Some(Multishot::recv(stream.as_raw_fd())?);
+        }
+        let next = poll_fn(|cx| match stream.recv.borrow_mut().as_mut() {
+            Some(recv) => recv.poll_next(cx),
+            None => Poll::Ready(None),
+        })
+        .await;
+        let Some(Received { res, buffer }) = next else {
+            // The multishot ended (it says why in the event before); re-arm.
+            stream.recv.borrow_mut().take();
+            continue;
+        };
+        if res == -libc::ENOBUFS {
+            bufring::note_dry();
+            stream.recv.borrow_mut().take();
+            return read_plain(stream, buf).await;
+        }
+        let n = usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let bid = buffer.ok_or_else(|| io::Error::other("receive without a buffer"))?;
+        let ptr =
+            bufring::take(bid, n).ok_or_else(|| io::Error::other("receive outside its buffer"))?;
+        buf.push_segment(bid, ptr, n);
+        super::busy::note_receive();
+        return Ok(n);
+    }
+}
+
+/// Receives once into the tail of `buf`'s chunk.
 /// The receive is armed after the core's ready tasks had their turn, so the sends they
 /// queue reach the kernel first (`sends_first`).
-pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
+async fn read_plain(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
     sends_first().await;
     let tail = buf.read_target();
     let (ptr, len) = tail.raw_parts();

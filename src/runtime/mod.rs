@@ -10,6 +10,7 @@
 //! kernel to finish their operations.
 
 pub(crate) mod buf;
+mod bufring;
 mod busy;
 mod driver;
 mod executor;
@@ -87,6 +88,7 @@ pub struct RuntimeBuilder {
     cpus: Option<Vec<usize>>,
     pin: bool,
     ring_entries: u32,
+    recv_buffers: Option<(u16, usize)>,
     sqpoll_idle: Option<Duration>,
     coop_taskrun: bool,
     defer_taskrun: bool,
@@ -101,6 +103,7 @@ impl Default for RuntimeBuilder {
             cpus: None,
             pin: true,
             ring_entries: 1024,
+            recv_buffers: Some((64, 64 << 10)),
             sqpoll_idle: None,
             coop_taskrun: true,
             defer_taskrun: true,
@@ -134,6 +137,27 @@ impl RuntimeBuilder {
     pub fn ring_entries(mut self, entries: u32) -> Self {
         self.ring_entries = entries;
         self
+    }
+
+    /// Each core's provided-buffer ring for multishot receives: `count`
+    /// buffers of `size` bytes, shared by all the core's connections (default
+    /// 64 × 64 KiB; `None`: plain receives into per-connection buffers).
+    ///
+    /// Bytes stay in a buffer while a [`Reply`](crate::Reply) or request
+    /// still reads them, and an idle connection holds none. When the ring runs
+    /// dry, a receive falls back to a plain one (counted as `recv_ring_dry`).
+    /// `count` is rounded up to a power of two (at most 32,768); `size` to a
+    /// multiple of 16 (4 KiB at least).
+    pub fn recv_buffers(mut self, buffers: Option<(u16, usize)>) -> Self {
+        self.recv_buffers = buffers;
+        self
+    }
+
+    fn buffer_shape(&self) -> Option<bufring::RingShape> {
+        self.recv_buffers.map(|(count, size)| bufring::RingShape {
+            count: count.clamp(1, 1 << 15).next_power_of_two(),
+            size: size.clamp(4096, 1 << 30).next_multiple_of(16),
+        })
     }
 
     /// Enables `IORING_SETUP_SQPOLL` with this idle time (default off).
@@ -219,9 +243,10 @@ impl RuntimeBuilder {
         let inbox = Arc::new(Inbox::new().map_err(Error::Io)?);
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (ring, pin, core_inbox) = (self.ring_config(), self.pin.then_some(cpu), inbox.clone());
+        let buffers = self.buffer_shape();
         let thread = std::thread::Builder::new()
             .name(format!("{}-{index}", self.name))
-            .spawn(move || core_main(index, pin, ring, core_inbox, ready_tx))
+            .spawn(move || core_main(index, pin, (ring, buffers), core_inbox, ready_tx))
             .map_err(Error::Io)?;
         match ready_rx.recv() {
             Ok(Ok(flags)) => Ok(Core {
@@ -258,7 +283,7 @@ fn pin_to(cpu: usize) -> std::io::Result<()> {
 fn core_main(
     index: usize,
     pin: Option<usize>,
-    ring: RingConfig,
+    (ring, buffers): (RingConfig, Option<bufring::RingShape>),
     inbox: Arc<Inbox>,
     ready: std_mpsc::Sender<std::io::Result<RingFlags>>,
 ) {
@@ -269,7 +294,7 @@ fn core_main(
     }
     // The ring is created here, on its thread: with SINGLE_ISSUER and
     // DEFER_TASKRUN only the creating thread may submit and reap.
-    let flags = match driver::install(&ring, inbox.event_fd()) {
+    let flags = match driver::install(&ring, buffers, inbox.event_fd()) {
         Ok(flags) => flags,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -354,7 +379,9 @@ impl Runtime {
         let tasks: Vec<_> = (0..self.cores.len())
             .filter_map(|core| {
                 self.spawn_on(core, move || async move {
-                    crate::metrics::local().snapshot(Some(core))
+                    let mut snap = crate::metrics::local().snapshot(Some(core));
+                    snap.recv_ring_dry = bufring::dry_count();
+                    snap
                 })
                 .ok()
             })

@@ -24,7 +24,9 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types, IoUring};
 
 pub(crate) use ops::Hold;
-use ops::{OpTable, CANCEL_USER_DATA, WAKE_USER_DATA};
+use ops::{OpTable, Reaped, CANCEL_USER_DATA, WAKE_USER_DATA};
+
+use super::bufring::{self, RingShape};
 pub(crate) use setup::RingConfig;
 pub use setup::RingFlags;
 
@@ -54,9 +56,28 @@ fn not_on_core() -> io::Error {
 }
 
 /// Creates this thread's ring; `wake_fd` is the eventfd that other threads
-/// write to wake it. Returns the flags the kernel granted.
-pub(crate) fn install(cfg: &RingConfig, wake_fd: RawFd) -> io::Result<RingFlags> {
-    let (ring, flags) = setup::build(cfg)?;
+/// write to wake it. Returns the flags the kernel granted. With `buffers`, a
+/// provided-buffer ring of that shape is registered for multishot receives
+/// (left out, with a warning, where the kernel has none).
+pub(crate) fn install(
+    cfg: &RingConfig,
+    buffers: Option<RingShape>,
+    wake_fd: RawFd,
+) -> io::Result<RingFlags> {
+    let (ring, mut flags) = setup::build(cfg)?;
+    if let Some(shape) = buffers {
+        let submitter = ring.submitter();
+        let registered = bufring::install(shape, |addr, entries, group, ring_flags| {
+            // SAFETY: `addr` is the page-aligned entry array the buffer ring
+            // allocated with `entries` entries; it stays allocated until the
+            // io_uring is dropped (bufring::uninstall runs after it).
+            unsafe { submitter.register_buf_ring_with_flags(addr, entries, group, ring_flags) }
+        });
+        match registered {
+            Ok(()) => flags.buffer_ring = true,
+            Err(e) => tracing::warn!(error = %e, "no provided-buffer ring: plain receives"),
+        }
+    }
     let driver = Driver {
         ring,
         ops: OpTable::default(),
@@ -78,7 +99,10 @@ pub(crate) fn uninstall() {
     if let Some(driver) = DRIVER.with(|d| d.borrow_mut().take()) {
         if driver.ops.len() > 0 {
             std::mem::forget(driver);
+            return;
         }
+        drop(driver);
+        bufring::uninstall();
     }
 }
 
@@ -137,11 +161,11 @@ impl Driver {
             match cqe.user_data() {
                 CANCEL_USER_DATA => {}
                 WAKE_USER_DATA => self.wake_armed = false,
-                user_data => {
-                    if let Some(waker) = self.ops.complete(user_data, cqe.result()) {
-                        self.woken.push(waker);
-                    }
-                }
+                user_data => match self.ops.complete(user_data, cqe.result(), cqe.flags()) {
+                    Reaped::Wake(waker) => self.woken.push(waker),
+                    Reaped::Done => {}
+                    Reaped::Orphan => return_buffer(cqe.result(), cqe.flags()),
+                },
             }
         }
     }
@@ -221,7 +245,7 @@ impl Op {
             match unsafe { d.push(&entry.user_data(user_data)) } {
                 Ok(()) => Ok(user_data),
                 Err(e) => {
-                    d.ops.complete(user_data, 0);
+                    d.ops.complete(user_data, 0, 0);
                     let _ = d.ops.abandon(user_data, Hold::None);
                     Err(e)
                 }
@@ -270,5 +294,103 @@ impl Drop for Op {
                 let _ = unsafe { d.push(&cancel) };
             }
         });
+    }
+}
+
+/// Returns the buffer a completion nobody will read carries.
+fn return_buffer(res: i32, flags: u32) {
+    if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
+        let len = usize::try_from(res).unwrap_or(0);
+        if bufring::take(bid, len).is_some() {
+            bufring::release(bid);
+        }
+    }
+}
+
+/// One completion of a multishot receive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes received, or the negated errno (`0`: end of stream).
+    pub res: i32,
+    /// The ring buffer the bytes are in.
+    pub buffer: Option<u16>,
+}
+
+/// A multishot receive on one socket; dropping it cancels the operation and
+/// returns the buffers of completions nobody took.
+pub(crate) struct Multishot {
+    user_data: u64,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Multishot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Multishot")
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
+impl Multishot {
+    /// Arms a multishot receive on `fd` into this core's buffer ring.
+    pub fn recv(fd: RawFd) -> io::Result<Self> {
+        let entry = opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP).build();
+        with(|d| {
+            let user_data = d.ops.insert_multishot();
+            // SAFETY: the receive writes only into provided buffers, which the
+            // buffer ring owns and lends out per completion.
+            match unsafe { d.push(&entry.user_data(user_data)) } {
+                Ok(()) => Ok(Multishot {
+                    user_data,
+                    ended: false,
+                }),
+                Err(e) => {
+                    d.ops.abandon_multishot(user_data);
+                    d.ops.complete(user_data, 0, 0);
+                    Err(e)
+                }
+            }
+        })
+        .ok_or_else(not_on_core)?
+    }
+
+    /// The next completion; `None` once the operation has ended (re-arm then).
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Received>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let user_data = self.user_data;
+        let polled = with(|d| d.ops.poll_event(user_data, cx)).unwrap_or(Poll::Ready(None));
+        polled.map(|event| {
+            let Some((res, flags)) = event else {
+                self.ended = true;
+                return None;
+            };
+            let buffer = io_uring::cqueue::buffer_select(flags);
+            Some(Received { res, buffer })
+        })
+    }
+}
+
+impl Drop for Multishot {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let user_data = self.user_data;
+        let left = with(|d| {
+            let (left, running) = d.ops.abandon_multishot(user_data);
+            if running {
+                let cancel = opcode::AsyncCancel::new(user_data)
+                    .build()
+                    .user_data(CANCEL_USER_DATA);
+                // SAFETY: a cancel points to no memory.
+                let _ = unsafe { d.push(&cancel) };
+            }
+            left
+        });
+        for (res, flags) in left.into_iter().flatten() {
+            return_buffer(res, flags);
+        }
     }
 }

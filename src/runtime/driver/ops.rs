@@ -15,8 +15,11 @@
 //! No allocation per operation in steady state: the slab keeps its capacity,
 //! wakers are task handles (a reference count), and holds are moved, not boxed.
 
+use std::collections::VecDeque;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::task::{Context, Poll, Waker};
+
+use io_uring::cqueue;
 
 use slab::Slab;
 
@@ -37,6 +40,19 @@ pub(crate) enum Hold {
     Bytes(Vec<u8>),
     /// An accept: a descriptor produced after the future was dropped is closed.
     Accept,
+    /// A multishot operation: its slot is freed on the completion without `MORE`.
+    Multishot,
+}
+
+/// What the driver must do about one completion.
+pub(crate) enum Reaped {
+    /// Nothing more.
+    Done,
+    /// Wake this task.
+    Wake(Waker),
+    /// The completion belongs to a dropped multishot operation: return the
+    /// buffer it carries, if any.
+    Orphan,
 }
 
 /// Where one operation is in its life.
@@ -47,6 +63,12 @@ enum Lifecycle {
     Waiting(Waker),
     /// The completion arrived and waits for its future to take it.
     Completed { res: i32 },
+    /// A multishot operation: its completions queue up until taken.
+    Streaming {
+        events: VecDeque<(i32, u32)>,
+        waker: Option<Waker>,
+        ended: bool,
+    },
     /// The future was dropped; the slot keeps the memory until the completion.
     Ignored(Hold),
 }
@@ -70,12 +92,22 @@ fn split(user_data: u64) -> (usize, u32) {
 impl OpTable {
     /// Takes a slot for a new operation and returns its `user_data`.
     pub fn insert(&mut self) -> u64 {
+        self.insert_with(Lifecycle::Submitted)
+    }
+
+    /// Takes a slot for a new multishot operation and returns its `user_data`.
+    pub fn insert_multishot(&mut self) -> u64 {
+        self.insert_with(Lifecycle::Streaming {
+            events: VecDeque::new(),
+            waker: None,
+            ended: false,
+        })
+    }
+
+    fn insert_with(&mut self, life: Lifecycle) -> u64 {
         let generation = self.next_generation;
         self.next_generation = generation.wrapping_add(1);
-        let index = self.slots.insert(Slot {
-            generation,
-            life: Lifecycle::Submitted,
-        });
+        let index = self.slots.insert(Slot { generation, life });
         (u64::from(generation) << 32) | index as u64
     }
 
@@ -91,21 +123,89 @@ impl OpTable {
             .filter(|slot| slot.generation == generation)
     }
 
-    /// Records a completion; returns the waker of the task waiting for it.
-    pub fn complete(&mut self, user_data: u64, res: i32) -> Option<Waker> {
-        let slot = self.slot_mut(user_data)?;
+    /// Records a completion; says whom to wake (or that it is an orphan).
+    /// A completion for a slot that is gone or reused is dropped.
+    pub fn complete(&mut self, user_data: u64, res: i32, flags: u32) -> Reaped {
+        let Some(slot) = self.slot_mut(user_data) else {
+            return Reaped::Done;
+        };
+        if let Lifecycle::Streaming {
+            events,
+            waker,
+            ended,
+        } = &mut slot.life
+        {
+            events.push_back((res, flags));
+            *ended |= !cqueue::more(flags);
+            return waker.take().map_or(Reaped::Done, Reaped::Wake);
+        }
+        if let Lifecycle::Ignored(Hold::Multishot) = slot.life {
+            if !cqueue::more(flags) {
+                self.slots.remove(split(user_data).0);
+            }
+            return Reaped::Orphan;
+        }
         match std::mem::replace(&mut slot.life, Lifecycle::Completed { res }) {
-            Lifecycle::Waiting(waker) => Some(waker),
-            Lifecycle::Submitted | Lifecycle::Completed { .. } => None,
+            Lifecycle::Waiting(waker) => Reaped::Wake(waker),
             Lifecycle::Ignored(hold) => {
-                let (index, _) = split(user_data);
-                self.slots.remove(index);
+                self.slots.remove(split(user_data).0);
                 if matches!(hold, Hold::Accept) && res >= 0 {
                     // SAFETY: a successful accept's result is a new descriptor
                     // that nothing else owns (its future is gone).
                     drop(unsafe { OwnedFd::from_raw_fd(res) });
                 }
-                None
+                Reaped::Done
+            }
+            _ => Reaped::Done,
+        }
+    }
+
+    /// Takes the next completion of multishot `user_data`; `Ready(None)` once
+    /// the operation has ended and every completion was taken (the slot is
+    /// then freed).
+    pub fn poll_event(&mut self, user_data: u64, cx: &mut Context<'_>) -> Poll<Option<(i32, u32)>> {
+        let Some(Slot {
+            life:
+                Lifecycle::Streaming {
+                    events,
+                    waker,
+                    ended,
+                },
+            ..
+        }) = self.slot_mut(user_data)
+        else {
+            return Poll::Ready(None);
+        };
+        if let Some(event) = events.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if *ended {
+            self.slots.remove(split(user_data).0);
+            return Poll::Ready(None);
+        }
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Drops multishot `user_data`'s consumer: returns the completions it did
+    /// not take (their buffers must be returned) and whether the kernel still
+    /// runs the operation (then a cancel must be queued).
+    pub fn abandon_multishot(&mut self, user_data: u64) -> (VecDeque<(i32, u32)>, bool) {
+        let Some(slot) = self.slot_mut(user_data) else {
+            return (VecDeque::new(), false);
+        };
+        match std::mem::replace(&mut slot.life, Lifecycle::Ignored(Hold::Multishot)) {
+            Lifecycle::Streaming { events, ended, .. } => {
+                if ended {
+                    self.slots.remove(split(user_data).0);
+                }
+                (events, !ended)
+            }
+            other => {
+                slot.life = other;
+                (VecDeque::new(), false)
             }
         }
     }
@@ -150,7 +250,7 @@ impl OpTable {
         if let Some(slot) = self.slot_mut(user_data) {
             slot.life = Lifecycle::Ignored(hold);
         }
-        self.complete(user_data, res);
+        self.complete(user_data, res, 0);
     }
 }
 
@@ -180,7 +280,10 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let ud = ops.insert();
         assert!(ops.poll(ud, &mut cx).is_pending());
-        ops.complete(ud, 42).expect("waiter").wake();
+        let Reaped::Wake(w) = ops.complete(ud, 42, 0) else {
+            panic!("no waiter")
+        };
+        w.wake();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert_eq!(ops.poll(ud, &mut cx), Poll::Ready(42));
         assert_eq!(ops.len(), 0);
@@ -191,11 +294,14 @@ mod tests {
         let mut ops = OpTable::default();
         let first = ops.insert();
         assert!(ops.abandon(first, Hold::None), "in flight: cancel needed");
-        ops.complete(first, -libc::ECANCELED);
+        ops.complete(first, -libc::ECANCELED, 0);
         assert_eq!(ops.len(), 0, "ignored slot freed on its completion");
         let second = ops.insert();
         assert_eq!(split(first).0, split(second).0, "same index reused");
-        assert!(ops.complete(first, 7).is_none(), "stale generation dropped");
+        assert!(
+            matches!(ops.complete(first, 7, 0), Reaped::Done),
+            "stale generation dropped"
+        );
         let (_, waker) = waker();
         let mut cx = Context::from_waker(&waker);
         assert!(
@@ -216,7 +322,48 @@ mod tests {
             Some(Lifecycle::Ignored(Hold::Bytes(b))) => assert_eq!(b.as_ptr(), ptr),
             _ => panic!("hold not kept"),
         }
-        ops.complete(ud, 64);
+        ops.complete(ud, 64, 0);
+        assert_eq!(ops.len(), 0);
+    }
+
+    const MORE: u32 = 1 << 1; // IORING_CQE_F_MORE
+
+    #[test]
+    fn multishot_completions_queue_until_taken_and_the_last_frees_the_slot() {
+        let mut ops = OpTable::default();
+        let (count, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        let ud = ops.insert_multishot();
+        assert!(ops.poll_event(ud, &mut cx).is_pending());
+        let Reaped::Wake(w) = ops.complete(ud, 10, MORE) else {
+            panic!("no waiter")
+        };
+        w.wake();
+        assert!(matches!(ops.complete(ud, 20, MORE), Reaped::Done));
+        assert!(matches!(ops.complete(ud, 0, 0), Reaped::Done));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(Some((10, MORE))));
+        assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(Some((20, MORE))));
+        assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(Some((0, 0))));
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(None));
+        assert_eq!(ops.len(), 0);
+    }
+
+    #[test]
+    fn a_dropped_multishot_hands_back_its_events_and_ends_on_its_last_completion() {
+        let mut ops = OpTable::default();
+        let ud = ops.insert_multishot();
+        ops.complete(ud, 10, MORE);
+        let (left, cancel) = ops.abandon_multishot(ud);
+        assert_eq!(left.len(), 1);
+        assert!(cancel);
+        assert!(matches!(ops.complete(ud, 30, MORE), Reaped::Orphan));
+        assert_eq!(ops.len(), 1);
+        assert!(matches!(
+            ops.complete(ud, -libc::ECANCELED, 0),
+            Reaped::Orphan
+        ));
         assert_eq!(ops.len(), 0);
     }
 
@@ -224,7 +371,7 @@ mod tests {
     fn abandoning_a_completed_operation_frees_it_at_once() {
         let mut ops = OpTable::default();
         let ud = ops.insert();
-        ops.complete(ud, 5);
+        ops.complete(ud, 5, 0);
         assert!(!ops.abandon(ud, Hold::None), "no cancel for a finished op");
         assert_eq!(ops.len(), 0);
     }
@@ -237,7 +384,7 @@ mod tests {
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         assert!(fd >= 0);
         assert!(ops.abandon(ud, Hold::Accept));
-        ops.complete(ud, fd);
+        ops.complete(ud, fd, 0);
         // SAFETY: fcntl on a (possibly closed) descriptor number only queries it.
         let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
         assert!(closed, "descriptor closed");

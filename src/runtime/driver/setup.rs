@@ -26,6 +26,9 @@ pub struct RingFlags {
     pub coop_taskrun: bool,
     /// `IORING_SETUP_SQPOLL`: a kernel thread polls the submission queue.
     pub sqpoll: bool,
+    /// A provided-buffer ring is registered (5.19): receives are multishot
+    /// (6.0) and idle connections hold no receive buffer.
+    pub buffer_ring: bool,
 }
 
 /// What the runtime builder asks of each ring.
@@ -64,6 +67,7 @@ pub(crate) fn build(cfg: &RingConfig) -> io::Result<(IoUring, RingFlags)> {
         defer_taskrun: cfg.defer_taskrun && !sqpoll,
         coop_taskrun: cfg.coop_taskrun,
         sqpoll,
+        ..RingFlags::default()
     };
     let steps = [
         full,
