@@ -44,9 +44,22 @@ pub enum Error {
     /// An OS-level I/O error (bind, listen, thread start).
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    /// Invalid configuration or registration (bad or duplicate method name...).
+    /// Invalid configuration or registration (bad or duplicate method name,
+    /// zero-sized ring, unknown CPU...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Work was sent to a core index the runtime does not have.
+    #[error("no core {core} (the runtime has {cores})")]
+    NoSuchCore {
+        /// The index asked for.
+        core: usize,
+        /// How many cores the runtime has.
+        cores: usize,
+    },
+    /// A call or connect was made off a ringrpc core thread (clients and their
+    /// connections live on one core; use `Runtime::spawn_on`/`block_on`).
+    #[error("not on a ringrpc core thread")]
+    NotOnCore,
     /// The runtime, client or server has been shut down.
     #[error("shut down")]
     Shutdown,

@@ -213,12 +213,42 @@ impl RuntimeBuilder {
         }
     }
 
-    /// Starts the cores. Fails with [`Error::IoUringUnavailable`] when a ring cannot
-    /// be created (old kernel, seccomp, `io_uring_disabled` sysctl).
+    /// Checks the settings against each other and this machine.
+    fn validate(&self, cpus: &[usize]) -> Result<(), Error> {
+        let bad = |why: String| Err(Error::Config(why));
+        if cpus.is_empty() {
+            return bad("a runtime needs at least one core".into());
+        }
+        if !(1..=32_768).contains(&self.ring_entries) {
+            return bad(format!("ring_entries {} is not in 1..=32768", self.ring_entries));
+        }
+        if let Some((count, size)) = self.recv_buffers {
+            if count == 0 || size == 0 || size > 1 << 30 {
+                return bad(format!(
+                    "recv_buffers ({count} x {size} B): need at least one buffer of 1 B ..= 1 GiB"
+                ));
+            }
+        }
+        if self.pin {
+            let allowed = allowed_cpus()?;
+            if let Some(cpu) = cpus.iter().find(|c| !allowed.contains(c)) {
+                return bad(format!(
+                    "cpu {cpu} is not available to this process (allowed: {allowed:?})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the cores. Fails with [`Error::Config`] for settings that cannot
+    /// work (no core, a CPU this process may not run on, a zero-sized ring),
+    /// and with [`Error::IoUringUnavailable`] when a ring cannot be created
+    /// (old kernel, seccomp, `io_uring_disabled` sysctl).
     pub fn build(self) -> Result<Runtime, Error> {
         let cpus = self.cpus.clone().unwrap_or_else(|| {
             (0..std::thread::available_parallelism().map_or(1, usize::from)).collect()
         });
+        self.validate(&cpus)?;
         let mut cores = Vec::with_capacity(cpus.len());
         for (index, &cpu) in cpus.iter().enumerate() {
             cores.push(self.start_core(index, cpu)?);
@@ -262,6 +292,21 @@ impl RuntimeBuilder {
                 "core thread died at start",
             ))),
         }
+    }
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Result<Vec<usize>, Error> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(Error::Io(std::io::Error::last_os_error()));
+        }
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect())
     }
 }
 
@@ -321,6 +366,17 @@ pub struct Runtime {
     watchdog: Option<Watchdog>,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flags: Vec<_> = self.cores.iter().map(|c| c.flags).collect();
+        f.debug_struct("Runtime")
+            .field("cores", &self.cores.len())
+            .field("ring_flags", &flags)
+            .field("stall_watchdog", &self.watchdog.is_some())
+            .finish()
+    }
+}
+
 impl Runtime {
     /// A builder with the defaults listed on [`RuntimeBuilder`].
     pub fn builder() -> RuntimeBuilder {
@@ -349,7 +405,10 @@ impl Runtime {
             })
             .detach();
         });
-        let target = self.cores.get(core).ok_or(Error::Shutdown)?;
+        let target = self.cores.get(core).ok_or(Error::NoSuchCore {
+            core,
+            cores: self.cores.len(),
+        })?;
         if !target.inbox.push_job(job) {
             return Err(Error::Shutdown);
         }
@@ -462,6 +521,12 @@ pub struct CoreTask<T> {
     rx: std_mpsc::Receiver<T>,
 }
 
+impl<T> std::fmt::Debug for CoreTask<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreTask").finish_non_exhaustive()
+    }
+}
+
 impl<T> CoreTask<T> {
     /// Blocks until the task finishes. Fails with [`Error::Shutdown`] if the task
     /// panicked or its core stopped first.
@@ -499,7 +564,10 @@ mod tests {
                 Some(core)
             );
         }
-        assert!(matches!(rt.spawn_on(5, || async {}), Err(Error::Shutdown)));
+        assert!(matches!(
+            rt.spawn_on(5, || async {}),
+            Err(Error::NoSuchCore { core: 5, cores: 2 })
+        ));
         rt.shutdown();
     }
 
@@ -558,6 +626,20 @@ mod tests {
         });
         assert_eq!(turns.unwrap(), io::MAX_TURNS_BEFORE_RECEIVE);
         rt.shutdown();
+    }
+
+    #[test]
+    fn builders_refuse_settings_that_cannot_work() {
+        let config_error = |b: RuntimeBuilder| matches!(b.build(), Err(Error::Config(_)));
+        assert!(config_error(Runtime::builder().cpus([])));
+        assert!(config_error(Runtime::builder().cores(1).ring_entries(0)));
+        assert!(config_error(Runtime::builder().cores(1).ring_entries(1 << 20)));
+        assert!(config_error(Runtime::builder().cores(1).recv_buffers(Some((0, 4096)))));
+        assert!(config_error(Runtime::builder().cpus([100_000])));
+        let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+        assert!(rt.ring_flags(0).is_some());
+        assert!(rt.ring_flags(1).is_none());
+        assert!(format!("{rt:?}").contains("ring_flags"));
     }
 
     #[test]
