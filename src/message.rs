@@ -25,6 +25,7 @@ use crate::protocol::ProtocolError;
 use crate::runtime::buf::FrameBytes;
 
 /// Appends serialised bytes to a connection's send buffer in place.
+#[derive(Debug)]
 pub struct OutWriter<'w>(&'w mut Vec<u8>);
 
 impl rkyv::ser::Positional for OutWriter<'_> {
@@ -113,6 +114,7 @@ impl<S> BorrowSerializer for S where
 /// let borrowed = rkyv::to_bytes::<rkyv::rancor::Error>(&BlobRef { id: 7, data: &[1, 2, 3] }).unwrap();
 /// assert_eq!(owned.as_slice(), borrowed.as_slice());
 /// ```
+#[derive(Debug)]
 pub struct SliceAsVec;
 
 impl<T: Archive> ArchiveWith<&[T]> for SliceAsVec {
@@ -136,6 +138,7 @@ where
 
 /// An rkyv `with` wrapper that archives a borrowed `&str` exactly like a
 /// `String` (the text counterpart of [`SliceAsVec`], used the same way).
+#[derive(Debug)]
 pub struct StrAsString;
 
 impl ArchiveWith<&str> for StrAsString {

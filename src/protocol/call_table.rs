@@ -20,6 +20,14 @@ pub struct CallTable<T> {
     next_generation: u32,
 }
 
+impl<T> std::fmt::Debug for CallTable<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallTable")
+            .field("in_flight", &self.slots.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Default for CallTable<T> {
     fn default() -> Self {
         Self::with_capacity(0)
