@@ -297,6 +297,10 @@ pub(crate) async fn sends_first() {
 
 /// Writes all of `data`, handing the buffer back for reuse.
 ///
+/// A send of at least the core's `SEND_ZC` threshold goes zero-copy (the
+/// buffer is handed back only after the kernel's notification that it let go
+/// of the pages); a socket that cannot do it turns zero-copy off for the core.
+///
 /// If other tasks are still scheduled on this core when the send is queued,
 /// it is submitted to the kernel at once instead of with the core's next wait,
 /// so the peer can start on these bytes while this core works on the rest
@@ -308,9 +312,16 @@ pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>
     while sent < data.len() {
         let rest = data[sent..].as_ptr();
         let len = u32::try_from(data.len() - sent).unwrap_or(u32::MAX);
-        let entry = opcode::Send::new(fd_of(stream), rest, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build();
+        let zero_copy = driver::use_send_zc(len as usize);
+        let entry = if zero_copy {
+            opcode::SendZc::new(fd_of(stream), rest, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::Send::new(fd_of(stream), rest, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        };
         // SAFETY: the entry points into `data`'s heap buffer, which the op
         // holds (moving a Vec does not move its buffer) until completion.
         let op = match unsafe { Op::submit(entry, Hold::Bytes(data)) } {
@@ -326,6 +337,9 @@ pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
             Ok(n) => sent += n as usize,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if zero_copy && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                driver::disable_send_zc();
+            }
             Err(e) => return (Err(e), data),
         }
     }

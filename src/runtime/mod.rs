@@ -89,6 +89,7 @@ pub struct RuntimeBuilder {
     pin: bool,
     ring_entries: u32,
     recv_buffers: Option<(u16, usize)>,
+    send_zc: Option<usize>,
     sqpoll_idle: Option<Duration>,
     coop_taskrun: bool,
     defer_taskrun: bool,
@@ -104,6 +105,7 @@ impl Default for RuntimeBuilder {
             pin: true,
             ring_entries: 1024,
             recv_buffers: Some((64, 64 << 10)),
+            send_zc: None,
             sqpoll_idle: None,
             coop_taskrun: true,
             defer_taskrun: true,
@@ -150,6 +152,16 @@ impl RuntimeBuilder {
     /// multiple of 16 (4 KiB at least).
     pub fn recv_buffers(mut self, buffers: Option<(u16, usize)>) -> Self {
         self.recv_buffers = buffers;
+        self
+    }
+
+    /// Sends of at least `min_bytes` use `IORING_OP_SEND_ZC` (zero-copy: the
+    /// kernel sends from the connection's buffer instead of copying it);
+    /// default `None` (never). Worth it only on a NIC with zero-copy transmit
+    /// and for large sends: on loopback and veth the kernel copies anyway and
+    /// zero-copy is slower (docs/benchmarks.md, "SEND_ZC").
+    pub fn send_zc(mut self, min_bytes: Option<usize>) -> Self {
+        self.send_zc = min_bytes;
         self
     }
 
@@ -210,6 +222,7 @@ impl RuntimeBuilder {
             coop_taskrun: self.coop_taskrun,
             defer_taskrun: self.defer_taskrun,
             sqpoll_idle: self.sqpoll_idle,
+            send_zc: self.send_zc,
         }
     }
 

@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// (`RuntimeBuilder::busy_poll`); 0 = off.
     #[arg(long, default_value_t = 0, value_name = "MICROS")]
     pub busy_poll: u64,
+    /// Send with `SEND_ZC` (zero-copy) from this many bytes on, on the client
+    /// and the embedded server (`RuntimeBuilder::send_zc`); default: never.
+    #[arg(long, value_name = "BYTES")]
+    pub send_zc: Option<usize>,
     /// Runs per setting for `--compare metrics`.
     #[arg(long, default_value = "5", value_parser = parse_positive, value_name = "N")]
     pub rounds: usize,
@@ -166,11 +170,12 @@ struct EmbeddedServer {
 }
 
 impl EmbeddedServer {
-    fn start(cpu: usize, metrics: bool, busy_poll: Option<Duration>) -> CliResult<Self> {
+    fn start(cpu: usize, metrics: bool, args: &BenchArgs) -> CliResult<Self> {
         let runtime = Runtime::builder()
             .cpus([cpu])
             .name(SIDES.server)
-            .busy_poll(busy_poll)
+            .busy_poll(args.busy())
+            .send_zc(args.send_zc)
             .build()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let handle = echo::server()?.metrics(metrics).serve(&runtime, addr)?;
@@ -328,7 +333,7 @@ fn with_runtimes(
 ) -> CliResult<Measured> {
     let server = match args.connect {
         Some(_) => None,
-        None => Some(EmbeddedServer::start(cpus.server, metrics, args.busy())?),
+        None => Some(EmbeddedServer::start(cpus.server, metrics, args)?),
     };
     let addr = args
         .connect
@@ -338,6 +343,7 @@ fn with_runtimes(
         .cpus(cpus.client.iter().copied())
         .name(SIDES.client)
         .busy_poll(args.busy())
+        .send_zc(args.send_zc)
         .build()?;
     let row = measure(Target {
         runtime: &runtime,

@@ -102,6 +102,7 @@ impl TuneArgs {
             compare: None,
             rounds: 1,
             busy_poll: 0,
+            send_zc: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub(crate) struct Driver {
     wake_fd: RawFd,
     wake_buf: &'static mut [u8; 8],
     wake_armed: bool,
+    /// Sends of at least this many bytes go zero-copy (`None`: never).
+    send_zc: Option<usize>,
 }
 
 thread_local! {
@@ -87,6 +89,7 @@ pub(crate) fn install(
         // complete the wake-up read while a dropped ring is torn down.
         wake_buf: Box::leak(Box::new([0; 8])),
         wake_armed: false,
+        send_zc: cfg.send_zc,
     };
     DRIVER.with(|d| *d.borrow_mut() = Some(driver));
     Ok(flags)
@@ -215,6 +218,16 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Whether a send of `len` bytes should go zero-copy on this core.
+pub(crate) fn use_send_zc(len: usize) -> bool {
+    with(|d| d.send_zc.is_some_and(|min| len >= min)).unwrap_or(false)
+}
+
+/// Stops using `SEND_ZC` on this core (the socket type does not support it).
+pub(crate) fn disable_send_zc() {
+    with(|d| d.send_zc = None);
 }
 
 /// Submits the queued operations now instead of at the end of the turn, so the

@@ -61,6 +61,9 @@ enum Lifecycle {
     Submitted,
     /// A task waits for the completion.
     Waiting(Waker),
+    /// A zero-copy send's result arrived; its buffer is still the kernel's
+    /// until the notification completion (`IORING_CQE_F_NOTIF`) follows.
+    Notifying { res: i32, waker: Option<Waker> },
     /// The completion arrived and waits for its future to take it.
     Completed { res: i32 },
     /// A multishot operation: its completions queue up until taken.
@@ -145,8 +148,29 @@ impl OpTable {
             }
             return Reaped::Orphan;
         }
+        if cqueue::more(flags) {
+            // A first completion with a final one to follow (a zero-copy send).
+            match &mut slot.life {
+                Lifecycle::Ignored(_) => {}
+                life => {
+                    let waker = match std::mem::replace(life, Lifecycle::Submitted) {
+                        Lifecycle::Waiting(w) => Some(w),
+                        _ => None,
+                    };
+                    *life = Lifecycle::Notifying { res, waker };
+                }
+            }
+            return Reaped::Done;
+        }
+        let res = match slot.life {
+            Lifecycle::Notifying { res: first, .. } if cqueue::notif(flags) => first,
+            _ => res,
+        };
         match std::mem::replace(&mut slot.life, Lifecycle::Completed { res }) {
-            Lifecycle::Waiting(waker) => Reaped::Wake(waker),
+            Lifecycle::Waiting(waker)
+            | Lifecycle::Notifying {
+                waker: Some(waker), ..
+            } => Reaped::Wake(waker),
             Lifecycle::Ignored(hold) => {
                 self.slots.remove(split(user_data).0);
                 if matches!(hold, Hold::Accept) && res >= 0 {
@@ -223,6 +247,10 @@ impl OpTable {
                 Poll::Ready(res)
             }
             Lifecycle::Waiting(waker) if waker.will_wake(cx.waker()) => Poll::Pending,
+            Lifecycle::Notifying { waker, .. } => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
             life => {
                 *life = Lifecycle::Waiting(cx.waker().clone());
                 Poll::Pending
@@ -364,6 +392,31 @@ mod tests {
             ops.complete(ud, -libc::ECANCELED, 0),
             Reaped::Orphan
         ));
+        assert_eq!(ops.len(), 0);
+    }
+
+    const NOTIF: u32 = 1 << 3; // IORING_CQE_F_NOTIF
+
+    #[test]
+    fn a_zero_copy_send_completes_on_its_notification_with_the_first_result() {
+        let mut ops = OpTable::default();
+        let (count, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        let ud = ops.insert();
+        assert!(ops.poll(ud, &mut cx).is_pending());
+        assert!(matches!(ops.complete(ud, 4096, MORE), Reaped::Done));
+        assert!(ops.poll(ud, &mut cx).is_pending(), "buffer still the kernel's");
+        let Reaped::Wake(w) = ops.complete(ud, 0, NOTIF) else {
+            panic!("no waiter")
+        };
+        w.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ops.poll(ud, &mut cx), Poll::Ready(4096));
+        // Dropped between the two: the memory stays until the notification.
+        let ud = ops.insert();
+        ops.complete(ud, 10, MORE);
+        assert!(ops.abandon(ud, Hold::Bytes(vec![0; 10])));
+        ops.complete(ud, 0, NOTIF);
         assert_eq!(ops.len(), 0);
     }
 

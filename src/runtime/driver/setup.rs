@@ -38,6 +38,8 @@ pub(crate) struct RingConfig {
     pub coop_taskrun: bool,
     pub defer_taskrun: bool,
     pub sqpoll_idle: Option<Duration>,
+    /// Sends of at least this many bytes use `SEND_ZC` (`None`: never).
+    pub send_zc: Option<usize>,
 }
 
 fn try_build(cfg: &RingConfig, flags: RingFlags) -> io::Result<IoUring> {
