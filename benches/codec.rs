@@ -1,7 +1,8 @@
-//! Codec micro-benchmarks: frame header encode/decode, the frame CRC, whole-frame
-//! encode/decode, incremental decoding of a buffer of 1000 frames, and rkyv
-//! serialisation + validated access of the echo message, for 64 B and 4 KiB
-//! payloads.
+//! Codec micro-benchmarks: frame header encode/decode, the header and data
+//! digests, whole-frame encode/decode and incremental decoding of a buffer of
+//! 1000 frames (each with the data digest, the default, and without it:
+//! `*_no_digest`), and rkyv serialisation + validated access of the echo
+//! message, for 64 B and 4 KiB payloads.
 //!
 //! Run: `cargo bench --bench codec` (HTML report: target/criterion/report/index.html).
 
@@ -9,9 +10,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringrpc::protocol::header::frame_crc;
+use ringrpc::protocol::header::{data_digest, header_digest};
 use ringrpc::protocol::{
-    decode_frame, encode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
+    decode_frame, encode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME,
+    HEADER_LEN,
 };
 use rkyv::rancor;
 
@@ -51,32 +53,43 @@ fn bench_header(c: &mut Criterion) {
     g.bench_function("encode", |b| {
         let mut out = [0u8; HEADER_LEN];
         b.iter(|| {
-            black_box(h).encode(&mut out);
+            black_box(h).encode(black_box(0x1234_5678), &mut out);
             black_box(&out);
         })
     });
     let mut bytes = [0u8; HEADER_LEN];
-    h.encode(&mut bytes);
+    h.encode(0x1234_5678, &mut bytes);
     g.bench_function("decode", |b| {
         b.iter(|| FrameHeader::decode(black_box(&bytes)).expect("valid header"))
     });
     g.finish();
 }
 
-fn bench_crc(c: &mut Criterion) {
-    let mut g = c.benchmark_group("codec/crc");
+fn bench_digest(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec/digest");
+    let mut head = [0u8; HEADER_LEN];
+    header(1, 64).encode(0, &mut head);
+    g.throughput(Throughput::Bytes(28));
+    g.bench_function("header", |b| b.iter(|| header_digest(black_box(&head))));
     for size in SIZES {
         let payload = vec![0xA5u8; size];
-        let mut head = [0u8; HEADER_LEN];
-        header(1, size).encode(&mut head);
-        g.throughput(Throughput::Bytes((28 + size) as u64));
+        g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(
-            BenchmarkId::from_parameter(size_label(size)),
+            BenchmarkId::new("data", size_label(size)),
             &payload,
-            |b, p| b.iter(|| frame_crc(black_box(&head), black_box(p))),
+            |b, p| b.iter(|| data_digest(black_box(p))),
         );
     }
     g.finish();
+}
+
+/// `encode` / `decode` with the data digest (the default), `*_no_digest` without.
+fn variant(name: &str, digest: bool) -> String {
+    if digest {
+        name.to_owned()
+    } else {
+        format!("{name}_no_digest")
+    }
 }
 
 fn bench_frame(c: &mut Criterion) {
@@ -84,27 +97,31 @@ fn bench_frame(c: &mut Criterion) {
     for size in SIZES {
         let payload = vec![0xA5u8; size];
         g.throughput(Throughput::Elements(1));
-        // Encode into a reused buffer (as the connection writers do).
-        g.bench_with_input(
-            BenchmarkId::new("encode", size_label(size)),
-            &payload,
-            |b, p| {
-                let mut out = Vec::with_capacity(HEADER_LEN + size + 16);
-                b.iter(|| {
-                    out.clear();
-                    encode_frame(&mut out, header(7, 0), black_box(p), DEFAULT_MAX_FRAME)
-                        .expect("encode");
-                    black_box(&out);
-                })
-            },
-        );
-        let mut frame = Vec::new();
-        encode_frame(&mut frame, header(7, 0), &payload, DEFAULT_MAX_FRAME).expect("encode");
-        g.bench_with_input(
-            BenchmarkId::new("decode", size_label(size)),
-            &frame,
-            |b, f| b.iter(|| decode_frame(black_box(f), DEFAULT_MAX_FRAME).expect("decode")),
-        );
+        for digest in [true, false] {
+            let h = header(7, 0).with_data_digest(digest);
+            // Encode into a reused buffer (as the connection writers do).
+            g.bench_with_input(
+                BenchmarkId::new(variant("encode", digest), size_label(size)),
+                &payload,
+                |b, p| {
+                    let mut out = Vec::with_capacity(HEADER_LEN + size + 16);
+                    b.iter(|| {
+                        out.clear();
+                        encode_frame(&mut out, h, black_box(p), DEFAULT_MAX_FRAME).expect("encode");
+                        black_box(&out);
+                    })
+                },
+            );
+            let mut frame = Vec::new();
+            encode_frame(&mut frame, h, &payload, DEFAULT_MAX_FRAME).expect("encode");
+            g.bench_with_input(
+                BenchmarkId::new(variant("decode", digest), size_label(size)),
+                &frame,
+                |b, f| {
+                    b.iter(|| decode_frame(black_box(f), DecodeOptions::default()).expect("decode"))
+                },
+            );
+        }
     }
     g.finish();
 }
@@ -115,35 +132,32 @@ fn bench_stream(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec/decode_stream");
     for size in SIZES {
         let payload = vec![0xA5u8; size];
-        let mut stream = Vec::new();
-        for i in 0..STREAM_FRAMES {
-            encode_frame(
-                &mut stream,
-                header(i as u64, 0),
-                &payload,
-                DEFAULT_MAX_FRAME,
-            )
-            .expect("encode");
+        for digest in [true, false] {
+            let mut stream = Vec::new();
+            for i in 0..STREAM_FRAMES {
+                let h = header(i as u64, 0).with_data_digest(digest);
+                encode_frame(&mut stream, h, &payload, DEFAULT_MAX_FRAME).expect("encode");
+            }
+            g.throughput(Throughput::Elements(STREAM_FRAMES as u64));
+            g.bench_with_input(
+                BenchmarkId::new(variant("1000_frames", digest), size_label(size)),
+                &stream,
+                |b, s| {
+                    b.iter(|| {
+                        let (mut pos, mut frames, mut sum) = (0, 0usize, 0u64);
+                        while let Decoded::Frame(h) =
+                            decode_frame(&s[pos..], DecodeOptions::default()).expect("decode")
+                        {
+                            sum = sum.wrapping_add(h.call_id);
+                            pos += h.frame_len();
+                            frames += 1;
+                        }
+                        assert_eq!(frames, STREAM_FRAMES);
+                        sum
+                    })
+                },
+            );
         }
-        g.throughput(Throughput::Elements(STREAM_FRAMES as u64));
-        g.bench_with_input(
-            BenchmarkId::new("1000_frames", size_label(size)),
-            &stream,
-            |b, s| {
-                b.iter(|| {
-                    let (mut pos, mut frames, mut sum) = (0, 0usize, 0u64);
-                    while let Decoded::Frame(h) =
-                        decode_frame(&s[pos..], DEFAULT_MAX_FRAME).expect("decode")
-                    {
-                        sum = sum.wrapping_add(h.call_id);
-                        pos += h.frame_len();
-                        frames += 1;
-                    }
-                    assert_eq!(frames, STREAM_FRAMES);
-                    sum
-                })
-            },
-        );
     }
     g.finish();
 }
@@ -209,6 +223,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = codec;
     config = config();
-    targets = bench_header, bench_crc, bench_frame, bench_stream, bench_rkyv
+    targets = bench_header, bench_digest, bench_frame, bench_stream, bench_rkyv
 }
 criterion_main!(codec);

@@ -13,9 +13,7 @@ use std::time::Duration;
 use common::{
     base_server, finish, text_for, wait_until, ArchivedMsg, Msg, TestClient, TestServer, ECHO,
 };
-use ringrpc::protocol::{
-    decode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
-};
+use ringrpc::protocol::{decode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 use ringrpc::runtime::io::sleep;
 use ringrpc::runtime::CoreTask;
 
@@ -34,7 +32,8 @@ fn request_frame(call_id: u64, msg: &Msg) -> Vec<u8> {
     common::request_frame(call_id, ECHO.id(), msg)
 }
 
-/// Reads one frame; checks its CRC and returns its header and (aligned) payload.
+/// Reads one frame; checks its digests (the server sends the data digest by
+/// default) and returns its header and (aligned) payload.
 fn read_frame(stream: &mut TcpStream) -> (FrameHeader, rkyv::util::AlignedVec) {
     let mut frame = vec![0u8; HEADER_LEN];
     stream.read_exact(&mut frame).expect("read frame header");
@@ -45,9 +44,15 @@ fn read_frame(stream: &mut TcpStream) -> (FrameHeader, rkyv::util::AlignedVec) {
         .read_exact(&mut frame[HEADER_LEN..])
         .expect("read frame body");
     assert_eq!(
-        decode_frame(&frame, DEFAULT_MAX_FRAME),
+        decode_frame(
+            &frame,
+            DecodeOptions {
+                require_data_digest: true,
+                ..DecodeOptions::default()
+            }
+        ),
         Ok(Decoded::Frame(header)),
-        "frame (with CRC) is valid"
+        "frame (with both digests) is valid"
     );
     let mut payload = rkyv::util::AlignedVec::<16>::new();
     payload.extend_from_slice(&frame[HEADER_LEN..HEADER_LEN + header.len as usize]);
@@ -184,15 +189,15 @@ fn oversized_frame_header_closes_only_that_connection() {
 }
 
 #[test]
-fn corrupted_crc_closes_only_that_connection() {
+fn corrupted_data_digest_closes_only_that_connection() {
     let good = Msg {
         id: 5,
         text: text_for(5),
     };
     let mut bad = request_frame(6, &good);
-    bad[HEADER_LEN + 3] ^= 0x20; // flip a payload bit; the CRC no longer matches
+    bad[HEADER_LEN + 3] ^= 0x20; // flip a payload bit; the data digest no longer matches
     bad_peer_is_dropped_alone(
-        "corrupted CRC",
+        "corrupted payload",
         |raw| {
             // The same connection first carries a valid call, which is answered.
             raw.write_all(&request_frame(5, &good)).unwrap();
@@ -200,6 +205,19 @@ fn corrupted_crc_closes_only_that_connection() {
         },
         &bad,
     );
+}
+
+#[test]
+fn corrupted_header_closes_that_connection_before_its_payload() {
+    // A flipped length bit: the header digest fails at once, so the server does
+    // not wait for the (never sent) payload, nor for its read timeout.
+    let msg = Msg {
+        id: 7,
+        text: text_for(7),
+    };
+    let mut bad = request_frame(7, &msg);
+    bad[25] ^= 0x01;
+    bad_peer_is_dropped_alone("corrupted length", |_| {}, &bad[..HEADER_LEN]);
 }
 
 #[test]

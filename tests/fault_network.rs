@@ -175,8 +175,9 @@ fn blackhole_is_detected_by_heartbeat_within_interval_plus_timeout() {
 }
 
 /// One corruption episode: corrupt `target` in the next frame going `dir`; the
-/// receiver's CRC check closes the connection, the calls in flight fail fast with
-/// ConnectionLost (never a wrong or corrupted reply), the pool reconnects.
+/// receiver's digest check (header or data) closes the connection, the calls in
+/// flight fail fast with ConnectionLost (never a wrong or corrupted reply), the
+/// pool reconnects.
 /// Returns when the corruption was requested and how long the close took.
 fn corrupt_episode(rig: &Rig, load: &fault::Load, dir: Dir, target: Target) -> (Instant, Duration) {
     let (lost, corrupted) = (rig.client_stats().connections_lost, rig.proxy().corrupted());
@@ -243,11 +244,12 @@ fn corrupted_bytes_are_caught_by_crc_and_the_pool_reconnects() {
     rig.finish();
 }
 
-/// A corrupted length field in a frame from the server makes the client wait for
-/// a frame that never ends. The stream is dead; it must be treated like any other
-/// dead connection: closed within heartbeat interval + timeout, calls in flight
-/// failing with ConnectionLost, not every call timing out until the bogus length
-/// has been filled (64 KiB of later replies, here).
+/// A corrupted length field in a frame from the server: the header digest
+/// catches it from the header alone, so the client closes the connection at once
+/// instead of waiting for a frame that never ends. The bound checked is the
+/// weaker one that held before the header digest (wire v1): closed within
+/// heartbeat interval + timeout, calls in flight failing with ConnectionLost, not
+/// every call timing out until the bogus length has been filled.
 #[test]
 fn corrupted_length_field_from_server_closes_the_connection_within_heartbeat() {
     let _serial = fault::serial();

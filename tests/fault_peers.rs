@@ -22,9 +22,7 @@ use fault::proxy::Dir;
 use fault::{
     body_for, client_builder, mixed, server_builder, Call, Expect, Report, Rig, ECHO, SLACK,
 };
-use ringrpc::protocol::{
-    decode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
-};
+use ringrpc::protocol::{decode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, HEADER_LEN};
 
 /// The server's frame limit in these tests.
 const SERVER_MAX_FRAME: usize = 64 << 10;
@@ -80,7 +78,7 @@ fn raw_echo(raw: &mut TcpStream, call_id: u64, seq: u64) {
     raw.read_exact(&mut frame[HEADER_LEN..])
         .expect("response body");
     assert_eq!(
-        decode_frame(&frame, DEFAULT_MAX_FRAME),
+        decode_frame(&frame, DecodeOptions::default()),
         Ok(Decoded::Frame(header))
     );
     assert_eq!(header.kind, FrameKind::Response, "{header:?}");
@@ -118,7 +116,7 @@ fn header_claiming(kind: FrameKind, len: u32) -> [u8; HEADER_LEN] {
     header.method = ECHO.id();
     header.len = len;
     let mut bytes = [0u8; HEADER_LEN];
-    header.encode(&mut bytes);
+    header.encode(0, &mut bytes); // (the payload never arrives)
     bytes
 }
 

@@ -21,6 +21,10 @@ use common::{client_builder, client_runtime, wait_until};
 use harness::{FuzzServer, Msg, ECHO};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use ringrpc::protocol::{
+    decode_frame, encode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, ProtocolError,
+    DEFAULT_MAX_FRAME, HEADER_LEN,
+};
 
 /// Fuzz-target input: a mode byte (bit 0 picks raw or structured), then bytes.
 fn input(structured: bool, max_len: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -85,6 +89,109 @@ fn decoder_replays_fuzz_corpus() {
     );
     for data in &inputs {
         harness::check_decoder(data);
+    }
+}
+
+/// One encoded frame with arbitrary header fields and payload, with or without
+/// the data digest.
+fn any_frame() -> impl Strategy<Value = (FrameHeader, Vec<u8>, Vec<u8>)> {
+    (
+        0u8..6,
+        any::<(u64, u32, u32)>(),
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(kind, (call_id, method, budget_us), digest, payload)| {
+            let kind = [
+                FrameKind::Request,
+                FrameKind::Response,
+                FrameKind::Error,
+                FrameKind::Ping,
+                FrameKind::Pong,
+                FrameKind::GoAway,
+            ][usize::from(kind)];
+            let mut header = FrameHeader::new(kind).with_data_digest(digest);
+            header.call_id = call_id;
+            header.method = method;
+            header.budget_us = budget_us;
+            let mut frame = Vec::new();
+            encode_frame(&mut frame, header, &payload, DEFAULT_MAX_FRAME).expect("encode");
+            header.len = payload.len() as u32;
+            (header, payload, frame)
+        })
+}
+
+const REQUIRED: DecodeOptions = DecodeOptions {
+    max_frame: DEFAULT_MAX_FRAME,
+    require_data_digest: true,
+};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A flipped header bit (the length field included) is caught from the 32
+    /// header bytes alone, before any payload byte has arrived, and with any
+    /// part of the payload there.
+    #[test]
+    fn header_bit_flip_is_caught_at_header_time(
+        (_, payload, frame) in any_frame(),
+        bit in 0..HEADER_LEN * 8,
+        arrived in any::<prop::sample::Index>(),
+    ) {
+        let mut bad = frame;
+        bad[bit / 8] ^= 1 << (bit % 8);
+        let arrived = HEADER_LEN + arrived.index(payload.len() + 1);
+        for opts in [DecodeOptions::default(), REQUIRED] {
+            let decoded = decode_frame(&bad[..arrived], opts);
+            prop_assert!(decoded.is_err(), "bit {}: {:?}", bit, decoded);
+            if bit >= 24 {
+                prop_assert_eq!(decoded, Err(ProtocolError::BadHeaderDigest));
+            }
+        }
+    }
+
+    /// Without a data digest a frame is accepted by default and refused, from
+    /// its header, when the digest is required; with one it is accepted both ways.
+    #[test]
+    fn missing_data_digest_is_refused_only_when_required(
+        (header, payload, frame) in any_frame(),
+    ) {
+        prop_assert_eq!(
+            decode_frame(&frame, DecodeOptions::default()),
+            Ok(Decoded::Frame(header))
+        );
+        let required = decode_frame(&frame[..HEADER_LEN], REQUIRED);
+        if header.has_data_digest() {
+            let whole = if payload.is_empty() {
+                Decoded::Frame(header)
+            } else {
+                Decoded::Incomplete { total: header.frame_len() }
+            };
+            prop_assert_eq!(required, Ok(whole));
+            prop_assert_eq!(decode_frame(&frame, REQUIRED), Ok(Decoded::Frame(header)));
+        } else {
+            prop_assert_eq!(required, Err(ProtocolError::MissingDataDigest));
+        }
+    }
+
+    /// A flipped payload bit is caught when the frame carries a data digest and
+    /// delivered as is (the frame accepted) when it does not.
+    #[test]
+    fn payload_bit_flip_is_caught_only_with_the_data_digest(
+        (header, payload, frame) in any_frame(),
+        bit in any::<prop::sample::Index>(),
+    ) {
+        prop_assume!(!payload.is_empty());
+        let bit = bit.index(payload.len() * 8);
+        let mut bad = frame;
+        bad[HEADER_LEN + bit / 8] ^= 1 << (bit % 8);
+        let decoded = decode_frame(&bad, DecodeOptions::default());
+        if header.has_data_digest() {
+            prop_assert_eq!(decoded, Err(ProtocolError::BadDataDigest));
+        } else {
+            prop_assert_eq!(decoded, Ok(Decoded::Frame(header)));
+            prop_assert_ne!(&bad[HEADER_LEN..HEADER_LEN + payload.len()], &payload[..]);
+        }
     }
 }
 
@@ -237,7 +344,7 @@ fn replies_to_requests_sent_before_a_half_close_are_delivered() {
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         let mut replies = Vec::new();
         let _ = stream.read_to_end(&mut replies);
-        let decoded = harness::decode_whole(&replies, ringrpc::protocol::DEFAULT_MAX_FRAME);
+        let decoded = harness::decode_whole(&replies, DecodeOptions::default());
         if decoded.frames.len() != 4 {
             incomplete += 1;
         }

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use common::{text_for, wait_until, Msg, TestServer, ECHO};
 use ringrpc::protocol::{
-    decode_frame, encode_frame, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME, HEADER_LEN,
+    decode_frame, encode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, DEFAULT_MAX_FRAME,
+    HEADER_LEN,
 };
 
 const TARGET_CONNECTIONS: usize = 10_000;
@@ -144,7 +145,7 @@ fn expect_echo(stream: &mut TcpStream, call_id: u64) {
         .read_exact(&mut frame[HEADER_LEN..])
         .expect("reply body");
     assert_eq!(
-        decode_frame(&frame, DEFAULT_MAX_FRAME),
+        decode_frame(&frame, DecodeOptions::default()),
         Ok(Decoded::Frame(header))
     );
     assert_eq!(header.kind, FrameKind::Response, "{header:?}");

@@ -8,8 +8,10 @@
 //!   drives it, on arbitrary bytes (raw mode) or on a stream of well-formed frames
 //!   with one optional flipped byte or truncation (structured mode). The same
 //!   stream delivered in arbitrary pieces must yield the same frames and the same
-//!   final state; frames that were encoded must come back exactly; CRC-covered
-//!   damage must be detected.
+//!   final state; frames that were encoded must come back exactly; damage to a
+//!   header (length field included) must be detected from the header alone,
+//!   damage to a payload whenever its frame carries a data digest; a frame
+//!   without a data digest is refused, from its header, when one is required.
 //! - [`FuzzServer::check_connection`]: arbitrary bytes (raw mode) or a script of
 //!   valid, invalid and corrupted frames (structured mode) written to a live
 //!   server connection, then a half-close. The server must close the connection,
@@ -26,9 +28,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ringrpc::protocol::header::seal_header;
 use ringrpc::protocol::{
-    decode_frame, encode_frame, Decoded, FrameHeader, FrameKind, ProtocolError, DEFAULT_MAX_FRAME,
-    HEADER_LEN,
+    decode_frame, encode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, ProtocolError,
+    DEFAULT_MAX_FRAME, HEADER_LEN,
 };
 use ringrpc::{Method, Request, Runtime, Server, ServerBuilder, ServerHandle, ServerStats};
 
@@ -135,13 +138,14 @@ enum Stop {
 /// Returns the bytes consumed and why it stopped.
 fn reader_pass(
     buf: &[u8],
-    max_frame: usize,
+    opts: DecodeOptions,
     frames: &mut Vec<(FrameHeader, Vec<u8>)>,
 ) -> (usize, Stop) {
+    let max_frame = opts.max_frame;
     let mut pos = 0;
     loop {
         let rest = &buf[pos..];
-        match decode_frame(rest, max_frame) {
+        match decode_frame(rest, opts) {
             Ok(Decoded::Frame(h)) => {
                 let total = h.frame_len();
                 assert!(
@@ -152,16 +156,16 @@ fn reader_pass(
                 assert!(total <= max_frame, "frame of {total} over max {max_frame}");
                 assert_eq!(total % 16, 0, "frames are 16-byte multiples");
                 assert!(HEADER_LEN + h.len as usize <= total);
+                assert!(h.has_data_digest() || !opts.require_data_digest);
                 let payload = &rest[HEADER_LEN..HEADER_LEN + h.len as usize];
                 // Re-encoding the decoded frame gives a frame that decodes the same
-                // and whose CRC-covered bytes match (bytes 6..8 are reserved: sent
-                // as zero, covered by the CRC, not interpreted).
+                // and has the same header, digests included (only the padding is
+                // neither covered nor interpreted).
                 let mut again = Vec::new();
                 encode_frame(&mut again, h, payload, max_frame).expect("re-encode a decoded frame");
                 assert_eq!(again.len(), total);
-                assert_eq!(decode_frame(&again, max_frame), Ok(Decoded::Frame(h)));
-                assert_eq!(again[..6], rest[..6]);
-                assert_eq!(again[8..28], rest[8..28]);
+                assert_eq!(decode_frame(&again, opts), Ok(Decoded::Frame(h)));
+                assert_eq!(again[..HEADER_LEN], rest[..HEADER_LEN]);
                 frames.push((h, payload.to_vec()));
                 pos += total;
             }
@@ -192,9 +196,9 @@ fn reader_pass(
 }
 
 /// Decodes `stream` delivered in one read.
-pub fn decode_whole(stream: &[u8], max_frame: usize) -> Decodedstream {
+pub fn decode_whole(stream: &[u8], opts: DecodeOptions) -> Decodedstream {
     let mut frames = Vec::new();
-    let (used, stop) = reader_pass(stream, max_frame, &mut frames);
+    let (used, stop) = reader_pass(stream, opts, &mut frames);
     let end = match stop {
         Stop::Error(e) => End::Error(e),
         Stop::Incomplete(_) if used == stream.len() => End::Clean,
@@ -208,7 +212,7 @@ pub fn decode_whole(stream: &[u8], max_frame: usize) -> Decodedstream {
 
 /// Decodes `stream` delivered in pieces whose sizes come from `seed`, keeping the
 /// unconsumed bytes between reads like a connection's receive buffer.
-pub fn decode_split(stream: &[u8], max_frame: usize, seed: u32) -> Decodedstream {
+pub fn decode_split(stream: &[u8], opts: DecodeOptions, seed: u32) -> Decodedstream {
     const MAX_PIECE: [u32; 6] = [1, 3, 16, 33, 512, 4096];
     let mut rng = XorShift(seed | 1);
     let max_piece = MAX_PIECE[(seed >> 24) as usize % MAX_PIECE.len()];
@@ -219,7 +223,7 @@ pub fn decode_split(stream: &[u8], max_frame: usize, seed: u32) -> Decodedstream
         let next = (delivered + piece).min(stream.len());
         buffer.extend_from_slice(&stream[delivered..next]);
         delivered = next;
-        let (used, stop) = reader_pass(&buffer, max_frame, &mut frames);
+        let (used, stop) = reader_pass(&buffer, opts, &mut frames);
         buffer.drain(..used);
         match stop {
             Stop::Error(e) => {
@@ -279,7 +283,8 @@ fn plan_frames(input: &mut Input<'_>, max_frame: usize) -> (Vec<u8>, Vec<Planned
         header.call_id = input.u64();
         header.method = input.u32();
         header.budget_us = input.u32();
-        header.flags = input.u16();
+        // Only four flag bits go on the wire; the data digest flag is one of them.
+        header.flags = input.u8() & 0x0f;
         let len = match (op >> 3) & 3 {
             0 => 0,
             1 => usize::from(input.u8()),
@@ -318,16 +323,20 @@ fn plan_frames(input: &mut Input<'_>, max_frame: usize) -> (Vec<u8>, Vec<Planned
 ///
 /// Layout: `mode: u8 | split seed: u32 | rest`. `mode` bit 0 picks raw (rest is
 /// the stream) or structured (rest describes frames and damage); bits 1..3 pick
-/// the maximum frame size.
+/// the maximum frame size; bit 3 requires the data digest.
 pub fn check_decoder(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.u8();
     let max_frame = [HEADER_LEN, 256, 64 << 10, DEFAULT_MAX_FRAME][usize::from((mode >> 1) & 3)];
+    let opts = DecodeOptions {
+        max_frame,
+        require_data_digest: mode & 8 != 0,
+    };
     let seed = input.u32();
     if mode & 1 == 0 {
         let stream = input.rest();
-        let whole = decode_whole(stream, max_frame);
-        let split = decode_split(stream, max_frame, seed);
+        let whole = decode_whole(stream, opts);
+        let split = decode_split(stream, opts, seed);
         assert_eq!(whole, split, "split delivery changed the decoded frames");
         return;
     }
@@ -340,6 +349,15 @@ pub fn check_decoder(data: &[u8]) {
         .iter()
         .map(|p| (p.header, p.payload.clone()))
         .collect();
+    // The first frame refused for lacking a required data digest, if any; the
+    // undamaged stream decodes up to it and ends there.
+    let missing = planned
+        .iter()
+        .position(|p| opts.require_data_digest && !p.header.has_data_digest());
+    let (intact, intact_end) = match missing {
+        Some(m) => (m, End::Error(ProtocolError::MissingDataDigest)),
+        None => (planned.len(), End::Clean),
+    };
     let damage = match damage_kind % 3 {
         _ if stream.is_empty() => Damage::None,
         0 => Damage::None,
@@ -357,16 +375,26 @@ pub fn check_decoder(data: &[u8]) {
         Damage::Truncate { len } => stream.truncate(len),
     }
 
-    let whole = decode_whole(&stream, max_frame);
-    let split = decode_split(&stream, max_frame, seed);
+    let whole = decode_whole(&stream, opts);
+    let split = decode_split(&stream, opts, seed);
     assert_eq!(whole, split, "split delivery changed the decoded frames");
 
     match damage {
         Damage::None => {
-            assert_eq!(whole.end, End::Clean);
-            assert_eq!(whole.frames, expected, "encoded frames come back exactly");
+            assert_eq!(whole.end, intact_end);
+            assert_eq!(
+                whole.frames,
+                expected[..intact],
+                "encoded frames come back exactly"
+            );
         }
         Damage::Truncate { len } => {
+            // A refused frame is refused as soon as its header is in.
+            if let Some(m) = missing.filter(|&m| planned[m].start + HEADER_LEN <= len) {
+                assert_eq!(whole.frames, expected[..m]);
+                assert_eq!(whole.end, End::Error(ProtocolError::MissingDataDigest));
+                return;
+            }
             let complete = planned.iter().take_while(|p| p.end <= len).count();
             assert_eq!(whole.frames, expected[..complete]);
             let boundary = planned.get(complete).map_or(len, |p| p.start);
@@ -381,22 +409,46 @@ pub fn check_decoder(data: &[u8]) {
                 .iter()
                 .position(|p| p.start <= pos && pos < p.end)
                 .expect("flip lies in a frame");
+            if missing.is_some_and(|m| m < k) {
+                // The stream ends at a refused frame before the damage.
+                assert_eq!(whole.frames, expected[..intact]);
+                assert_eq!(whole.end, intact_end);
+                return;
+            }
             let hit = &planned[k];
             let offset = pos - hit.start;
             assert!(whole.frames.len() >= k, "frames before the damage decode");
             assert_eq!(whole.frames[..k], expected[..k]);
             if offset >= HEADER_LEN + hit.payload.len() {
-                // Padding is not covered by the CRC nor interpreted.
-                assert_eq!(whole.end, End::Clean);
-                assert_eq!(whole.frames, expected);
-            } else if !(24..28).contains(&offset) {
-                // Same length, CRC-covered bytes changed by a burst of <= 8 bits:
-                // CRC-32 detects every such error.
-                assert_eq!(whole.frames.len(), k, "damaged frame was accepted");
-                assert!(matches!(whole.end, End::Error(_)), "{:?}", whole.end);
+                // Padding is neither covered by a digest nor interpreted.
+                assert_eq!(whole.end, intact_end);
+                assert_eq!(whole.frames, expected[..intact]);
+            } else if offset < HEADER_LEN {
+                // A burst of <= 8 bits anywhere in the header (the length field
+                // included): the header digest (CRC-32) catches it from the
+                // header alone; bytes 0..3 are reported as magic or version.
+                assert_eq!(whole.frames.len(), k, "damaged header was accepted");
+                if offset >= 3 {
+                    assert_eq!(whole.end, End::Error(ProtocolError::BadHeaderDigest));
+                } else {
+                    assert!(matches!(whole.end, End::Error(_)), "{:?}", whole.end);
+                }
+            } else if missing == Some(k) {
+                assert_eq!(whole.frames.len(), k);
+                assert_eq!(whole.end, End::Error(ProtocolError::MissingDataDigest));
+            } else if hit.header.has_data_digest() {
+                // Payload damage under a data digest is always caught.
+                assert_eq!(whole.frames.len(), k, "damaged payload was accepted");
+                assert_eq!(whole.end, End::Error(ProtocolError::BadDataDigest));
+            } else {
+                // Without a data digest the damaged payload is delivered as is,
+                // and the stream goes on undisturbed.
+                assert_eq!(whole.frames.len(), intact);
+                assert_eq!(whole.frames[k].0, expected[k].0);
+                assert_ne!(whole.frames[k].1, expected[k].1);
+                assert_eq!(whole.frames[k + 1..], expected[k + 1..intact]);
+                assert_eq!(whole.end, intact_end);
             }
-            // A damaged length field reframes the stream: only "no panic, the
-            // same frames in any split" (checked above) is guaranteed.
         }
     }
 }
@@ -524,7 +576,8 @@ impl Sent {
     fn from_stream(stream: &[u8]) -> Self {
         let mut sent = Self::default();
         let mut pos = 0;
-        while let Ok(Decoded::Frame(h)) = decode_frame(&stream[pos..], SERVER_MAX_FRAME) {
+        let opts = DecodeOptions::new(SERVER_MAX_FRAME);
+        while let Ok(Decoded::Frame(h)) = decode_frame(&stream[pos..], opts) {
             let payload = &stream[pos + HEADER_LEN..pos + HEADER_LEN + h.len as usize];
             match h.kind {
                 FrameKind::Request => sent
@@ -568,7 +621,12 @@ fn check_replies(sent: &Sent, replies: &[u8]) {
     let mut pongs: HashMap<u64, usize> = HashMap::new();
     let mut pos = 0;
     loop {
-        let h = match decode_frame(&replies[pos..], DEFAULT_MAX_FRAME) {
+        // The server sends the data digest by default: require it.
+        let opts = DecodeOptions {
+            require_data_digest: true,
+            ..DecodeOptions::default()
+        };
+        let h = match decode_frame(&replies[pos..], opts) {
             Ok(Decoded::Frame(h)) => h,
             // A close may cut the last write short; anything else is a bug.
             Ok(Decoded::Incomplete { .. }) => return,
@@ -704,7 +762,9 @@ impl Script {
                     push_request(&mut current, &mut input, method, &payload);
                 }
                 5 => {
-                    let mut header = FrameHeader::new(kind_from(input.u8()));
+                    let kind = input.u8();
+                    let mut header =
+                        FrameHeader::new(kind_from(kind)).with_data_digest(kind < 0x80);
                     header.call_id = input.u64();
                     header.method = input.u32();
                     let n = usize::from(input.u8());
@@ -732,6 +792,9 @@ impl Script {
                     let limit = SERVER_MAX_FRAME * 4;
                     if encode_frame(&mut frame, header, &payload, limit).is_ok() {
                         frame[24..28].copy_from_slice(&(claimed as u32).to_le_bytes());
+                        let head: &mut [u8; HEADER_LEN] =
+                            (&mut frame[..HEADER_LEN]).try_into().expect("header");
+                        seal_header(head);
                         let keep = usize::from(input.u16()) % frame.len();
                         current.extend_from_slice(&frame[..keep]);
                     }
@@ -812,7 +875,7 @@ fn read_frame(stream: &mut TcpStream) -> std::io::Result<(FrameHeader, Vec<u8>)>
     let header = FrameHeader::decode(head).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     frame.resize(header.frame_len(), 0);
     stream.read_exact(&mut frame[HEADER_LEN..])?;
-    match decode_frame(&frame, DEFAULT_MAX_FRAME) {
+    match decode_frame(&frame, DecodeOptions::default()) {
         Ok(Decoded::Frame(h)) => Ok((h, frame[HEADER_LEN..HEADER_LEN + h.len as usize].to_vec())),
         other => Err(std::io::Error::other(format!("bad reply frame: {other:?}"))),
     }

@@ -18,8 +18,8 @@ use std::time::Instant;
 use super::{ClientConfig, Counters};
 use crate::message::{serialize_into, Message};
 use crate::protocol::{
-    begin_frame, decode_frame, encode_frame, finish_frame, CallId, CallTable, Decoded, ErrorCode,
-    FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
+    begin_frame, decode_frame, encode_frame, finish_frame, CallId, CallTable, DecodeOptions,
+    Decoded, ErrorCode, FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
 };
 use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::runtime::io::{self, Stream};
@@ -172,7 +172,7 @@ impl ClientConn {
         let id = self.calls.borrow_mut().insert(slot);
         let mut out = self.out.borrow_mut();
         let start = begin_frame(&mut out);
-        let mut header = FrameHeader::new(FrameKind::Request);
+        let mut header = self.header(FrameKind::Request);
         header.call_id = id.to_u64();
         header.method = method;
         header.budget_us = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX).max(1);
@@ -262,8 +262,13 @@ impl ClientConn {
         }
     }
 
+    /// A header of `kind` with the data digest flag as configured.
+    fn header(&self, kind: FrameKind) -> FrameHeader {
+        FrameHeader::new(kind).with_data_digest(self.cfg.data_digest)
+    }
+
     fn push_control(&self, kind: FrameKind, call_id: u64) {
-        let mut header = FrameHeader::new(kind);
+        let mut header = self.header(kind);
         header.call_id = call_id;
         let _ = encode_frame(&mut self.out.borrow_mut(), header, &[], self.cfg.max_frame);
         self.schedule_write();
@@ -370,7 +375,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
         let arrived = io::now();
         let mut chunk = ReadChunk::default();
         loop {
-            match decode_frame(buf.unconsumed(), conn.cfg.max_frame) {
+            match decode_frame(buf.unconsumed(), DecodeOptions::new(conn.cfg.max_frame)) {
                 Ok(Decoded::Frame(header)) => {
                     // Liveness counts complete frames only: bytes of a frame whose
                     // (corrupted) length never completes must not keep it alive.

@@ -49,6 +49,7 @@ pub(crate) struct ClientConfig {
     backoff_initial: Duration,
     backoff_max: Duration,
     max_frame: usize,
+    data_digest: bool,
     recv_chunk: usize,
     metrics: bool,
     adaptive: Option<AdaptivePool>,
@@ -92,6 +93,7 @@ impl AdaptivePool {
 /// | `heartbeat_timeout` (no answer ⇒ connection dead) | 2 s |
 /// | `backoff` (reconnect, doubling) | 10 ms ..= 1 s |
 /// | `max_frame` | 16 MiB |
+/// | `data_digest` (CRC32 of every payload sent, in the frame header) | on |
 /// | `recv_chunk` | 256 KiB |
 /// | `metrics` (per-phase timing and histograms; counters are always kept) | on |
 /// | `adaptive` (grow/shrink the pool between `pool_size` and a maximum) | off |
@@ -114,6 +116,7 @@ impl Default for ClientBuilder {
                 backoff_initial: Duration::from_millis(10),
                 backoff_max: Duration::from_secs(1),
                 max_frame: DEFAULT_MAX_FRAME,
+                data_digest: true,
                 recv_chunk: 256 << 10,
                 metrics: true,
                 adaptive: None,
@@ -164,6 +167,14 @@ impl ClientBuilder {
     setter!(
         /// Largest frame sent or accepted.
         max_frame: usize
+    );
+    setter!(
+        /// Whether frames sent carry a data digest (the CRC32 of their payload,
+        /// default on). Turn it off only on a trusted link: a corrupted payload
+        /// is then no longer detected (headers always carry their own digest,
+        /// and replies that carry a data digest are still checked). A server
+        /// that requires the digest closes a connection whose frames lack it.
+        data_digest: bool
     );
     setter!(
         /// Receive buffer chunk size.

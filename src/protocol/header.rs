@@ -1,11 +1,21 @@
-//! The fixed 32-byte frame header and its CRC.
+//! The fixed 32-byte frame header and its two digests.
 //!
 //! Every frame is `header (32 B) | payload (len B) | zero padding to 16 B`.
-//! All integers are little-endian. The CRC32 (crc32fast, IEEE) covers header
-//! bytes `0..28` and the unpadded payload, so a flipped bit anywhere in the
-//! frame is detected. Invariant: [`FrameHeader::encode`] followed by
-//! [`FrameHeader::decode`] returns the same header, and a decoded header has
-//! passed magic, version and kind checks (the CRC is checked by the codec once
+//! All integers are little-endian. Two CRC32s (crc32fast, IEEE), as in NVMe/TCP:
+//!
+//! - the **header digest** (bytes `28..32`) covers header bytes `0..28`, so
+//!   every header field, the data digest field included. It is always present
+//!   and checked by [`FrameHeader::decode`], i.e. as soon as the 32 header
+//!   bytes are in: a corrupted length is caught before waiting for a payload
+//!   that will never come;
+//! - the **data digest** (bytes `4..8`) is the CRC32 of the unpadded payload,
+//!   present only when the header has the [`FrameHeader::DATA_DIGEST`] flag
+//!   (the field is then zero otherwise) and checked by the codec once the
+//!   payload is in.
+//!
+//! Invariant: [`FrameHeader::encode`] followed by [`FrameHeader::decode`]
+//! returns the same header, and a decoded header has passed the magic, version,
+//! header digest and kind checks (the data digest is checked by the codec once
 //! the payload is present).
 
 use super::ProtocolError;
@@ -17,12 +27,18 @@ pub const FRAME_ALIGN: usize = 16;
 /// First two bytes of every frame: `b"RR"`.
 pub const MAGIC: u16 = u16::from_le_bytes(*b"RR");
 /// Wire protocol version spoken by this build.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// `budget_us` of a response whose handler the server did not time (it times a
 /// sample of its calls, see `metrics::PHASE_SAMPLING`).
 pub const HANDLER_TIME_UNKNOWN: u32 = u32::MAX;
-/// Byte offset of the CRC field inside the header.
-const CRC_OFFSET: usize = 28;
+/// Byte offset of the data digest field inside the header.
+const DATA_DIGEST_OFFSET: usize = 4;
+/// Byte offset of the header digest field; the digest covers every byte before it.
+const HEADER_DIGEST_OFFSET: usize = 28;
+/// Byte 3 holds the kind in its low four bits and the flags in its high four.
+const KIND_MASK: u8 = 0x0f;
+/// Flag bits that fit on the wire (the high nibble of byte 3).
+const FLAG_MASK: u8 = 0x0f;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +104,9 @@ impl CallId {
 pub struct FrameHeader {
     /// What the frame carries.
     pub kind: FrameKind,
-    /// Reserved flag bits; senders write 0, receivers ignore unknown bits.
-    pub flags: u16,
+    /// Flag bits: [`FrameHeader::DATA_DIGEST`]; the other bits are reserved (sent
+    /// as 0, ignored on receipt). Only the low four bits go on the wire.
+    pub flags: u8,
     /// The call this frame belongs to (raw wire form, see [`CallId`]).
     pub call_id: u64,
     /// Method id for requests, error code for error frames, 0 otherwise.
@@ -101,11 +118,15 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
-    /// A header of `kind` with every other field zero.
+    /// Flag: the header carries the CRC32 of the payload (the data digest).
+    pub const DATA_DIGEST: u8 = 0x01;
+
+    /// A header of `kind` with the [`DATA_DIGEST`](Self::DATA_DIGEST) flag set
+    /// (the default of clients and servers) and every other field zero.
     pub fn new(kind: FrameKind) -> Self {
         Self {
             kind,
-            flags: 0,
+            flags: Self::DATA_DIGEST,
             call_id: 0,
             method: 0,
             budget_us: 0,
@@ -113,21 +134,49 @@ impl FrameHeader {
         }
     }
 
-    /// Writes the header into `out` with the CRC field zeroed.
-    pub fn encode(&self, out: &mut [u8; HEADER_LEN]) {
+    /// This header with the [`DATA_DIGEST`](Self::DATA_DIGEST) flag set (`on`) or cleared.
+    #[must_use]
+    pub fn with_data_digest(mut self, on: bool) -> Self {
+        if on {
+            self.flags |= Self::DATA_DIGEST;
+        } else {
+            self.flags &= !Self::DATA_DIGEST;
+        }
+        self
+    }
+
+    /// Whether the frame carries a data digest.
+    pub fn has_data_digest(&self) -> bool {
+        self.flags & Self::DATA_DIGEST != 0
+    }
+
+    /// Writes the complete header into `out`, header digest included.
+    ///
+    /// `data_digest` is the payload's CRC32 ([`data_digest`]); it is written only
+    /// if the header has the [`DATA_DIGEST`](Self::DATA_DIGEST) flag (the field
+    /// is zero otherwise), so a frame without it may pass anything.
+    pub fn encode(&self, data_digest: u32, out: &mut [u8; HEADER_LEN]) {
+        let data_digest = if self.has_data_digest() {
+            data_digest
+        } else {
+            0
+        };
         out[0..2].copy_from_slice(&MAGIC.to_le_bytes());
         out[2] = VERSION;
-        out[3] = self.kind as u8;
-        out[4..6].copy_from_slice(&self.flags.to_le_bytes());
-        out[6..8].copy_from_slice(&[0, 0]);
+        out[3] = self.kind as u8 | (self.flags & FLAG_MASK) << 4;
+        out[4..8].copy_from_slice(&data_digest.to_le_bytes());
         out[8..16].copy_from_slice(&self.call_id.to_le_bytes());
         out[16..20].copy_from_slice(&self.method.to_le_bytes());
         out[20..24].copy_from_slice(&self.budget_us.to_le_bytes());
         out[24..28].copy_from_slice(&self.len.to_le_bytes());
-        out[28..32].copy_from_slice(&[0; 4]);
+        seal_header(out);
     }
 
-    /// Parses a header, checking magic, version and kind (not the CRC).
+    /// Parses a header, checking magic, version, the header digest, the kind,
+    /// and that a frame without the data digest flag has a zero digest field.
+    ///
+    /// Magic and version come first so that a foreign or old peer is reported as
+    /// such; any other damaged byte is a [`ProtocolError::BadHeaderDigest`].
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, ProtocolError> {
         let magic = u16::from_le_bytes([bytes[0], bytes[1]]);
         if magic != MAGIC {
@@ -136,14 +185,21 @@ impl FrameHeader {
         if bytes[2] != VERSION {
             return Err(ProtocolError::BadVersion(bytes[2]));
         }
-        Ok(Self {
-            kind: FrameKind::from_u8(bytes[3])?,
-            flags: u16::from_le_bytes([bytes[4], bytes[5]]),
+        if header_digest(bytes) != stored_header_digest(bytes) {
+            return Err(ProtocolError::BadHeaderDigest);
+        }
+        let header = Self {
+            kind: FrameKind::from_u8(bytes[3] & KIND_MASK)?,
+            flags: bytes[3] >> 4,
             call_id: u64::from_le_bytes(le_array(&bytes[8..16])),
             method: u32::from_le_bytes(le_array(&bytes[16..20])),
             budget_us: u32::from_le_bytes(le_array(&bytes[20..24])),
             len: u32::from_le_bytes(le_array(&bytes[24..28])),
-        })
+        };
+        if !header.has_data_digest() && stored_data_digest(bytes) != 0 {
+            return Err(ProtocolError::BadDataDigest);
+        }
+        Ok(header)
     }
 
     /// Total bytes this frame occupies on the wire, padding included.
@@ -157,22 +213,33 @@ pub fn padded_len(len: usize) -> usize {
     len.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
-/// Computes the frame CRC over header bytes `0..28` and the unpadded payload.
-pub fn frame_crc(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[..CRC_OFFSET]);
-    hasher.update(payload);
-    hasher.finalize()
+/// The header digest of an encoded header: the CRC32 of its bytes `0..28`.
+pub fn header_digest(header: &[u8; HEADER_LEN]) -> u32 {
+    crc32fast::hash(&header[..HEADER_DIGEST_OFFSET])
 }
 
-/// Stores `crc` into an encoded header.
-pub fn store_crc(header: &mut [u8], crc: u32) {
-    header[CRC_OFFSET..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+/// The data digest of a payload: the CRC32 of its unpadded bytes.
+pub fn data_digest(payload: &[u8]) -> u32 {
+    crc32fast::hash(payload)
 }
 
-/// Reads the CRC stored in an encoded header.
-pub fn stored_crc(header: &[u8; HEADER_LEN]) -> u32 {
-    u32::from_le_bytes(le_array(&header[CRC_OFFSET..HEADER_LEN]))
+/// Recomputes and stores the header digest of an encoded header (for tools and
+/// tests that patch header bytes; [`FrameHeader::encode`] already seals).
+pub fn seal_header(header: &mut [u8; HEADER_LEN]) {
+    let digest = header_digest(header);
+    header[HEADER_DIGEST_OFFSET..].copy_from_slice(&digest.to_le_bytes());
+}
+
+/// The header digest stored in an encoded header.
+pub fn stored_header_digest(header: &[u8; HEADER_LEN]) -> u32 {
+    u32::from_le_bytes(le_array(&header[HEADER_DIGEST_OFFSET..]))
+}
+
+/// The data digest field of an encoded header (0 when the frame has none).
+pub fn stored_data_digest(header: &[u8; HEADER_LEN]) -> u32 {
+    u32::from_le_bytes(le_array(
+        &header[DATA_DIGEST_OFFSET..DATA_DIGEST_OFFSET + 4],
+    ))
 }
 
 fn le_array<const N: usize>(bytes: &[u8]) -> [u8; N] {
@@ -188,7 +255,7 @@ mod tests {
     fn sample() -> FrameHeader {
         FrameHeader {
             kind: FrameKind::Request,
-            flags: 3,
+            flags: FrameHeader::DATA_DIGEST | 0x4,
             call_id: CallId {
                 index: 7,
                 generation: 9,
@@ -200,11 +267,32 @@ mod tests {
         }
     }
 
+    fn encoded(h: FrameHeader, data_digest: u32) -> [u8; HEADER_LEN] {
+        let mut buf = [0u8; HEADER_LEN];
+        h.encode(data_digest, &mut buf);
+        buf
+    }
+
     #[test]
     fn header_round_trips() {
-        let mut buf = [0u8; HEADER_LEN];
-        sample().encode(&mut buf);
+        let buf = encoded(sample(), 0x1234_5678);
         assert_eq!(FrameHeader::decode(&buf).unwrap(), sample());
+        assert_eq!(stored_data_digest(&buf), 0x1234_5678);
+        let plain = sample().with_data_digest(false);
+        let buf = encoded(plain, 0x1234_5678);
+        assert_eq!(FrameHeader::decode(&buf).unwrap(), plain);
+        assert_eq!(stored_data_digest(&buf), 0, "no flag, no digest");
+    }
+
+    #[test]
+    fn kind_and_flags_share_byte_three() {
+        let buf = encoded(sample(), 0);
+        assert_eq!(buf[2], 2, "version 2");
+        assert_eq!(buf[3], 0x51, "kind 1 | flags 0x5 << 4");
+        assert!(FrameHeader::new(FrameKind::Ping).has_data_digest());
+        assert!(!FrameHeader::new(FrameKind::Ping)
+            .with_data_digest(false)
+            .has_data_digest());
     }
 
     #[test]
@@ -226,8 +314,7 @@ mod tests {
 
     #[test]
     fn bad_magic_version_and_kind_are_rejected() {
-        let mut buf = [0u8; HEADER_LEN];
-        sample().encode(&mut buf);
+        let buf = encoded(sample(), 0);
         let mut bad = buf;
         bad[0] = b'X';
         assert!(matches!(
@@ -235,14 +322,37 @@ mod tests {
             Err(ProtocolError::BadMagic(_))
         ));
         let mut bad = buf;
-        bad[2] = 99;
-        assert_eq!(
-            FrameHeader::decode(&bad),
-            Err(ProtocolError::BadVersion(99))
-        );
+        bad[2] = 1;
+        assert_eq!(FrameHeader::decode(&bad), Err(ProtocolError::BadVersion(1)));
+        // An unknown kind behind a valid header digest (a sender bug, not damage).
         let mut bad = buf;
-        bad[3] = 0;
+        bad[3] &= 0xf0;
+        seal_header(&mut bad);
         assert_eq!(FrameHeader::decode(&bad), Err(ProtocolError::BadKind(0)));
+    }
+
+    #[test]
+    fn header_digest_covers_every_field() {
+        let buf = encoded(sample(), 0xabcd_ef01);
+        for i in 3..HEADER_LEN {
+            for bit in 0..8 {
+                let mut bad = buf;
+                bad[i] ^= 1 << bit;
+                assert_eq!(
+                    FrameHeader::decode(&bad),
+                    Err(ProtocolError::BadHeaderDigest),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn digest_field_without_the_flag_is_rejected() {
+        let mut buf = encoded(sample().with_data_digest(false), 0);
+        buf[5] = 1;
+        seal_header(&mut buf);
+        assert_eq!(FrameHeader::decode(&buf), Err(ProtocolError::BadDataDigest));
     }
 
     #[test]
@@ -257,12 +367,13 @@ mod tests {
     }
 
     #[test]
-    fn crc_covers_header_and_payload() {
-        let mut buf = [0u8; HEADER_LEN];
-        sample().encode(&mut buf);
-        let crc = frame_crc(&buf, b"hello");
-        assert_ne!(crc, frame_crc(&buf, b"hellp"));
-        buf[17] ^= 1;
-        assert_ne!(crc, frame_crc(&buf, b"hello"));
+    fn data_digest_is_the_payload_crc() {
+        assert_eq!(data_digest(b""), 0, "an empty payload's digest is 0");
+        assert_ne!(data_digest(b"hello"), data_digest(b"hellp"));
+        assert_eq!(
+            data_digest(b"123456789"),
+            0xcbf4_3926,
+            "CRC-32/IEEE check value"
+        );
     }
 }

@@ -11,7 +11,8 @@ pub mod method;
 
 pub use call_table::CallTable;
 pub use codec::{
-    begin_frame, decode_frame, encode_frame, finish_frame, Decoded, DEFAULT_MAX_FRAME,
+    begin_frame, decode_frame, encode_frame, finish_frame, DecodeOptions, Decoded,
+    DEFAULT_MAX_FRAME,
 };
 pub use header::{CallId, FrameHeader, FrameKind, FRAME_ALIGN, HANDLER_TIME_UNKNOWN, HEADER_LEN};
 pub use method::method_id;
@@ -39,9 +40,18 @@ pub enum ProtocolError {
         /// Configured maximum.
         max: usize,
     },
-    /// The CRC32 did not match: the frame was corrupted.
-    #[error("frame CRC mismatch")]
-    BadCrc,
+    /// The header digest (CRC32 of header bytes 0..28) did not match: the header
+    /// was corrupted. Detected as soon as the 32 header bytes are in.
+    #[error("frame header digest mismatch")]
+    BadHeaderDigest,
+    /// The data digest did not match the payload's CRC32 (the payload was
+    /// corrupted), or a frame without the data digest flag had a nonzero
+    /// digest field.
+    #[error("frame data digest mismatch")]
+    BadDataDigest,
+    /// The frame has no data digest but the receiver requires one.
+    #[error("frame without the required data digest")]
+    MissingDataDigest,
     /// A frame arrived that makes no sense in this direction or state.
     #[error("unexpected {0:?} frame")]
     Unexpected(FrameKind),

@@ -21,8 +21,8 @@ use crate::message::{serialize_into, Message};
 use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{self, CoreMetrics, Phase};
 use crate::protocol::{
-    begin_frame, decode_frame, encode_frame, finish_frame, Decoded, ErrorCode, FrameHeader,
-    FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
+    begin_frame, decode_frame, encode_frame, finish_frame, DecodeOptions, Decoded, ErrorCode,
+    FrameHeader, FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
 };
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
@@ -177,7 +177,7 @@ impl ConnShared {
         let mut out = self.out.borrow_mut();
         self.note_batch_start(&out);
         let start = begin_frame(&mut out);
-        let mut header = FrameHeader::new(FrameKind::Response);
+        let mut header = self.header(FrameKind::Response);
         header.call_id = call_id;
         header.budget_us = if timed {
             let us = u32::try_from(handler_time.as_micros()).unwrap_or(u32::MAX);
@@ -212,7 +212,7 @@ impl ConnShared {
         self.read_clock();
         self.count_error(code);
         self.note_batch_start(&self.out.borrow());
-        let mut header = FrameHeader::new(FrameKind::Error);
+        let mut header = self.header(FrameKind::Error);
         header.call_id = call_id;
         header.method = code.to_u32();
         let text = message.to_string();
@@ -220,8 +220,13 @@ impl ConnShared {
         let _ = encode_frame(&mut self.out.borrow_mut(), header, text, self.max_frame);
     }
 
+    /// A header of `kind` with the data digest flag as configured.
+    fn header(&self, kind: FrameKind) -> FrameHeader {
+        FrameHeader::new(kind).with_data_digest(self.cfg.limits.data_digest)
+    }
+
     fn push_control(&self, kind: FrameKind, call_id: u64) {
-        let mut header = FrameHeader::new(kind);
+        let mut header = self.header(kind);
         header.call_id = call_id;
         let _ = encode_frame(&mut self.out.borrow_mut(), header, &[], self.max_frame);
     }
@@ -302,6 +307,10 @@ async fn read_loop(
 ) -> Result<(), ConnError> {
     let mut buf = RecvBuf::new(cfg.limits.recv_chunk);
     let mut need = HEADER_LEN;
+    let opts = DecodeOptions {
+        max_frame: cfg.limits.max_frame,
+        require_data_digest: cfg.limits.require_data_digest,
+    };
     loop {
         buf.reserve(need);
         let n = io::read(&conn.stream, &mut buf)
@@ -316,9 +325,7 @@ async fn read_loop(
         let mut progressed = false;
         let mut chunk = ReadChunk::default();
         loop {
-            match decode_frame(buf.unconsumed(), cfg.limits.max_frame)
-                .map_err(ConnError::Protocol)?
-            {
+            match decode_frame(buf.unconsumed(), opts).map_err(ConnError::Protocol)? {
                 Decoded::Frame(header) => {
                     dispatch(conn, router, &buf, header, arrived).map_err(ConnError::Protocol)?;
                     buf.consume(header.frame_len());

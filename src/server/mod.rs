@@ -81,6 +81,8 @@ struct Limits {
     max_connections_per_core: usize,
     max_in_flight_per_connection: usize,
     metrics: bool,
+    data_digest: bool,
+    require_data_digest: bool,
 }
 
 pub(crate) struct ServerConfig {
@@ -99,6 +101,8 @@ pub(crate) struct ServerConfig {
 /// | `max_connections_per_core` (more are closed at accept) | 16384 |
 /// | `max_in_flight_per_connection` (async calls running; more get `Overloaded`) | 4096 |
 /// | `metrics` (per-phase and per-method latency histograms; counters always kept) | on |
+/// | `data_digest` (frames sent carry the CRC32 of their payload) | on |
+/// | `require_data_digest` (a frame received without it ⇒ connection closed) | off |
 pub struct ServerBuilder {
     router: Router,
     limits: Limits,
@@ -120,6 +124,8 @@ impl Server {
                 max_connections_per_core: 16384,
                 max_in_flight_per_connection: 4096,
                 metrics: true,
+                data_digest: true,
+                require_data_digest: false,
             },
         }
     }
@@ -261,6 +267,24 @@ impl ServerBuilder {
     /// Turns per-phase and per-method latency histograms on or off.
     pub fn metrics(mut self, enabled: bool) -> Self {
         self.limits.metrics = enabled;
+        self
+    }
+
+    /// Whether frames sent (responses, errors, pongs, goaway) carry a data
+    /// digest, the CRC32 of their payload (default on). Turn it off only on a
+    /// trusted link: a corrupted payload is then no longer detected (headers
+    /// always carry their own digest).
+    pub fn data_digest(mut self, enabled: bool) -> Self {
+        self.limits.data_digest = enabled;
+        self
+    }
+
+    /// Whether every frame received must carry a data digest (default off:
+    /// frames without one are accepted, frames with one are always checked).
+    /// When on, a frame without it is a protocol error that closes its
+    /// connection (counted in [`ServerStats::protocol_errors`]), as a bad digest does.
+    pub fn require_data_digest(mut self, required: bool) -> Self {
+        self.limits.require_data_digest = required;
         self
     }
 
