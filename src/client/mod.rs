@@ -281,8 +281,9 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
-        // The turn's clock: no clock read per call.
-        let started = io::now();
+        // A fresh reading, not the turn's clock: a call must never time out
+        // before its deadline counted from when it was made.
+        let started = Instant::now();
         let deadline_at = started + deadline;
         let pool = &self.pool.shared;
         pool.counters.call_made();
