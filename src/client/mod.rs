@@ -23,7 +23,7 @@ use crate::message::{Message, Method, Reply};
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io;
 use crate::Error;
-use counters::Counters;
+pub(crate) use counters::Counters;
 use pool::Pool;
 
 /// What a call does when every connection is at its in-flight limit.

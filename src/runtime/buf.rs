@@ -481,6 +481,25 @@ impl RecvBuf {
     }
 }
 
+/// Test input: bytes as if plain receives had brought them.
+#[cfg(test)]
+impl RecvBuf {
+    /// Appends `data` after the unconsumed bytes (tests that decode from a `RecvBuf`).
+    pub(crate) fn push_bytes(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            self.need = self.filled - self.consumed + data.len();
+            let tail = self.read_target();
+            let (ptr, room) = tail.raw_parts();
+            let n = room.min(data.len());
+            // SAFETY: the tail's `room` bytes are ours alone until `commit`
+            // (no view covers them) and `n <= room`; `data` is another allocation.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, n) };
+            self.commit(tail, n);
+            data = &data[n..];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,519 @@
+//! The client side of a connection, sans I/O: [`ClientCore`].
+//!
+//! The core holds the call table (slab slot + generation = wire call id), the
+//! send buffer requests are serialised into, the lifecycle (live, draining
+//! after a goaway or a retire, closed), the per-call deadlines, the heartbeat
+//! and the timing of recent write batches. The driver feeds it:
+//! - received bytes: [`handle_next`](ClientCore::handle_next) decodes and
+//!   handles the frame at the front of a [`RecvBuf`] (call it until it says
+//!   `Incomplete`);
+//! - sends: [`poll_transmit`](ClientCore::poll_transmit) hands out everything
+//!   queued as one buffer, [`transmit_done`](ClientCore::transmit_done) takes
+//!   it back once sent;
+//! - time: [`poll_timeout`](ClientCore::poll_timeout) says when
+//!   [`handle_timeout`](ClientCore::handle_timeout) must run next;
+//!   [`timeout_moved_earlier`](ClientCore::timeout_moved_earlier) says a new
+//!   call made that earlier than what the driver sleeps towards.
+//!
+//! After any call the driver checks [`wants_write`](ClientCore::wants_write)
+//! (wake the writer) and [`is_closed`](ClientCore::is_closed) (shut the socket).
+//!
+//! Invariants: once closed, every call still in the table has been completed
+//! with `ConnectionLost`; a call fails with `Timeout` only when the `now` it
+//! is handled at has reached its deadline, never before; a reply to a vacant,
+//! reused or already finished slot is counted as stale and dropped; a ping is
+//! sent `heartbeat_interval` after the last complete frame, and the connection
+//! is closed if no complete frame arrived `heartbeat_timeout` after the ping.
+
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::client::Counters;
+use crate::message::{serialize_into, Message};
+use crate::protocol::{
+    begin_frame, decode_frame, encode_frame, finish_frame, CallId, CallTable, DecodeOptions,
+    Decoded, ErrorCode, FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
+};
+use crate::runtime::buf::{FrameBytes, RecvBuf};
+use crate::Error;
+
+/// What a client connection needs to know of the client's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCoreConfig {
+    /// Most calls in flight (`has_room` is false at the limit).
+    pub max_in_flight: usize,
+    /// Largest frame sent or accepted.
+    pub max_frame: usize,
+    /// Whether frames sent carry a data digest.
+    pub data_digest: bool,
+    /// Silence after which a ping is sent.
+    pub heartbeat_interval: Duration,
+    /// Time a ping may go without any frame back before the connection is dead.
+    pub heartbeat_timeout: Duration,
+}
+
+/// A call's slot: its deadline, timing, and its reply (once it has one).
+struct Slot {
+    deadline: Instant,
+    started: Instant,
+    /// The write batch its request went out in (for the queue/wire split).
+    batch: u32,
+    state: SlotState,
+}
+
+/// Waiting for the reply, or holding it (and when it came) until the caller takes it.
+enum SlotState {
+    Waiting(Option<Waker>),
+    Done(Result<FrameBytes, Error>, Instant),
+}
+
+impl SlotState {
+    /// Completes a waiting call and wakes its task; a finished one is left alone.
+    fn complete(&mut self, result: Result<FrameBytes, Error>, at: Instant) -> bool {
+        match std::mem::replace(self, SlotState::Done(result, at)) {
+            SlotState::Waiting(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                true
+            }
+            done => {
+                *self = done;
+                false
+            }
+        }
+    }
+}
+
+/// A finished call as handed to its caller.
+pub(crate) struct Finished {
+    pub result: Result<FrameBytes, Error>,
+    pub started: Instant,
+    pub received: Instant,
+}
+
+/// Completion times of the most recent write batches, indexed by `seq % len`.
+const WRITTEN_RING: usize = 64;
+
+/// A connection's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Live,
+    /// The server sent goaway (or the pool retired it): no new calls; close
+    /// once the last one completes.
+    Draining,
+    Closed,
+}
+
+/// The client side of one multiplexed connection, without its socket.
+pub(crate) struct ClientCore {
+    cfg: ClientCoreConfig,
+    counters: Rc<Counters>,
+    calls: CallTable<Slot>,
+    /// Frames queued for the next send.
+    out: Vec<u8>,
+    /// The buffer `out` is swapped with when it is handed out (kept empty).
+    spare: Vec<u8>,
+    /// Sequence number of the batch the driver is sending, if any.
+    sending: Option<u32>,
+    state: State,
+    /// When the last complete frame arrived (liveness).
+    last_rx: Instant,
+    /// The latest time the core was told (for events that carry none).
+    clock: Instant,
+    /// Earliest deadline of a waiting call, or later (lowered by new calls,
+    /// recomputed when calls expire).
+    next_deadline: Option<Instant>,
+    /// What `poll_timeout` last returned: the instant the driver sleeps towards.
+    armed: Option<Instant>,
+    /// A new call's deadline fell before `armed`.
+    moved_earlier: bool,
+    /// When the unanswered ping was sent.
+    ping_sent: Option<Instant>,
+    ping_seq: u64,
+    /// Sequence number of the batch now being filled.
+    batch: u32,
+    /// Calls ever started here (the adaptive pool watches it for idleness).
+    started: u64,
+    /// (batch, completion time) of recent writes; only kept when timing is on.
+    written: [(u32, Option<Instant>); WRITTEN_RING],
+}
+
+impl ClientCore {
+    /// A live connection that came up at `now` (its heartbeat counts from then).
+    pub fn new(now: Instant, cfg: ClientCoreConfig, counters: Rc<Counters>) -> Self {
+        Self {
+            calls: CallTable::with_capacity(cfg.max_in_flight.min(4096)),
+            cfg,
+            counters,
+            out: Vec::new(),
+            spare: Vec::new(),
+            sending: None,
+            state: State::Live,
+            last_rx: now,
+            clock: now,
+            next_deadline: None,
+            armed: None,
+            moved_earlier: false,
+            ping_sent: None,
+            ping_seq: 0,
+            batch: 0,
+            started: 0,
+            written: [(u32::MAX, None); WRITTEN_RING],
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
+    /// True if a new call may be started here now.
+    pub fn has_room(&self) -> bool {
+        self.state == State::Live && self.calls.len() < self.cfg.max_in_flight
+    }
+
+    /// True while the connection accepts calls (it may be at its in-flight limit).
+    pub fn is_live(&self) -> bool {
+        self.state == State::Live
+    }
+
+    /// True once the connection is closed (the driver then shuts its socket).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Calls ever started on this connection.
+    pub fn calls_started(&self) -> u64 {
+        self.started
+    }
+
+    /// Calls in flight on this connection.
+    pub fn in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Stops accepting new calls; closes once the calls in flight finish.
+    pub fn retire(&mut self) {
+        if self.state == State::Live {
+            self.state = State::Draining;
+            if self.calls.is_empty() {
+                self.close(self.clock);
+            }
+        }
+    }
+
+    /// Closes the connection and fails every call in flight with `ConnectionLost` at `now`.
+    pub fn close(&mut self, now: Instant) {
+        self.tick(now);
+        if std::mem::replace(&mut self.state, State::Closed) == State::Closed {
+            return;
+        }
+        for (_, slot) in self.calls.iter_mut() {
+            slot.state.complete(Err(Error::ConnectionLost), now);
+        }
+        self.counters.conn_lost();
+    }
+
+    /// Registers a call made at `now` that fails with [`Error::Timeout`] at
+    /// `deadline`, and queues its request frame. The caller must then poll
+    /// [`poll_reply`](Self::poll_reply), and call [`forget`](Self::forget) if
+    /// it gives up first. A closed connection refuses with `ConnectionLost`.
+    pub fn start_call<Req: Message>(
+        &mut self,
+        now: Instant,
+        method: u32,
+        deadline: Instant,
+        req: &Req,
+    ) -> Result<CallId, Error> {
+        if self.state == State::Closed {
+            return Err(Error::ConnectionLost);
+        }
+        self.tick(now);
+        let budget = deadline.saturating_duration_since(now);
+        let slot = Slot {
+            deadline,
+            started: now,
+            batch: self.batch,
+            state: SlotState::Waiting(None),
+        };
+        let id = self.calls.insert(slot);
+        let start = begin_frame(&mut self.out);
+        let mut header = self.header(FrameKind::Request);
+        header.call_id = id.to_u64();
+        header.method = method;
+        header.budget_us = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX).max(1);
+        let encoded = serialize_into(req, &mut self.out)
+            .and_then(|()| finish_frame(&mut self.out, start, header, self.cfg.max_frame));
+        if let Err(e) = encoded {
+            self.out.truncate(start);
+            self.calls.remove(id);
+            return Err(e.into());
+        }
+        self.counters.call_started();
+        self.started += 1;
+        if self.next_deadline.is_none_or(|next| deadline < next) {
+            self.next_deadline = Some(deadline);
+            if self.armed.is_none_or(|armed| deadline < armed) {
+                self.moved_earlier = true;
+            }
+        }
+        Ok(id)
+    }
+
+    /// Polls for the reply to `id`; on `Ready` the slot has been freed.
+    pub fn poll_reply(&mut self, id: CallId, cx: &mut Context<'_>) -> Poll<Finished> {
+        match self.calls.get_mut(id).map(|slot| &mut slot.state) {
+            Some(SlotState::Waiting(waker)) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Some(SlotState::Done(..)) => match self.calls.remove(id) {
+                Some(Slot {
+                    started,
+                    state: SlotState::Done(result, received),
+                    ..
+                }) => {
+                    self.after_removal();
+                    Poll::Ready(Finished {
+                        result,
+                        started,
+                        received,
+                    })
+                }
+                _ => Poll::Ready(self.vanished()),
+            },
+            None => Poll::Ready(self.vanished()),
+        }
+    }
+
+    fn vanished(&self) -> Finished {
+        Finished {
+            result: Err(Error::ConnectionLost),
+            started: self.clock,
+            received: self.clock,
+        }
+    }
+
+    /// Frees the slot of a call whose caller gave up (its future was dropped).
+    ///
+    /// Only a call still in the table (its caller dropped the future before
+    /// taking the result) is removed here; that counts as cancelled.
+    pub fn forget(&mut self, id: CallId) {
+        if self.calls.remove(id).is_some() {
+            self.counters.cancelled();
+            self.after_removal();
+        }
+    }
+
+    fn after_removal(&mut self) {
+        self.counters.slot_freed();
+        if self.state == State::Draining && self.calls.is_empty() {
+            self.close(self.clock);
+        }
+    }
+
+    /// A header of `kind` with the data digest flag as configured.
+    fn header(&self, kind: FrameKind) -> FrameHeader {
+        FrameHeader::new(kind).with_data_digest(self.cfg.data_digest)
+    }
+
+    fn push_control(&mut self, kind: FrameKind, call_id: u64) {
+        let mut header = self.header(kind);
+        header.call_id = call_id;
+        let _ = encode_frame(&mut self.out, header, &[], self.cfg.max_frame);
+    }
+
+    /// True when frames are queued and the driver's writer is idle: wake it.
+    pub fn wants_write(&self) -> bool {
+        self.state != State::Closed && !self.out.is_empty() && self.sending.is_none()
+    }
+
+    /// Everything queued, as one buffer to send (at most one is out at a time).
+    /// Hand it back with [`transmit_done`](Self::transmit_done) once sent.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if !self.wants_write() {
+            return None;
+        }
+        let seq = self.batch;
+        self.batch = seq.wrapping_add(1);
+        self.sending = Some(seq);
+        let spare = std::mem::take(&mut self.spare);
+        let batch = std::mem::replace(&mut self.out, spare);
+        self.counters.bytes_out(batch.len());
+        Some(batch)
+    }
+
+    /// The buffer from [`poll_transmit`](Self::poll_transmit) was sent
+    /// completely at `now`; it is kept for reuse.
+    pub fn transmit_done(&mut self, now: Instant, mut sent: Vec<u8>) {
+        self.tick(now);
+        if let Some(seq) = self.sending.take() {
+            if self.counters.timing {
+                self.written[seq as usize % WRITTEN_RING] = (seq, Some(now));
+            }
+        }
+        sent.clear();
+        self.spare = sent;
+    }
+
+    /// Decodes and handles the frame at the front of `buf`, received at `now`,
+    /// and consumes it. `Incomplete` says how many bytes the front frame needs
+    /// in all. An error closes the connection (every call fails).
+    pub fn handle_next(
+        &mut self,
+        now: Instant,
+        buf: &mut RecvBuf,
+    ) -> Result<Decoded, ProtocolError> {
+        let opts = DecodeOptions::new(self.cfg.max_frame);
+        let header = match decode_frame(buf.unconsumed(), opts) {
+            Ok(Decoded::Frame(header)) => header,
+            Ok(incomplete) => return Ok(incomplete),
+            Err(e) => return Err(self.fail(now, e)),
+        };
+        let payload = buf.view(HEADER_LEN, header.len as usize);
+        buf.consume(header.frame_len());
+        match self.handle_frame(now, header, payload) {
+            Ok(()) => Ok(Decoded::Frame(header)),
+            Err(e) => Err(self.fail(now, e)),
+        }
+    }
+
+    fn fail(&mut self, now: Instant, e: ProtocolError) -> ProtocolError {
+        self.close(now);
+        e
+    }
+
+    /// Handles one complete frame received at `now` (its digests checked).
+    /// An error is a protocol violation: the caller closes the connection.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        header: FrameHeader,
+        payload: FrameBytes,
+    ) -> Result<(), ProtocolError> {
+        self.tick(now);
+        // Liveness counts complete frames only: bytes of a frame whose
+        // (corrupted) length never completes must not keep it alive.
+        self.last_rx = now;
+        match header.kind {
+            FrameKind::Response => self.complete(&header, Ok(payload)),
+            FrameKind::Error => {
+                let error = match ErrorCode::from_u32(header.method) {
+                    ErrorCode::DeadlineExceeded => Error::Timeout,
+                    ErrorCode::Overloaded => Error::Overloaded,
+                    code => Error::Remote {
+                        code,
+                        message: String::from_utf8_lossy(&payload).into_owned(),
+                    },
+                };
+                self.complete(&header, Err(error));
+            }
+            FrameKind::Ping => self.push_control(FrameKind::Pong, header.call_id),
+            FrameKind::Pong => {}
+            FrameKind::GoAway => self.retire(),
+            FrameKind::Request => return Err(ProtocolError::Unexpected(FrameKind::Request)),
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, header: &FrameHeader, result: Result<FrameBytes, Error>) {
+        let id = CallId::from_u64(header.call_id);
+        let received = self.last_rx;
+        let Some(slot) = self.calls.get_mut(id) else {
+            return self.counters.stale();
+        };
+        if !slot.state.complete(result, received) {
+            return self.counters.stale();
+        }
+        if self.counters.timing {
+            let written = written_at(&self.written, slot.batch);
+            self.counters.reply_phases(slot.started, written, received);
+            if header.kind == FrameKind::Response {
+                self.counters.remote_handler(header.budget_us);
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next run: the
+    /// earliest call deadline or heartbeat instant; `None` once closed.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.moved_earlier = false;
+        self.armed = if self.state == State::Closed {
+            None
+        } else {
+            let heartbeat = match self.ping_sent {
+                Some(sent) => sent + self.cfg.heartbeat_timeout,
+                None => self.last_rx + self.cfg.heartbeat_interval,
+            };
+            Some(self.next_deadline.map_or(heartbeat, |d| d.min(heartbeat)))
+        };
+        self.armed
+    }
+
+    /// True when a call made since the last [`poll_timeout`](Self::poll_timeout)
+    /// is due before the instant it returned: the driver must call it again.
+    pub fn timeout_moved_earlier(&self) -> bool {
+        self.moved_earlier
+    }
+
+    /// Runs what is due at `now`: fails overdue calls with `Timeout`, sends a
+    /// ping on an idle connection, closes one whose ping went unanswered.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        if self.state == State::Closed {
+            return;
+        }
+        if self.next_deadline.is_some_and(|next| next <= now) {
+            self.expire(now);
+        }
+        self.heartbeat(now);
+    }
+
+    /// Times out every waiting call due by `now` and records the next deadline.
+    fn expire(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        for (_, slot) in self.calls.iter_mut() {
+            if !matches!(slot.state, SlotState::Waiting(_)) {
+                continue;
+            }
+            if slot.deadline <= now {
+                slot.state.complete(Err(Error::Timeout), now);
+            } else if next.is_none_or(|n| slot.deadline < n) {
+                next = Some(slot.deadline);
+            }
+        }
+        self.next_deadline = next;
+    }
+
+    /// Pings exactly `interval` after the last complete frame; closes when no
+    /// complete frame arrived within `timeout` of the ping.
+    fn heartbeat(&mut self, now: Instant) {
+        if let Some(sent) = self.ping_sent {
+            let timeout = self.cfg.heartbeat_timeout;
+            if now < sent + timeout {
+                return;
+            }
+            if self.last_rx < sent {
+                tracing::warn!(?timeout, "no answer to heartbeat; closing connection");
+                return self.close(now);
+            }
+            self.ping_sent = None;
+        }
+        if now >= self.last_rx + self.cfg.heartbeat_interval {
+            self.ping_seq += 1;
+            self.push_control(FrameKind::Ping, self.ping_seq);
+            self.counters.ping();
+            self.ping_sent = Some(now);
+        }
+    }
+}
+
+fn written_at(written: &[(u32, Option<Instant>); WRITTEN_RING], batch: u32) -> Option<Instant> {
+    match written[batch as usize % WRITTEN_RING] {
+        (b, at) if b == batch => at,
+        _ => None,
+    }
+}
