@@ -242,6 +242,12 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
         }
         let n = usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res))?;
         if n == 0 {
+            if let Some(bid) = buffer {
+                // An end of stream that still took a buffer: give it back.
+                if bufring::take(bid, 0).is_some() {
+                    bufring::release(bid);
+                }
+            }
             return Ok(0);
         }
         let bid = buffer.ok_or_else(|| io::Error::other("receive without a buffer"))?;

@@ -312,12 +312,21 @@ impl Drop for Op {
 
 /// Returns the buffer a completion nobody will read carries.
 fn return_buffer(res: i32, flags: u32) {
-    if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
-        let len = usize::try_from(res).unwrap_or(0);
-        if bufring::take(bid, len).is_some() {
+    if let Some(bid) = consumed_buffer(res, flags) {
+        if bufring::take(bid, res as usize).is_some() {
             bufring::release(bid);
         }
     }
+}
+
+/// The ring buffer a receive completion took from the ring, if any.
+///
+/// A completion can name a buffer (`IORING_CQE_F_BUFFER`) that the kernel did
+/// not take: on an error result it leaves the buffer at the ring's head (it
+/// commits only results >= 0). Treating that buffer as ours and providing it
+/// again would put it in the ring twice, so two receives could fill it at once.
+pub(crate) fn consumed_buffer(res: i32, flags: u32) -> Option<u16> {
+    io_uring::cqueue::buffer_select(flags).filter(|_| res >= 0)
 }
 
 /// One completion of a multishot receive.
@@ -325,7 +334,8 @@ fn return_buffer(res: i32, flags: u32) {
 pub(crate) struct Received {
     /// Bytes received, or the negated errno (`0`: end of stream).
     pub res: i32,
-    /// The ring buffer the bytes are in.
+    /// The ring buffer the kernel took for this completion (the bytes are in
+    /// it; it is ours to return even when `res` is 0).
     pub buffer: Option<u16>,
 }
 
@@ -379,7 +389,7 @@ impl Multishot {
                 self.ended = true;
                 return None;
             };
-            let buffer = io_uring::cqueue::buffer_select(flags);
+            let buffer = consumed_buffer(res, flags);
             Some(Received { res, buffer })
         })
     }
@@ -405,5 +415,29 @@ impl Drop for Multishot {
         for (res, flags) in left.into_iter().flatten() {
             return_buffer(res, flags);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumed_buffer;
+
+    const F_BUFFER: u32 = 1; // IORING_CQE_F_BUFFER; the id is in the top 16 bits
+
+    #[test]
+    fn only_a_completion_with_a_result_took_its_buffer() {
+        let flags = F_BUFFER | (7 << 16);
+        assert_eq!(consumed_buffer(100, flags), Some(7), "data");
+        assert_eq!(
+            consumed_buffer(0, flags),
+            Some(7),
+            "end of stream still took it"
+        );
+        assert_eq!(
+            consumed_buffer(-libc::ECANCELED, flags),
+            None,
+            "an error leaves the buffer in the ring"
+        );
+        assert_eq!(consumed_buffer(100, 0), None, "no buffer flag");
     }
 }
