@@ -242,6 +242,15 @@ pub struct Client {
     pool: Rc<Pool>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.pool.shared.addr)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
 impl Client {
     /// A builder with the defaults listed on [`ClientBuilder`].
     pub fn builder() -> ClientBuilder {

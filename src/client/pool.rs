@@ -1,7 +1,7 @@
 //! A core's pool of persistent connections to one endpoint.
 //!
 //! The pool keeps `pool_size` connection slots. Each slot has one maintenance
-//! task that connects, runs the connection (reader, writer, heartbeat tasks)
+//! task that connects, runs the connection (reader, writer and timer tasks)
 //! until it closes, then reconnects with exponential backoff. Calls are routed
 //! round-robin to live connections with a free in-flight slot (first-fit when
 //! the pool is adaptive, so surplus connections go idle and can be retired, see
@@ -34,7 +34,7 @@ pub(crate) enum SlotState {
 
 /// The state shared by the pool's callers and its maintenance tasks.
 pub(crate) struct PoolShared {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     pub cfg: Rc<ClientConfig>,
     pub counters: Rc<Counters>,
     pub slots: RefCell<Vec<SlotState>>,
@@ -252,8 +252,7 @@ async fn run_conn(pool: &PoolShared, index: usize, conn: Rc<ClientConn>) {
     let _tasks = [
         io::spawn(conn::read_loop(conn.clone()).in_current_span()),
         io::spawn(conn::write_loop(conn.clone()).in_current_span()),
-        io::spawn(conn::heartbeat_loop(conn.clone()).in_current_span()),
-        io::spawn(conn::expiry_loop(conn.clone()).in_current_span()),
+        io::spawn(conn::timer_loop(conn.clone()).in_current_span()),
     ];
     pool.set_slot(index, SlotState::Live(conn.clone()));
     conn.closed().await;

@@ -108,7 +108,16 @@ pub struct ServerBuilder {
     limits: Limits,
 }
 
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Entry point for building servers.
+#[derive(Debug)]
 pub struct Server;
 
 impl Server {
@@ -345,6 +354,16 @@ pub struct ServerHandle {
     addr: SocketAddr,
     cores: Vec<CoreControl>,
     cfg: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .field("cores", &self.cores.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
 }
 
 /// How the handle reaches one serving core.
