@@ -36,7 +36,15 @@ fn large_echoes_round_trip_over_zero_copy_sends() {
                 } else {
                     text_for(id)
                 };
-                let reply = client.call(&ECHO, &Msg { id, text: text.clone() }).await;
+                let reply = client
+                    .call(
+                        &ECHO,
+                        &Msg {
+                            id,
+                            text: text.clone(),
+                        },
+                    )
+                    .await;
                 let reply = reply.expect("echo");
                 assert_eq!(reply.id.to_native(), id);
                 assert_eq!(reply.text.as_str(), text, "call {id} came back intact");

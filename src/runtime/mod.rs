@@ -233,7 +233,10 @@ impl RuntimeBuilder {
             return bad("a runtime needs at least one core".into());
         }
         if !(1..=32_768).contains(&self.ring_entries) {
-            return bad(format!("ring_entries {} is not in 1..=32768", self.ring_entries));
+            return bad(format!(
+                "ring_entries {} is not in 1..=32768",
+                self.ring_entries
+            ));
         }
         if let Some((count, size)) = self.recv_buffers {
             if count == 0 || size == 0 || size > 1 << 30 {
@@ -646,8 +649,12 @@ mod tests {
         let config_error = |b: RuntimeBuilder| matches!(b.build(), Err(Error::Config(_)));
         assert!(config_error(Runtime::builder().cpus([])));
         assert!(config_error(Runtime::builder().cores(1).ring_entries(0)));
-        assert!(config_error(Runtime::builder().cores(1).ring_entries(1 << 20)));
-        assert!(config_error(Runtime::builder().cores(1).recv_buffers(Some((0, 4096)))));
+        assert!(config_error(
+            Runtime::builder().cores(1).ring_entries(1 << 20)
+        ));
+        assert!(config_error(
+            Runtime::builder().cores(1).recv_buffers(Some((0, 4096)))
+        ));
         assert!(config_error(Runtime::builder().cpus([100_000])));
         let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
         assert!(rt.ring_flags(0).is_some());

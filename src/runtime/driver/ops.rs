@@ -405,7 +405,10 @@ mod tests {
         let ud = ops.insert();
         assert!(ops.poll(ud, &mut cx).is_pending());
         assert!(matches!(ops.complete(ud, 4096, MORE), Reaped::Done));
-        assert!(ops.poll(ud, &mut cx).is_pending(), "buffer still the kernel's");
+        assert!(
+            ops.poll(ud, &mut cx).is_pending(),
+            "buffer still the kernel's"
+        );
         let Reaped::Wake(w) = ops.complete(ud, 0, NOTIF) else {
             panic!("no waiter")
         };
