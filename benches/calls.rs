@@ -177,7 +177,8 @@ async fn client(addr: SocketAddr, pool: usize) -> Result<Client, String> {
     let c = Client::builder()
         .pool_size(pool)
         .max_in_flight(4096)
-        .connect(addr);
+        .connect(addr)
+        .expect("connect on a ringrpc core");
     if !c.wait_connected(Duration::from_secs(5)).await {
         return Err(format!("no connection to {addr}"));
     }

@@ -25,7 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(0, move || async move {
         let client = Client::builder()
             .deadline(Duration::from_secs(2))
-            .connect(addr);
+            .connect(addr)
+            .expect("connect on a ringrpc core");
         for i in 1..=3 {
             let req = Echo {
                 text: format!("hello #{i}"),

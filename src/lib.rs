@@ -33,7 +33,7 @@
 //!
 //! let addr = server.local_addr();
 //! let text = runtime.block_on(0, move || async move {
-//!     let client = Client::builder().connect(addr);
+//!     let client = Client::builder().connect(addr)?;
 //!     let reply = client.call(&HELLO, &Greeting { name: "ring".into() }).await?;
 //!     Ok::<_, ringrpc::Error>(reply.name.to_string()) // read in place, no parse
 //! })??;

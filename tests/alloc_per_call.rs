@@ -128,7 +128,12 @@ fn measure(callers: u64, calls: u64, handler: Handler) -> (f64, f64) {
         thread_local! { static CLIENT: std::cell::RefCell<Option<Client>> = const { std::cell::RefCell::new(None) }; }
         let client = CLIENT.with(|c| {
             c.borrow_mut()
-                .get_or_insert_with(|| Client::builder().max_in_flight(4096).connect(addr))
+                .get_or_insert_with(|| {
+                    Client::builder()
+                        .max_in_flight(4096)
+                        .connect(addr)
+                        .expect("connect on a ringrpc core")
+                })
                 .clone()
         });
         assert!(client.wait_connected(Duration::from_secs(2)).await);

@@ -78,3 +78,9 @@ fn unknown_method_is_refused_with_unknown_method() {
     assert_eq!(server.stats().protocol_errors, 0);
     finish(&client, &server);
 }
+
+#[test]
+fn connecting_off_a_core_is_a_typed_error() {
+    let result = ringrpc::Client::builder().connect("127.0.0.1:9".parse().unwrap());
+    assert!(matches!(result, Err(ringrpc::Error::NotOnCore)));
+}

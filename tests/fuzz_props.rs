@@ -213,7 +213,9 @@ impl Bystander {
         let (ok2, stop2) = (ok.clone(), stop.clone());
         let task = rt
             .spawn_on(0, move || async move {
-                let client = client_builder().connect(addr);
+                let client = client_builder()
+                    .connect(addr)
+                    .expect("connect on a ringrpc core");
                 let mut errors = Vec::new();
                 if !client.wait_connected(Duration::from_secs(2)).await {
                     errors.push("client did not connect".to_owned());

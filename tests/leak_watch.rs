@@ -142,7 +142,8 @@ async fn worker(client: Client, seed: usize, end: Instant) -> Outcomes {
 async fn load(client: Client, addr: SocketAddr) -> (Outcomes, ClientStats) {
     let side = client_builder()
         .deadline(Duration::from_millis(500))
-        .connect(addr);
+        .connect(addr)
+        .expect("connect on a ringrpc core");
     assert!(side.wait_connected(Duration::from_secs(2)).await);
     let end = Instant::now() + LOAD;
     let closer = {

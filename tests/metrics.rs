@@ -136,7 +136,8 @@ fn scenario(client: &TestClient, addr: SocketAddr) -> Seen {
         let narrow = client_builder()
             .max_in_flight(1)
             .heartbeat_interval(Duration::from_secs(60))
-            .connect(addr);
+            .connect(addr)
+            .expect("connect on a ringrpc core");
         assert!(narrow.wait_connected(Duration::from_secs(2)).await);
         for r in call_all(&narrow, &ECHO, 300..300 + P, CALL_DEADLINE).await {
             tally(r);

@@ -135,7 +135,9 @@ fn panicking_handlers_fail_only_their_own_call() {
     // The server core still serves new connections.
     let addr = server.addr();
     let fresh = client.run(move |_| async move {
-        let other = client_builder().connect(addr);
+        let other = client_builder()
+            .connect(addr)
+            .expect("connect on a ringrpc core");
         assert!(other.wait_connected(Duration::from_secs(2)).await);
         let r = other
             .call(

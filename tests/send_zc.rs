@@ -27,7 +27,9 @@ fn large_echoes_round_trip_over_zero_copy_sends() {
     let client_rt = runtime();
     let checked = client_rt
         .block_on(0, move || async move {
-            let client = Client::builder().connect(addr);
+            let client = Client::builder()
+                .connect(addr)
+                .expect("connect on a ringrpc core");
             let mut checked = 0;
             for id in 0..200u64 {
                 // Alternate small (plain send) and large (zero-copy) requests.

@@ -199,7 +199,10 @@ async fn call(
 
 /// The client-side load: callers on a pooled client plus connection churn.
 async fn client_load(addr: SocketAddr, counts: Arc<Counts>, stop: Arc<AtomicBool>) -> String {
-    let client = client_builder().pool_size(2).connect(addr);
+    let client = client_builder()
+        .pool_size(2)
+        .connect(addr)
+        .expect("connect on a ringrpc core");
     client.wait_connected(Duration::from_secs(2)).await;
     let next_id = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
@@ -228,7 +231,9 @@ async fn client_load(addr: SocketAddr, counts: Arc<Counts>, stop: Arc<AtomicBool
     // Connection churn: short-lived clients.
     let churn_builder = client_builder();
     while !stop.load(Ordering::Relaxed) {
-        let churn = churn_builder.connect(addr);
+        let churn = churn_builder
+            .connect(addr)
+            .expect("connect on a ringrpc core");
         if churn.wait_connected(Duration::from_secs(1)).await {
             for _ in 0..10 {
                 let id = next_id.get() + 1;

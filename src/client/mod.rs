@@ -202,13 +202,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Creates a client on the current core and starts connecting its pool.
+    /// Creates a client on the current core and starts connecting its pool
+    /// (calls made before a connection is up wait for it, up to their deadline).
     ///
-    /// Must run on a ringrpc core (inside [`Runtime::spawn_on`](crate::Runtime::spawn_on)).
-    pub fn connect(&self, addr: SocketAddr) -> Client {
-        Client {
-            pool: Rc::new(Pool::start(addr, self.cfg.clone())),
+    /// A client belongs to the core it was made on. Off a ringrpc core (any
+    /// thread that is not running inside [`Runtime::spawn_on`](crate::Runtime::spawn_on)
+    /// or [`Runtime::block_on`](crate::Runtime::block_on)) this fails with
+    /// [`Error::NotOnCore`].
+    pub fn connect(&self, addr: SocketAddr) -> Result<Client, Error> {
+        if crate::runtime::current_core().is_none() {
+            return Err(Error::NotOnCore);
         }
+        Ok(Client {
+            pool: Rc::new(Pool::start(addr, self.cfg.clone())),
+        })
     }
 }
 

@@ -210,7 +210,7 @@ impl TestClient {
         let rt = client_runtime();
         let connected = rt
             .block_on(0, move || async move {
-                let client = builder.connect(addr);
+                let client = builder.connect(addr).expect("connect on a ringrpc core");
                 let up = client.wait_connected(Duration::from_secs(2)).await;
                 CLIENT.with(|c| *c.borrow_mut() = Some(client));
                 up

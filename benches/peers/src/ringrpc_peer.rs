@@ -71,7 +71,8 @@ async fn client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, S
     let client = Client::builder()
         .pool_size(1)
         .max_in_flight(spec.in_flight.max(1024))
-        .connect(addr);
+        .connect(addr)
+        .expect("connect on a ringrpc core");
     if !client.wait_connected(Duration::from_secs(5)).await {
         return Err(format!("ringrpc: no connection to {addr}"));
     }

@@ -416,7 +416,7 @@ pub async fn connect(
     core: usize,
     tally: &mut Tally,
 ) -> Option<Client> {
-    let client = builder.connect(addr);
+    let client = builder.connect(addr).expect("connect on a ringrpc core");
     if client.wait_connected(CONNECT_WAIT).await {
         return Some(client);
     }

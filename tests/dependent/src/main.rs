@@ -119,7 +119,7 @@ fn allocs_on(rt: &Runtime, core: usize) -> u64 {
 async fn run(addr: SocketAddr, kind: Kind, callers: u64, calls: u64) -> Result<u64, String> {
     let client = CLIENT.with(|c| {
         c.borrow_mut()
-            .get_or_insert_with(|| Client::builder().max_in_flight(4096).connect(addr))
+            .get_or_insert_with(|| Client::builder().max_in_flight(4096).connect(addr).expect("connect on a ringrpc core"))
             .clone()
     });
     if !client.wait_connected(Duration::from_secs(5)).await {
