@@ -52,8 +52,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod client;
-// Not used until the client's driver switches over (next commit).
-#[allow(dead_code, unused_imports)]
 mod conn;
 mod error;
 mod message;
