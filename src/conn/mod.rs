@@ -25,8 +25,6 @@
 //!   deadline are per core, watched by the server).
 
 pub(crate) mod client;
-// Not driven yet: the server's connection switches to it in the next commit.
-#[allow(dead_code)]
 pub(crate) mod server;
 #[cfg(test)]
 mod server_tests;
@@ -34,5 +32,4 @@ mod server_tests;
 mod tests;
 
 pub(crate) use client::{ClientCore, ClientCoreConfig, Finished};
-#[allow(unused_imports)]
 pub(crate) use server::{CallCtx, Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
