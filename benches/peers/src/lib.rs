@@ -33,6 +33,7 @@ pub const PEERS: &[(&str, RunFn)] = &[
     ("raw-pipelined", raw::run_pipelined),
     ("raw-crc", raw::run_pipelined_crc),
     ("ringrpc", ringrpc_peer::run),
+    ("ringrpc-nodigest", ringrpc_peer::run_no_digest),
     ("tarpc", tarpc_peer::run),
     ("tonic", tonic_peer::run),
 ];

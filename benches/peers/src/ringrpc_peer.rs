@@ -40,8 +40,18 @@ fn echo(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallib
     }))
 }
 
-/// Runs the workload against a ringrpc server.
+/// Runs the workload against a ringrpc server (data digests on, the default).
 pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run_with(spec, window, true)
+}
+
+/// Runs the workload with the payload CRC32 (data digest) off on both sides,
+/// as on a trusted link; the header digest stays.
+pub fn run_no_digest(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run_with(spec, window, false)
+}
+
+fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> {
     let server_rt = Runtime::builder()
         .cpus([spec.server_cpu])
         .name("peers-rr-srv")
@@ -53,13 +63,14 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let server = Server::builder()
+        .data_digest(digest)
         .register_responder(ECHO, echo)
         .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr();
     let spec = *spec;
     let tally = client_rt
-        .block_on(0, move || client(addr, spec, window))
+        .block_on(0, move || client(addr, spec, window, digest))
         .map_err(|e| e.to_string())??;
     server.shutdown(Duration::from_millis(200));
     client_rt.shutdown();
@@ -67,8 +78,14 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
     Ok(tally)
 }
 
-async fn client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
+async fn client(
+    addr: SocketAddr,
+    spec: Spec,
+    window: Window,
+    digest: bool,
+) -> Result<Tally, String> {
     let client = Client::builder()
+        .data_digest(digest)
         .pool_size(1)
         .max_in_flight(spec.in_flight.max(1024))
         .connect(addr)
