@@ -609,7 +609,8 @@ fn targets(out: &mut String, results: &Results) {
         }
     }
     if let Some(rounds) = rounds_of(results, many, "ringrpc") {
-        let sides: [(&str, fn(&Measured) -> Option<f64>); 2] = [
+        type Pick = fn(&Measured) -> Option<f64>;
+        let sides: [(&str, Pick); 2] = [
             ("server", |m| m.server_cpu_us),
             ("client", |m| m.client_cpu_us),
         ];
