@@ -3,47 +3,19 @@
 //!
 //! Prints the figures (`cargo test --test alloc_per_call -- --nocapture`) and
 //! guards against regressions. Target (issue #3, P5): no allocation per call in
-//! steady state on either side for a handler that does not await. compio's one
-//! allocation per submitted operation is recycled per thread
-//! (vendor/thin-cell/PATCHED.md); what is left is this test's own caller tasks
-//! and request vectors (a few per run, well under 0.01 per call).
+//! steady state on either side for a handler that does not await (the driver
+//! allocates nothing per operation); what is left is this test's own caller
+//! tasks and request vectors (a few per run, well under 0.01 per call).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
 use ringrpc::{Client, Method, Runtime, Server, SliceAsVec};
 
-struct Counting;
+#[path = "support/thread_allocs.rs"]
+mod thread_allocs;
 
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; only counts (a const thread-local
-// `Cell`, which needs no allocation or destructor registration).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use thread_allocs::Counting;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -84,7 +56,7 @@ enum Handler {
 }
 
 fn allocs_on(rt: &Runtime) -> u64 {
-    rt.block_on(0, || async { ALLOCS.with(Cell::get) })
+    rt.block_on(0, || async { thread_allocs::allocations() })
         .expect("core")
 }
 

@@ -10,7 +10,6 @@
 //! counting global allocator with per-thread counters, read on each core), and
 //! the bounds are the ones that test asserts. Exits 1 with a message on failure.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -19,35 +18,10 @@ use std::time::Duration;
 use ringrpc::runtime::io;
 use ringrpc::{Client, Method, Runtime, Server, SliceAsVec};
 
-struct Counting;
+#[path = "../../support/thread_allocs.rs"]
+mod thread_allocs;
 
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; only counts (a const thread-local
-// `Cell`, which needs no allocation or destructor registration).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use thread_allocs::Counting;
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -110,7 +84,7 @@ enum Kind {
 
 /// Allocations made so far on `core`'s thread.
 fn allocs_on(rt: &Runtime, core: usize) -> u64 {
-    rt.block_on(core, || async { ALLOCS.with(Cell::get) })
+    rt.block_on(core, || async { thread_allocs::allocations() })
         .unwrap_or_else(|e| fail(&format!("reading core {core}'s counter: {e}")))
 }
 
@@ -119,7 +93,12 @@ fn allocs_on(rt: &Runtime, core: usize) -> u64 {
 async fn run(addr: SocketAddr, kind: Kind, callers: u64, calls: u64) -> Result<u64, String> {
     let client = CLIENT.with(|c| {
         c.borrow_mut()
-            .get_or_insert_with(|| Client::builder().max_in_flight(4096).connect(addr).expect("connect on a ringrpc core"))
+            .get_or_insert_with(|| {
+                Client::builder()
+                    .max_in_flight(4096)
+                    .connect(addr)
+                    .expect("connect on a ringrpc core")
+            })
             .clone()
     });
     if !client.wait_connected(Duration::from_secs(5)).await {
