@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 manifest=tests/dependent/Cargo.toml
 target_dir=target/dependent
 
+echo "== check: tests/dependent is formatted"
+cargo fmt --manifest-path "$manifest" -- --check
+echo "ok: tests/dependent formatted"
+
 echo "== check: build and run tests/dependent (release, --target-dir $target_dir)"
 cargo run --release --manifest-path "$manifest" --target-dir "$target_dir"
 echo "ok: ringrpc-dependent built and ran (replies correct, no allocation per call)"
