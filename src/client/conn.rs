@@ -237,20 +237,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
 /// The connection's writer: sends everything queued, one batch per wake-up.
 pub(crate) async fn write_loop(conn: Rc<ClientConn>) {
     loop {
-        let batch = poll_fn(|cx| {
-            let mut core = conn.core.borrow_mut();
-            if core.is_closed() {
-                return Poll::Ready(None);
-            }
-            match core.poll_transmit() {
-                Some(batch) => Poll::Ready(Some(batch)),
-                None => {
-                    conn.writer.set(Some(cx.waker().clone()));
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
+        let batch = poll_fn(|cx| crate::conn::poll_batch(&conn.core, &conn.writer, cx)).await;
         let Some(batch) = batch else { return };
         let (result, batch) = io::write_all(&conn.stream, batch).await;
         if let Err(e) = result {

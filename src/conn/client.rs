@@ -517,3 +517,13 @@ fn written_at(written: &[(u32, Option<Instant>); WRITTEN_RING], batch: u32) -> O
         _ => None,
     }
 }
+
+impl super::Transmit for ClientCore {
+    fn is_closed(&self) -> bool {
+        ClientCore::is_closed(self)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        ClientCore::poll_transmit(self)
+    }
+}

@@ -33,3 +33,33 @@ mod tests;
 
 pub(crate) use client::{ClientCore, ClientCoreConfig, Finished};
 pub(crate) use server::{CallCtx, Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
+
+/// What a driver's writer takes from a core.
+pub(crate) trait Transmit {
+    /// The core has closed: nothing more will be sent.
+    fn is_closed(&self) -> bool;
+    /// The next buffer of frames to send, if any.
+    fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+}
+
+/// The next batch `core` wants sent, or `None` once it has closed. While it
+/// has nothing to send, the caller's waker is parked in `writer` (the driver
+/// wakes it when the core queues frames).
+pub(crate) fn poll_batch<C: Transmit>(
+    core: &std::cell::RefCell<C>,
+    writer: &std::cell::Cell<Option<std::task::Waker>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Option<Vec<u8>>> {
+    use std::task::Poll;
+    let mut core = core.borrow_mut();
+    if core.is_closed() {
+        return Poll::Ready(None);
+    }
+    match core.poll_transmit() {
+        Some(batch) => Poll::Ready(Some(batch)),
+        None => {
+            writer.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    }
+}

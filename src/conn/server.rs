@@ -506,3 +506,13 @@ impl<C: Clock> ServerCore<C> {
         self.spare = sent;
     }
 }
+
+impl<C: Clock> super::Transmit for ServerCore<C> {
+    fn is_closed(&self) -> bool {
+        ServerCore::is_closed(self)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        ServerCore::poll_transmit(self)
+    }
+}

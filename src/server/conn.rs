@@ -260,20 +260,7 @@ fn dispatch(conn: &Rc<ConnShared>, router: &Router, buf: &RecvBuf, request: &Dis
 
 async fn write_loop(conn: Rc<ConnShared>) {
     loop {
-        let batch = poll_fn(|cx| {
-            let mut core = conn.core.borrow_mut();
-            if core.is_closed() {
-                return Poll::Ready(None);
-            }
-            match core.poll_transmit() {
-                Some(batch) => Poll::Ready(Some(batch)),
-                None => {
-                    conn.writer.set(Some(cx.waker().clone()));
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
+        let batch = poll_fn(|cx| crate::conn::poll_batch(&conn.core, &conn.writer, cx)).await;
         let Some(batch) = batch else {
             return;
         };
