@@ -190,13 +190,19 @@ pub(crate) fn run(inbox: Arc<Inbox>) {
         }
     }
     drop((jobs, remote));
-    shut_down();
+    shut_down(&inbox);
     INBOX.with(|i| i.borrow_mut().take());
 }
 
 /// Cancels every task (dropping their futures), then drains the ring.
-fn shut_down() {
+fn shut_down(inbox: &Inbox) {
     for _ in 0..1000 {
+        // Tasks woken from other threads since: their runnables hold the
+        // inbox (through their schedule function), so drop them here too.
+        let (mut jobs, mut remote) = (Vec::new(), Vec::new());
+        inbox.drain(&mut jobs, &mut remote);
+        drop(jobs);
+        QUEUE.with(|q| q.borrow_mut().extend(remote));
         let wakers: Vec<Waker> = TASKS.with(|t| t.borrow_mut().drain().collect());
         let had_tasks = !wakers.is_empty();
         wakers.into_iter().for_each(Waker::wake);

@@ -107,6 +107,14 @@ impl Inbox {
         }
     }
 
+    /// Takes everything queued, news or not (used when the core stops, so no
+    /// task is left behind in the queue holding this inbox alive).
+    pub fn drain(&self, jobs: &mut Vec<Job>, runnables: &mut Vec<Runnable>) {
+        let mut q = self.lock();
+        jobs.append(&mut q.jobs);
+        runnables.append(&mut q.runnables);
+    }
+
     /// Takes everything queued if there is news (called once per turn).
     pub fn take(&self, jobs: &mut Vec<Job>, runnables: &mut Vec<Runnable>) {
         if !self.notified.swap(false, Ordering::AcqRel) {
