@@ -59,6 +59,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+#[cfg(test)]
+mod test_waker;
 
 pub use client::{Client, ClientBuilder, ClientStats, OverloadPolicy};
 pub use error::Error;

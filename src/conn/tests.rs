@@ -4,9 +4,8 @@
 //! with whatever loss and duplication a test wants.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -18,6 +17,7 @@ use crate::protocol::{
     ProtocolError, DEFAULT_MAX_FRAME, HEADER_LEN,
 };
 use crate::runtime::buf::RecvBuf;
+use crate::test_waker::WakeCount;
 use crate::Error;
 
 const METHOD: u32 = 0x5eed;
@@ -26,16 +26,6 @@ const US: Duration = Duration::from_micros(1);
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Counts its wake-ups.
-#[derive(Default)]
-struct CountingWaker(AtomicUsize);
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// A client core, its fake clock, its receive buffer and its waker.
 struct Harness {
     core: ClientCore,
@@ -43,7 +33,7 @@ struct Harness {
     t0: Instant,
     now: Instant,
     rx: RecvBuf,
-    wakes: Arc<CountingWaker>,
+    wakes: Arc<WakeCount>,
     waker: Waker,
 }
 
@@ -65,14 +55,14 @@ impl Harness {
     fn with(cfg: ClientCoreConfig) -> Self {
         let counters = Rc::new(Counters::new("127.0.0.1:9".parse().unwrap(), true));
         let t0 = Instant::now();
-        let wakes = Arc::new(CountingWaker::default());
+        let (wakes, waker) = WakeCount::new();
         Self {
             core: ClientCore::new(t0, cfg, counters.clone()),
             counters,
             t0,
             now: t0,
             rx: RecvBuf::new(4096),
-            waker: Waker::from(wakes.clone()),
+            waker,
             wakes,
         }
     }
@@ -145,7 +135,7 @@ impl Harness {
     }
 
     fn wakes(&self) -> usize {
-        self.wakes.0.load(Ordering::Relaxed)
+        self.wakes.count()
     }
 }
 

@@ -167,22 +167,12 @@ impl Drop for Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
+    use crate::test_waker::WakeCount;
     use std::time::Duration;
-
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn timers_fire_in_deadline_order_and_dropped_ones_never() {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
+        let (count, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         let base = Instant::now() + Duration::from_secs(60);
         let mut late = Box::pin(Sleep::until(base + Duration::from_secs(2)));
@@ -194,7 +184,7 @@ mod tests {
         drop(dropped);
         assert_eq!(next_deadline(), Some(base + Duration::from_secs(1)));
         fire(base + Duration::from_millis(1500));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "only the early one");
+        assert_eq!(count.count(), 1, "only the early one");
         assert!(early.as_mut().poll(&mut cx).is_ready());
         assert!(late.as_mut().poll(&mut cx).is_pending());
         fire(base + Duration::from_secs(3));
@@ -205,7 +195,7 @@ mod tests {
 
     #[test]
     fn stale_entries_are_compacted() {
-        let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let (_, waker) = WakeCount::new();
         let mut cx = Context::from_waker(&waker);
         let far = Instant::now() + Duration::from_secs(3600);
         for _ in 0..10_000 {

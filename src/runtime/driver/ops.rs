@@ -285,20 +285,10 @@ impl OpTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::task::Wake;
+    use crate::test_waker::WakeCount;
 
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn waker() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (count.clone(), Waker::from(count))
+    fn waker() -> (std::sync::Arc<WakeCount>, Waker) {
+        WakeCount::new()
     }
 
     #[test]
@@ -312,7 +302,7 @@ mod tests {
             panic!("no waiter")
         };
         w.wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.count(), 1);
         assert_eq!(ops.poll(ud, &mut cx), Poll::Ready(42));
         assert_eq!(ops.len(), 0);
     }
@@ -369,7 +359,7 @@ mod tests {
         w.wake();
         assert!(matches!(ops.complete(ud, 20, MORE), Reaped::Done));
         assert!(matches!(ops.complete(ud, 0, 0), Reaped::Done));
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.count(), 1);
         assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(Some((10, MORE))));
         assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(Some((20, MORE))));
         assert_eq!(ops.poll_event(ud, &mut cx), Poll::Ready(Some((0, 0))));
@@ -413,7 +403,7 @@ mod tests {
             panic!("no waiter")
         };
         w.wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.count(), 1);
         assert_eq!(ops.poll(ud, &mut cx), Poll::Ready(4096));
         // Dropped between the two: the memory stays until the notification.
         let ud = ops.insert();
