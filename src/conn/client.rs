@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use crate::client::Counters;
 use crate::message::{serialize_into, Message};
 use crate::protocol::{
-    begin_frame, decode_frame, encode_frame, finish_frame, CallId, CallTable, DecodeOptions,
-    Decoded, ErrorCode, FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
+    begin_frame, decode_frame, finish_frame, CallId, CallTable, DecodeOptions, Decoded, ErrorCode,
+    FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
 };
 use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::Error;
@@ -321,9 +321,8 @@ impl ClientCore {
     }
 
     fn push_control(&mut self, kind: FrameKind, call_id: u64) {
-        let mut header = self.header(kind);
-        header.call_id = call_id;
-        let _ = encode_frame(&mut self.out, header, &[], self.cfg.max_frame);
+        let (digest, max) = (self.cfg.data_digest, self.cfg.max_frame);
+        super::push_control(&mut self.out, kind, call_id, digest, max);
     }
 
     /// True when frames are queued and the driver's writer is idle: wake it.

@@ -63,3 +63,18 @@ pub(crate) fn poll_batch<C: Transmit>(
         }
     }
 }
+
+/// Queues a control frame (ping, pong, goaway: no payload) on `out`, with the
+/// data digest flag as the connection is configured.
+pub(crate) fn push_control(
+    out: &mut Vec<u8>,
+    kind: crate::protocol::FrameKind,
+    call_id: u64,
+    data_digest: bool,
+    max_frame: usize,
+) {
+    let mut header = crate::protocol::FrameHeader::new(kind).with_data_digest(data_digest);
+    header.call_id = call_id;
+    // An empty payload always fits any max_frame (>= one header).
+    let _ = crate::protocol::encode_frame(out, header, &[], max_frame);
+}

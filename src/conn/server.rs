@@ -467,9 +467,8 @@ impl<C: Clock> ServerCore<C> {
     }
 
     fn push_control(&mut self, kind: FrameKind, call_id: u64) {
-        let mut header = self.header(kind);
-        header.call_id = call_id;
-        let _ = encode_frame(&mut self.out, header, &[], self.cfg.max_frame);
+        let (digest, max) = (self.cfg.data_digest, self.cfg.max_frame);
+        super::push_control(&mut self.out, kind, call_id, digest, max);
     }
 
     /// True when frames are queued and no send is under way: wake the writer.
