@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the benchmark plots of docs/benchmarks.md (docs/img/*.svg):
-#   1. cargo bench --bench peers -- [ARGS...]           -> target/peers/peers.csv
+#   1. cargo bench -p ringrpc-peers --bench peers -- [ARGS...]           -> target/peers/peers.csv
 #   2. ringrpc bench --compare floor --in-flight 1,16,128,1024 --csv target/bench/bench.csv
 #      (embedded server pinned to CPU 0, client to CPU 1: the defaults)
 #   3. ringrpc plot --peers target/peers/peers.csv --bench target/bench/bench.csv --out docs/img
@@ -33,7 +33,7 @@ done
 extra=(${RINGRPC_BENCH_ARGS:-})
 
 set -x
-cargo bench --bench peers -- "$@"
+cargo bench -p ringrpc-peers --bench peers -- "$@"
 cargo run --release --bin ringrpc -- bench --compare floor --in-flight 1,16,128,1024 \
   ${bench_args[@]+"${bench_args[@]}"} ${extra[@]+"${extra[@]}"} --csv target/bench/bench.csv
 cargo run --release --bin ringrpc -- plot \
