@@ -21,7 +21,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -29,42 +28,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Responder, Runtime, Sent, Server, ServerHandle, SliceAsVec};
-
-/// The echo message: request and response.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Echo {
-    id: u64,
-    payload: Vec<u8>,
-}
-
-const ECHO: Method<Echo, Echo> = Method::new("Bench.echo");
-
-fn echo(req: &ArchivedEcho) -> Result<Echo, Infallible> {
-    Ok(Echo {
-        id: req.id.to_native(),
-        payload: req.payload.as_slice().to_vec(),
-    })
-}
-
-/// The same echo through a `Responder`: the reply borrows the request's payload.
-const ECHO_BORROWED: Method<Echo, Echo> = Method::new("Bench.echo_borrowed");
-
-/// The echo response, borrowing the request's payload (archives as an `Echo`).
-#[derive(rkyv::Archive, rkyv::Serialize)]
-#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
-struct EchoRef<'a> {
-    id: u64,
-    #[rkyv(with = SliceAsVec, omit_bounds)]
-    payload: &'a [u8],
-}
-
-fn echo_borrowed(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallible> {
-    Ok(reply.send(&EchoRef {
-        id: req.id.to_native(),
-        payload: req.payload.as_slice(),
-    }))
-}
+use ringrpc::{Client, Method, Runtime, ServerHandle};
+use ringrpc_workload::echo::{self, Echo, ECHO, ECHO_OWNED};
 
 /// CPUs of the server and client runtimes (the client falls back to CPU 0 on one CPU).
 fn cpus() -> (usize, usize) {
@@ -95,9 +60,7 @@ impl Env {
             .name("calls-cli")
             .build()
             .expect("client runtime");
-        let server = Server::builder()
-            .register(ECHO, echo)
-            .and_then(|b| b.register_responder(ECHO_BORROWED, echo_borrowed))
+        let server = echo::server()
             .expect("register")
             .serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("serve");
@@ -120,7 +83,7 @@ impl Env {
     /// Runs `iters` echo calls with `in_flight` concurrent callers over a
     /// client with `pool` connections; returns the elapsed time.
     fn run(&self, pool: usize, in_flight: usize, payload: usize, iters: u64) -> Duration {
-        self.run_method(ECHO, pool, in_flight, payload, iters)
+        self.run_method(ECHO_OWNED, pool, in_flight, payload, iters)
     }
 
     /// CPU time the server core's thread has used so far.
@@ -308,7 +271,7 @@ fn server_cpu(c: &mut Criterion) {
     let mut g = c.benchmark_group("calls/server_cpu");
     g.throughput(Throughput::Elements(1));
     for size in [64, 4096] {
-        for (name, method) in [("owned", ECHO), ("responder", ECHO_BORROWED)] {
+        for (name, method) in [("owned", ECHO_OWNED), ("responder", ECHO)] {
             let id = BenchmarkId::new(format!("128_in_flight/{}", size_label(size)), name);
             g.bench_function(id, |b| {
                 b.iter_custom(|iters| {

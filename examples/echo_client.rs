@@ -1,19 +1,14 @@
 //! A minimal ringrpc client: `cargo run --example echo_client ADDR`.
 //!
-//! Calls `Echo.echo` on the `echo_server` example a few times and prints the replies.
+//! Calls the echo method of the benchmark workload (`Bench.echo`, the
+//! `ringrpc-workload` crate's [`Echo`] message) a few times on the
+//! `echo_server` example, or on `ringrpc serve --listen ADDR`, and prints the
+//! replies.
 
 use std::time::Duration;
 
-use ringrpc::{Client, Method, Runtime};
-
-/// The request and response message (the server declares the same type).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Echo {
-    text: String,
-}
-
-/// The method, shared by name and types with the server.
-const ECHO: Method<Echo, Echo> = Method::new("Echo.echo");
+use ringrpc::{Client, Runtime};
+use ringrpc_workload::echo::{Echo, ECHO};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
@@ -27,12 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .deadline(Duration::from_secs(2))
             .connect(addr)
             .expect("connect on a ringrpc core");
-        for i in 1..=3 {
+        for id in 1..=3 {
             let req = Echo {
-                text: format!("hello #{i}"),
+                id,
+                payload: format!("hello #{id}").into_bytes(),
             };
             let reply = client.call(&ECHO, &req).await?;
-            println!("reply: {}", reply.text); // read in place, no copy
+            // Read in place in the receive buffer, no copy.
+            let text = String::from_utf8_lossy(reply.payload.as_slice());
+            println!("reply {}: {text}", reply.id);
         }
         Ok::<_, ringrpc::Error>(())
     })??;

@@ -1,18 +1,13 @@
 //! A minimal ringrpc server: `cargo run --example echo_server [ADDR]`.
 //!
-//! Serves `Echo.echo` on ADDR (default 127.0.0.1:7070), prints the address and
-//! runs until killed. Pair it with `cargo run --example echo_client ADDR`.
+//! Serves the echo method of the benchmark workload (`Bench.echo`, the
+//! `ringrpc-workload` crate's [`Echo`] message) on ADDR (default
+//! 127.0.0.1:7070), prints the address and runs until killed. Pair it with
+//! `cargo run --example echo_client ADDR`, or load it with
+//! `ringrpc bench --connect ADDR`.
 
-use ringrpc::{Method, Runtime, Server};
-
-/// The request and response message (the client declares the same type).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-struct Echo {
-    text: String,
-}
-
-/// The method, shared by name and types with the client.
-const ECHO: Method<Echo, Echo> = Method::new("Echo.echo");
+use ringrpc::{Runtime, Server};
+use ringrpc_workload::echo::{ArchivedEcho, Echo, ECHO};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:7070".into());
@@ -20,8 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder()
         // A sync handler reads the archived request in place, without parsing it.
         .register(ECHO, |req: &ArchivedEcho| -> Result<Echo, String> {
+            let payload = req.payload.as_slice().to_vec();
             Ok(Echo {
-                text: format!("echo: {}", req.text),
+                id: req.id.to_native(),
+                payload,
             })
         })?
         .serve(&runtime, addr.parse()?)?;

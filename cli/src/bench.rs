@@ -16,15 +16,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ringrpc::runtime::io;
-use ringrpc::{Client, MetricsSnapshot, Runtime, ServerHandle};
+use ringrpc::{Client, MetricsSnapshot, Runtime, Server, ServerHandle};
 use ringrpc_floor::Mode;
+use ringrpc_workload::cpu::{self, CpuShares, Naming};
+use ringrpc_workload::echo;
 
-use crate::cpu::{self, CpuShares, Sides};
-use crate::echo::{self, Echo, ECHO};
 use crate::floor::{self, FloorSpec};
 use crate::measure::{parse_positive, parse_rate, parse_secs, Switch, Tally, Window};
 use crate::report::{self, Row, Shape};
@@ -34,8 +34,9 @@ use crate::{compare, export, open, phases, CliResult};
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
 /// In-flight values measured when neither `--in-flight` nor `--rate` is given.
 const DEFAULT_IN_FLIGHT: [usize; 2] = [1, 128];
-/// Names of the client and embedded server runtimes (their threads are `{name}-{core}`).
-const SIDES: Sides = Sides {
+/// Names of the client and embedded server runtimes (their threads are `{name}-{core}`,
+/// which is how the CPU sampler tells the two sides apart).
+const SIDES: Naming = Naming::Cores {
     server: "bench-server",
     client: "bench-client",
 };
@@ -95,11 +96,20 @@ pub struct BenchArgs {
     /// server (`ClientBuilder::metrics` / `ServerBuilder::metrics`).
     #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
     pub metrics: Switch,
+    /// The CRC32 of every payload (data digest) in the client and the embedded
+    /// server (`ClientBuilder::data_digest` / `ServerBuilder::data_digest`);
+    /// the header digest is always on.
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub data_digest: Switch,
     /// `floor`: also measure raw-socket baselines with the same payload and
     /// duration. `metrics`: measure each row with metrics on and off, alternating,
     /// `--rounds` times each, and print the medians and the on/off ratio.
     #[arg(long, value_enum)]
     pub compare: Option<Compare>,
+    /// The targets file `--compare floor` checks [default: $RINGRPC_TARGETS,
+    /// else benches/targets.txt of the source tree this binary was built from].
+    #[arg(long, value_name = "FILE")]
+    pub targets: Option<PathBuf>,
     /// Keep every core (client and embedded server) polling its ring for this
     /// many microseconds after each receive instead of sleeping at once
     /// (`RuntimeBuilder::busy_poll`); 0 = off.
@@ -173,12 +183,15 @@ impl EmbeddedServer {
     fn start(cpu: usize, metrics: bool, args: &BenchArgs) -> CliResult<Self> {
         let runtime = Runtime::builder()
             .cpus([cpu])
-            .name(SIDES.server)
+            .name(SIDES.server())
             .busy_poll(args.busy())
             .send_zc(args.send_zc)
             .build()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let handle = echo::server()?.metrics(metrics).serve(&runtime, addr)?;
+        let builder = Server::builder().data_digest(args.data_digest.is_on());
+        let handle = echo::register(builder)?
+            .metrics(metrics)
+            .serve(&runtime, addr)?;
         Ok(Self { handle, runtime })
     }
 
@@ -200,6 +213,7 @@ struct Spec {
     payload: usize,
     window: Window,
     metrics: bool,
+    digest: bool,
 }
 
 /// Where one row's client runtime sends its calls.
@@ -286,12 +300,13 @@ fn describe(args: &BenchArgs, cpus: &CpuPlan) {
         None => format!("embedded on cpu {}", cpus.server),
     };
     println!(
-        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}, busy poll {}",
+        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}, busy poll {}{}",
         cpus.client,
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
         if args.metrics.is_on() { "on" } else { "off" },
         if args.busy_poll > 0 { format!("{} µs", args.busy_poll) } else { "off".into() },
+        if args.data_digest.is_on() { "" } else { ", data digest off" },
     );
 }
 
@@ -311,6 +326,7 @@ pub fn run_row(
             payload: args.payload,
             window: Window::after(args.warmup, args.duration),
             metrics,
+            digest: args.data_digest.is_on(),
         };
         measure(target.runtime, spec)
     })
@@ -341,7 +357,7 @@ fn with_runtimes(
         .ok_or("no server address")?;
     let runtime = Runtime::builder()
         .cpus(cpus.client.iter().copied())
-        .name(SIDES.client)
+        .name(SIDES.client())
         .busy_poll(args.busy())
         .send_zc(args.send_zc)
         .build()?;
@@ -380,7 +396,7 @@ where
             runtime.spawn_on(core, move || make(core))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let cpu = cpu::sample_window(window, SIDES);
+    let cpu = cpu::sample_window(window.start, window.end, SIDES);
     let outputs = tasks
         .into_iter()
         .map(|task| task.join())
@@ -429,7 +445,8 @@ pub async fn connect(
 async fn run_core(core: usize, spec: Spec) -> Tally {
     let builder = Client::builder()
         .pool_size(spec.pool_size)
-        .metrics(spec.metrics);
+        .metrics(spec.metrics)
+        .data_digest(spec.digest);
     let mut total = Tally::new();
     let Some(client) = connect(builder, spec.addr, core, &mut total).await else {
         return total;
@@ -453,25 +470,12 @@ async fn run_core(core: usize, spec: Spec) -> Tally {
 /// One closed-loop caller: call, check the echo, record, until the window ends.
 async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -> Tally {
     let mut tally = Tally::new();
-    let mut req = Echo {
-        id: first_id,
-        payload: vec![0xA5; payload],
+    let record = |started, outcome| match outcome {
+        Ok(()) => tally.ok(&window, started),
+        Err(e) => tally.error(|| e),
     };
-    loop {
-        let started = Instant::now();
-        if started >= window.end {
-            return tally;
-        }
-        let outcome = match client.call(&ECHO, &req).await {
-            Ok(reply) => echo::matches(&reply, &req),
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
-            Ok(()) => tally.ok(&window, started),
-            Err(e) => tally.error(|| e),
-        }
-        req.id = req.id.wrapping_add(1);
-    }
+    echo::call_loop(&client, first_id, payload, window.end, record).await;
+    tally
 }
 
 /// Runs the raw-socket floors with the same payload and CPUs, prints them and

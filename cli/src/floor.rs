@@ -3,7 +3,7 @@
 //! floors the `peers` bench runs), with this tool's CPUs, window and rows.
 //!
 //! To pin without extra dependencies, each side runs inside a ringrpc core
-//! thread (those are pinned; their names are what [`cpu`] counts); blocking
+//! thread (those are pinned; their names are what the CPU sampler counts); blocking
 //! that core is fine because nothing else runs on it.
 //!
 //! - `floor/blocking`: write one message, read its echo, repeat.
@@ -19,14 +19,15 @@ use std::time::{Duration, Instant};
 
 use ringrpc::Runtime;
 use ringrpc_floor::{Mode, Record};
+use ringrpc_workload::cpu::{self, CpuShares, Naming};
 
-use crate::cpu::{self, CpuShares, Sides};
 use crate::measure::{Tally, Window};
 use crate::report::{Row, Shape};
 use crate::CliResult;
 
-/// Names of the floor runtimes (their threads are `{name}-0`).
-const SIDES: Sides = Sides {
+/// Names of the floor runtimes (their threads are `{name}-{core}`,
+/// which is how the CPU sampler tells the two sides apart).
+const SIDES: Naming = Naming::Cores {
     server: "floor-server",
     client: "floor-client",
 };
@@ -63,11 +64,11 @@ impl Record for Tally {
 pub fn run<const N: usize>(spec: &FloorSpec, modes: [Mode; N]) -> CliResult<[Row; N]> {
     let server_rt = Runtime::builder()
         .cpus([spec.server_cpu])
-        .name(SIDES.server)
+        .name(SIDES.server())
         .build()?;
     let client_rt = Runtime::builder()
         .cpus([spec.client_cpu])
-        .name(SIDES.client)
+        .name(SIDES.client())
         .build()?;
     let mut rows = Vec::with_capacity(N);
     for mode in modes {
@@ -125,7 +126,7 @@ fn run_one(
         ringrpc_floor::run_client(stream, mode, spec.window, spec.payload, &window, &mut tally)?;
         Ok::<_, std::io::Error>(tally)
     })?;
-    let cpu = cpu::sample_window(&window, SIDES);
+    let cpu = cpu::sample_window(window.start, window.end, SIDES);
     let result = client.join()?;
     if result.is_err() {
         // Unblock the server's accept if the client never connected.

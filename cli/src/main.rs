@@ -16,8 +16,6 @@
 
 mod bench;
 mod compare;
-mod cpu;
-mod echo;
 mod export;
 mod floor;
 mod measure;

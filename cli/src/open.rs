@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringrpc::runtime::io;
 use ringrpc::Client;
+use ringrpc_workload::echo::{self, Echo, ECHO};
 
 use crate::bench::{self, BenchArgs, Target};
-use crate::echo::{self, Echo, ECHO};
 use crate::measure::{self, Tally, Window};
 use crate::report::{OpenStats, Percentiles, Row, Shape};
 use crate::CliResult;
@@ -155,6 +155,7 @@ struct OpenSpec {
     payload: usize,
     window: Window,
     metrics: bool,
+    digest: bool,
 }
 
 /// Measures one open-loop row at `rate` calls/s over all cores of `target`.
@@ -169,6 +170,7 @@ pub fn measure(args: &BenchArgs, target: &Target<'_>, rate: f64) -> CliResult<Ro
         payload: args.payload,
         window: Window::after(args.warmup, args.duration),
         metrics: target.metrics,
+        digest: args.data_digest.is_on(),
     };
     let (tallies, cpu) = bench::on_every_core(target.runtime, &spec.window, move |core| {
         run_core(core, spec)
@@ -221,7 +223,8 @@ async fn run_core(core: usize, spec: OpenSpec) -> OpenTally {
     let builder = Client::builder()
         .pool_size(spec.pool_size)
         .max_in_flight(per_connection)
-        .metrics(spec.metrics);
+        .metrics(spec.metrics)
+        .data_digest(spec.digest);
     let mut tally = OpenTally::new();
     let Some(client) = bench::connect(builder, spec.addr, core, &mut tally.corrected).await else {
         return tally;

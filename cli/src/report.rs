@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use ringrpc_workload::cpu::CpuShares;
 
-use crate::cpu::CpuShares;
 use crate::measure::Tally;
 
 /// One measured configuration.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use clap::Args;
 use ringrpc::{Runtime, ServerHandle};
+use ringrpc_workload::echo;
 
-use crate::echo;
 use crate::measure::{parse_positive, parse_secs, Switch};
 use crate::metrics_http::Endpoint;
 use crate::CliResult;

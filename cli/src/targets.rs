@@ -1,189 +1,197 @@
-//! The performance targets of issue #3 (P1–P3), measured by `--compare floor`.
+//! `ringrpc bench --compare floor`: the performance targets (P1–P5), read at
+//! run time from the targets file (`benches/targets.txt`, or `--targets FILE`;
+//! format in `ringrpc_workload::targets`), measured after the requested rows
+//! and floors.
 //!
-//! After the requested rows and floors, `ringrpc bench --compare floor` measures
-//! the three target cells once more with fixed shapes, each right after its own
-//! raw-socket floor on the same CPUs, and prints the ratios with their bounds:
+//! For each cell a target names, this runs the raw-socket floors the targets
+//! of that cell need (`raw-blocking`, `raw-pipelined`, `raw-crc`), then
+//! ringrpc (`ringrpc`, and `ringrpc-nodigest` with the data digest off on
+//! both sides), each just after its floors on the same CPUs, and prints every
+//! target's value against its bound. Targets on peers this tool does not run
+//! (tarpc, tonic: the `peers` bench) or on allocations (`tests/alloc_per_call.rs`)
+//! are listed as measured elsewhere.
 //!
-//! - P1: 1 call in flight, 64 B: p50 ≤ 1.10× and p99 ≤ 1.25× the blocking floor;
-//! - P2: 128 in flight, 64 B, one connection: calls/s ≥ 0.60× the pipelined floor;
-//! - P3: 128 in flight, 4 KiB: calls/s ≥ 0.85× the pipelined floor. For
-//!   context it also runs that floor with a CRC32 per message sealed and checked
-//!   on both sides (what ringrpc's wire requires of every frame) and prints
-//!   ringrpc against both.
-//!
-//! These rows are printed only (not added to `--csv`/`--json`, whose rows follow
-//! `--in-flight` and `--payload`).
+//! These rows are printed only (not added to `--csv`/`--json`, whose rows
+//! follow `--in-flight` and `--payload`).
+
+use std::collections::HashMap;
 
 use ringrpc_floor::Mode;
+use ringrpc_workload::targets::{self, Cell, Metric, Target};
 
 use crate::bench::{run_row, BenchArgs, CpuPlan};
 use crate::floor::{self, FloorSpec};
+use crate::measure::Switch;
 use crate::report::Row;
 use crate::CliResult;
 
-/// Calls in flight of P2 and P3.
-const DEEP: usize = 128;
-/// Payload of P1 and P2.
-const SMALL: usize = 64;
-/// Payload of P3.
-const LARGE: usize = 4096;
-
-/// One ratio against its bound.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Check {
-    /// ringrpc / floor.
-    pub ratio: f64,
-    /// The bound the ratio must meet.
-    pub bound: f64,
-    /// `true`: the ratio must be at most `bound`; `false`: at least.
-    pub at_most: bool,
+/// A peer of the targets file that this tool can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// A raw-socket floor.
+    Floor(Mode),
+    /// ringrpc over the echo workload, with or without the data digest.
+    Ringrpc {
+        /// Data digest on in client and server.
+        digest: bool,
+    },
 }
 
-impl Check {
-    /// Whether the ratio meets its bound.
-    pub fn holds(&self) -> bool {
-        if self.at_most {
-            self.ratio <= self.bound
-        } else {
-            self.ratio >= self.bound
+/// The peer called `name` in the targets file, if this tool runs it.
+fn peer(name: &str) -> Option<Peer> {
+    Some(match name {
+        "raw-blocking" => Peer::Floor(Mode::Blocking),
+        "raw-pipelined" => Peer::Floor(Mode::Pipelined),
+        "raw-crc" => Peer::Floor(Mode::PipelinedCrc),
+        "ringrpc" => Peer::Ringrpc { digest: true },
+        "ringrpc-nodigest" => Peer::Ringrpc { digest: false },
+        _ => return None,
+    })
+}
+
+/// `metric` of a measured row (`None`: not in the row).
+fn value(row: &Row, metric: Metric) -> Option<f64> {
+    match metric {
+        Metric::P50 => Some(row.p50 as f64),
+        Metric::P99 => Some(row.p99 as f64),
+        Metric::CallsPerSec => Some(row.calls_per_sec),
+        Metric::ServerCpuUs => row.cpu.server_us,
+        Metric::ClientCpuUs => row.cpu.client_us,
+        Metric::AllocsPerCall => None,
+    }
+}
+
+/// Why this tool does not measure `target`, or `None` if it does.
+fn not_measured(target: &Target) -> Option<&'static str> {
+    if target.metric == Metric::AllocsPerCall {
+        Some("cargo test --test alloc_per_call")
+    } else if target.cell.is_none() || target.peers().any(|p| peer(p).is_none()) {
+        Some("cargo bench -p ringrpc-peers --bench peers")
+    } else {
+        None
+    }
+}
+
+/// Measured rows by cell and peer name.
+type Measured = HashMap<(Cell, String), Row>;
+
+/// Measures and prints the targets; `Ok(false)` when a call failed.
+pub fn run(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
+    let path = args.targets.clone().unwrap_or_else(targets::default_path);
+    println!();
+    let list = match targets::load(&path) {
+        Ok(list) => list,
+        Err(e) => {
+            println!("targets: not checked ({e}); name the file with --targets FILE");
+            return Ok(true);
+        }
+    };
+    println!(
+        "targets of {} (ringrpc vs the raw-socket floors, each measured just after its floors):",
+        path.display()
+    );
+    let mut cells: Vec<(Cell, Vec<&str>)> = Vec::new();
+    for target in list.iter().filter(|t| not_measured(t).is_none()) {
+        let Some(cell) = target.cell else { continue };
+        let at = match cells.iter().position(|(c, _)| *c == cell) {
+            Some(i) => i,
+            None => {
+                cells.push((cell, Vec::new()));
+                cells.len() - 1
+            }
+        };
+        let peers = &mut cells[at].1;
+        for name in target.peers() {
+            if !peers.contains(&name) {
+                peers.push(name);
+            }
         }
     }
-
-    fn show(&self) -> String {
-        let (op, verdict) = match (self.at_most, self.holds()) {
-            (true, ok) => ("<=", ok),
-            (false, ok) => (">=", ok),
-        };
-        format!(
-            "{:.2}x ({op} {:.2}: {})",
-            self.ratio,
-            self.bound,
-            if verdict { "met" } else { "missed" }
-        )
+    let mut rows = Measured::new();
+    for (cell, peers) in &cells {
+        measure_cell(args, cpus, *cell, peers, &mut rows)?;
     }
-}
-
-/// `a / b`, NaN when `b` is zero (a NaN ratio never meets a bound).
-fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 {
-        f64::NAN
-    } else {
-        a / b
+    for target in &list {
+        show(target, &rows);
     }
+    Ok(rows.values().all(|r| r.errors == 0))
 }
 
-/// P1 from ringrpc's and the blocking floor's 1-in-flight rows: (p50, p99).
-pub fn p1(ringrpc: &Row, blocking: &Row) -> (Check, Check) {
-    let check = |a: u64, b: u64, bound| Check {
-        ratio: ratio(a as f64, b as f64),
-        bound,
-        at_most: true,
-    };
-    (
-        check(ringrpc.p50, blocking.p50, 1.10),
-        check(ringrpc.p99, blocking.p99, 1.25),
-    )
-}
-
-/// A throughput target (P2, P3) from ringrpc's and the pipelined floor's rows.
-pub fn throughput(ringrpc: &Row, pipelined: &Row, bound: f64) -> Check {
-    Check {
-        ratio: ratio(ringrpc.calls_per_sec, pipelined.calls_per_sec),
-        bound,
-        at_most: false,
-    }
-}
-
-/// Measures and prints P1–P3; `Ok(false)` when a call failed.
-pub fn run(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
-    println!();
-    println!("targets (ringrpc vs the raw-socket floor, each measured just after its floor):");
-    let small = measure(args, cpus, SMALL, true)?;
-    let large = measure(args, cpus, LARGE, false)?;
-    let one = small.one.as_ref().ok_or("P1 row missing")?;
-    let (p50, p99) = p1(one, &small.blocking);
-    println!(
-        "  P1  1 in flight x 64 B      p50 {}  p99 {}",
-        p50.show(),
-        p99.show()
-    );
-    let p2 = throughput(&small.deep, &small.pipelined, 0.60);
-    println!("  P2  128 in flight x 64 B    calls/s {}", p2.show());
-    let p3 = throughput(&large.deep, &large.pipelined, 0.85);
-    println!("  P3  128 in flight x 4 KiB   calls/s {}", p3.show());
-    if let Some(crc) = &large.checked {
-        let share = |a: &Row, b: &Row| ratio(a.calls_per_sec, b.calls_per_sec);
-        println!(
-            "      floor+CRC32 vs floor {:.2}x; ringrpc vs floor+CRC32 {:.2}x",
-            share(crc, &large.pipelined),
-            share(&large.deep, crc)
-        );
-    }
-    let rows = [
-        one,
-        &small.deep,
-        &large.deep,
-        &small.blocking,
-        &small.pipelined,
-        &large.pipelined,
-    ];
-    let healthy = rows
-        .into_iter()
-        .chain(&large.checked)
-        .all(|r| r.errors == 0);
-    Ok(healthy)
-}
-
-/// The rows of one payload: ringrpc at 1 (if asked) and at [`DEEP`] in flight,
-/// both floors, and (for the large payload) the CRC-checked pipelined floor.
-struct Cells {
-    one: Option<Row>,
-    deep: Row,
-    blocking: Row,
-    pipelined: Row,
-    checked: Option<Row>,
-}
-
-fn measure(args: &BenchArgs, cpus: &CpuPlan, payload: usize, with_one: bool) -> CliResult<Cells> {
-    let mut args = args.clone();
-    args.payload = payload;
+/// Measures `peers` in `cell`: the floors first, then ringrpc.
+fn measure_cell(
+    args: &BenchArgs,
+    cpus: &CpuPlan,
+    cell: Cell,
+    peers: &[&str],
+    rows: &mut Measured,
+) -> CliResult<()> {
+    let mut ordered: Vec<(&str, Peer)> = peers
+        .iter()
+        .filter_map(|name| Some((*name, peer(name)?)))
+        .collect();
+    ordered.sort_by_key(|(_, p)| matches!(p, Peer::Ringrpc { .. }));
     let spec = FloorSpec {
         server_cpu: cpus.server,
         client_cpu: cpus.client.first().copied().unwrap_or(cpus.server),
-        payload,
-        window: DEEP,
+        payload: cell.payload,
+        window: cell.in_flight,
         warmup: args.warmup,
         duration: args.duration,
     };
-    // The CRC-checked floor is P3's context, so it runs with the large payload only.
-    let (blocking, pipelined, checked) = if payload == LARGE {
-        let modes = [Mode::Blocking, Mode::Pipelined, Mode::PipelinedCrc];
-        let [blocking, pipelined, checked] = floor::run(&spec, modes)?;
-        (blocking, pipelined, Some(checked))
-    } else {
-        let [blocking, pipelined] = floor::run(&spec, [Mode::Blocking, Mode::Pipelined])?;
-        (blocking, pipelined, None)
-    };
-    let metrics = args.metrics.is_on();
-    let one = match with_one {
-        true => Some(run_row(&args, cpus, 1, metrics)?.row),
-        false => None,
-    };
-    let deep = run_row(&args, cpus, DEEP, metrics)?.row;
-    for row in one
-        .iter()
-        .chain([&deep, &blocking, &pipelined])
-        .chain(&checked)
-    {
-        crate::report::row(row);
+    for (name, peer) in ordered {
+        let row = match peer {
+            Peer::Floor(mode) => {
+                let [row] = floor::run(&spec, [mode])?;
+                row
+            }
+            Peer::Ringrpc { digest } => {
+                let mut args = args.clone();
+                args.payload = cell.payload;
+                args.data_digest = if digest { Switch::On } else { Switch::Off };
+                let mut row = run_row(&args, cpus, cell.in_flight, args.metrics.is_on())?.row;
+                row.label = if digest {
+                    "ringrpc"
+                } else {
+                    "ringrpc-nodigest"
+                };
+                row
+            }
+        };
+        crate::report::row(&row);
+        rows.insert((cell, name.to_string()), row);
     }
-    Ok(Cells {
-        one,
-        deep,
-        blocking,
-        pipelined,
-        checked,
-    })
+    Ok(())
+}
+
+/// Prints one target: its value against its bound, or where it is measured.
+fn show(target: &Target, rows: &Measured) {
+    let label = target.label();
+    let note = match target.note.as_str() {
+        "" => String::new(),
+        note => format!("  [{note}]"),
+    };
+    if let Some(elsewhere) = not_measured(target) {
+        println!("  {label:<58} not measured here: {elsewhere}{note}");
+        return;
+    }
+    let of = |name: &str| {
+        let cell = target.cell?;
+        value(rows.get(&(cell, name.to_string()))?, target.metric)
+    };
+    let shown = match &target.base {
+        Some(base) => {
+            let ratio = match (of(&target.peer), of(base)) {
+                (Some(a), Some(b)) if b != 0.0 => a / b,
+                _ => f64::NAN,
+            };
+            format!("{ratio:.2}x {}", target.verdict(ratio))
+        }
+        None => {
+            let v = of(&target.peer).unwrap_or(f64::NAN);
+            format!("{v:.2} {}", target.verdict(v))
+        }
+    };
+    println!("  {label:<58} {shown}{note}");
 }
 
 #[cfg(test)]
@@ -191,22 +199,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bounds_are_inclusive_and_nan_never_holds() {
-        let at_most = |ratio| Check {
-            ratio,
-            bound: 1.10,
-            at_most: true,
-        };
-        assert!(at_most(1.10).holds());
-        assert!(!at_most(1.11).holds());
-        let at_least = |ratio| Check {
-            ratio,
-            bound: 0.60,
-            at_most: false,
-        };
-        assert!(at_least(0.60).holds());
-        assert!(!at_least(0.59).holds());
-        assert!(!at_least(ratio(1.0, 0.0)).holds());
-        assert!(!at_most(ratio(1.0, 0.0)).holds());
+    fn every_checked_in_target_but_allocations_is_measured_here() {
+        let path = targets::default_path();
+        let list = targets::load(&path).unwrap();
+        for target in &list {
+            let expected = target.metric == Metric::AllocsPerCall;
+            assert_eq!(not_measured(target).is_some(), expected, "{target:?}");
+        }
+    }
+
+    #[test]
+    fn peers_of_other_tools_are_not_run_here() {
+        let list = targets::parse("P9 1x64 p50 tonic/raw-blocking <= 9").unwrap();
+        assert!(not_measured(&list[0]).is_some());
+        assert_eq!(peer("raw-crc"), Some(Peer::Floor(Mode::PipelinedCrc)));
     }
 }

@@ -11,8 +11,10 @@
 //! Options (after `--`): `--secs S` (measured seconds, default 3),
 //! `--warmup S` (default 1), `--rounds N` (default 5), `--server-cpu N`,
 //! `--client-cpu N`, `--cell IN_FLIGHTxPAYLOAD` (repeatable, e.g.
-//! `--cell 128x64`; default: the three cells of the matrix), and words that
-//! filter peers by name (e.g. `ringrpc tonic`).
+//! `--cell 128x64`; default: the three cells of the matrix), `--targets FILE`
+//! (the P1–P5 targets checked at the end; default: `$RINGRPC_TARGETS`, else
+//! `benches/targets.txt`), and words that filter peers by name (e.g.
+//! `ringrpc tonic`).
 //! Results are also written to `target/peers/peers.csv` (reported rounds) and
 //! `target/peers/peers-rounds.csv` (every round).
 
@@ -20,11 +22,18 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ringrpc_peers::cpu::{CpuBusy, ThreadSample};
 use ringrpc_peers::{RunFn, Spec, Tally, Window, PEERS};
+use ringrpc_workload::cpu::{sleep_until, CpuBusy, Naming, ThreadSample};
+use ringrpc_workload::targets::{self, Cell, Metric, Target};
 
 /// The matrix: (calls in flight, payload bytes).
 const CELLS: &[(usize, usize)] = &[(1, 64), (128, 64), (128, 4096)];
+
+/// Every peer names its server threads `*srv*` and its client threads `*cli*`.
+const NAMING: Naming = Naming::Tags {
+    server: "srv",
+    client: "cli",
+};
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -36,6 +45,8 @@ struct Options {
     filters: Vec<String>,
     /// Cells to run (default: all of [`CELLS`]).
     cells: Vec<(usize, usize)>,
+    /// The targets file.
+    targets: PathBuf,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -47,6 +58,7 @@ fn parse_args() -> Result<Options, String> {
         client_cpu: 1,
         filters: Vec::new(),
         cells: Vec::new(),
+        targets: targets::default_path(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -89,6 +101,7 @@ fn parse_args() -> Result<Options, String> {
                     })?;
                 o.cells.push(cell);
             }
+            "--targets" => o.targets = PathBuf::from(value("--targets")?),
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             word => o.filters.push(word.to_string()),
         }
@@ -118,18 +131,18 @@ struct CpuShares {
 /// and this sampler may run late on a busy machine).
 fn sample_window(window: Window, opts: &Options) -> CpuShares {
     sleep_until(window.start);
-    let (t0, threads0, busy0) = (Instant::now(), ThreadSample::now(), CpuBusy::now());
+    let (t0, threads0, busy0) = (Instant::now(), ThreadSample::now(NAMING), CpuBusy::now());
     let mut shares = CpuShares::default();
     loop {
         let next = (Instant::now() + Duration::from_millis(100)).min(window.end);
         sleep_until(next);
-        let (t, threads, busy) = (Instant::now(), ThreadSample::now(), CpuBusy::now());
+        let (t, threads, busy) = (Instant::now(), ThreadSample::now(NAMING), CpuBusy::now());
         let secs = (t - t0).as_secs_f64();
-        if let Some(used) = threads.since(&threads0) {
-            shares.threads = Some((
-                used.server.as_secs_f64() / secs,
-                used.client.as_secs_f64() / secs,
-            ));
+        let used = threads.since(&threads0);
+        // A peer thread that exited took its time since the first sample with it.
+        if used.exited == 0 {
+            let s = used.shares();
+            shares.threads = Some((s.server.unwrap_or(0.0), s.client.unwrap_or(0.0)));
             let share = |cpu| busy.since(&busy0, cpu).map(|d| d.as_secs_f64() / secs);
             shares.busy = share(opts.server_cpu).zip(share(opts.client_cpu));
         }
@@ -223,19 +236,8 @@ fn idle_check(opts: &Options) -> String {
     )
 }
 
-fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
-    }
-}
-
 fn cell_name(in_flight: usize, payload: usize) -> String {
-    let size = if payload >= 1024 && payload.is_multiple_of(1024) {
-        format!("{} KiB", payload / 1024)
-    } else {
-        format!("{payload} B")
-    };
+    let size = Cell { in_flight, payload }.size();
     format!("{in_flight} in flight x {size}")
 }
 
@@ -413,7 +415,7 @@ fn render(results: &Results, opts: &Options) -> String {
             Some(format!("{srv:.2} / {cli:.2}"))
         },
     );
-    targets(&mut out, results);
+    check_targets(&mut out, results, opts);
     versus_peers(&mut out, results, opts);
     out
 }
@@ -537,96 +539,66 @@ fn show_ratio((of_medians, mid, lo, hi): (f64, f64, f64, f64)) -> String {
     format!("{of_medians:.2}x (per round: median {mid:.2}x, {lo:.2}-{hi:.2}x)")
 }
 
-/// Appends the P1-P3 targets as measured in this matrix.
-fn targets(out: &mut String, results: &Results) {
-    let _ = writeln!(out, "\n== targets (ringrpc vs floor, same run)");
-    let (one, many, big) = ((1, 64), (128, 64), (128, 4096));
-    let p50: fn(&Measured) -> f64 = |m| m.p50_us;
-    let p99: fn(&Measured) -> f64 = |m| m.p99_us;
-    let rate: fn(&Measured) -> f64 = |m| m.calls_per_s;
-    // (label, cell, peer, base, metric, bound): one printed line each.
-    let lines = [
-        (
-            "P1 1 x 64 B:     p50",
-            one,
-            "ringrpc",
-            "raw-blocking",
-            p50,
-            " (target <= 1.05)",
-        ),
-        (
-            "                 p99",
-            one,
-            "ringrpc",
-            "raw-blocking",
-            p99,
-            " (target <= 1.20)",
-        ),
-        (
-            "P2 128 x 64 B:   calls/s",
-            many,
-            "ringrpc",
-            "raw-pipelined",
-            rate,
-            " (target >= 0.90)",
-        ),
-        (
-            "P3 128 x 4 KiB:  calls/s, data digest on, vs the plain floor",
-            big,
-            "ringrpc",
-            "raw-pipelined",
-            rate,
-            "",
-        ),
-        (
-            "   raw-crc (the floor + a CRC32 per message)",
-            big,
-            "raw-crc",
-            "raw-pipelined",
-            rate,
-            "",
-        ),
-        (
-            "   ringrpc vs raw-crc (data digest on)",
-            big,
-            "ringrpc",
-            "raw-crc",
-            rate,
-            " (target >= 0.95)",
-        ),
-        (
-            "   ringrpc-nodigest vs raw-pipelined",
-            big,
-            "ringrpc-nodigest",
-            "raw-pipelined",
-            rate,
-            " (target >= 0.85)",
-        ),
-    ];
-    for (label, cell, peer, base, metric, bound) in lines {
-        if let Some(r) = ratio(results, cell, peer, base, metric) {
-            let _ = writeln!(out, "{label} {}{bound}", show_ratio(r));
-        }
+/// A measured round's value of `metric` (`None`: not measured by this bench).
+fn metric_of(m: &Measured, metric: Metric) -> Option<f64> {
+    match metric {
+        Metric::P50 => Some(m.p50_us),
+        Metric::P99 => Some(m.p99_us),
+        Metric::CallsPerSec => Some(m.calls_per_s),
+        Metric::ServerCpuUs => m.server_cpu_us,
+        Metric::ClientCpuUs => m.client_cpu_us,
+        Metric::AllocsPerCall => None,
     }
-    if let Some(rounds) = rounds_of(results, many, "ringrpc") {
-        type Pick = fn(&Measured) -> Option<f64>;
-        let sides: [(&str, Pick); 2] = [
-            ("server", |m| m.server_cpu_us),
-            ("client", |m| m.client_cpu_us),
-        ];
-        for (side, pick) in sides {
-            let mut cpu: Vec<f64> = rounds.iter().filter_map(pick).collect();
-            cpu.sort_by(f64::total_cmp);
-            if let (Some(mid), Some(lo), Some(hi)) =
-                (cpu.get(cpu.len() / 2), cpu.first(), cpu.last())
-            {
-                let _ = writeln!(
-                    out,
-                    "P4 128 x 64 B:   {side} thread cpu {mid:.2} us/call (median of rounds, {lo:.2}-{hi:.2}) (target <= 0.40)"
-                );
+}
+
+/// Appends every target of the targets file as measured in this run: a ratio
+/// as [`show_ratio`], a value as the median of rounds and their range.
+fn check_targets(out: &mut String, results: &Results, opts: &Options) {
+    let path = opts.targets.display();
+    let _ = writeln!(out, "\n== targets of {path} (same run)");
+    match targets::load(&opts.targets) {
+        Ok(list) => {
+            for target in &list {
+                let note = match target.note.as_str() {
+                    "" => String::new(),
+                    note => format!("  [{note}]"),
+                };
+                let shown = show_target(results, target)
+                    .unwrap_or_else(|| "not measured in this run".to_string());
+                let _ = writeln!(out, "{:<58} {shown}{note}", target.label());
             }
         }
+        Err(e) => {
+            let _ = writeln!(out, "not checked: {e}");
+        }
     }
+}
+
+/// One target's measurement and verdict, if this run measured it.
+fn show_target(results: &Results, target: &Target) -> Option<String> {
+    if target.metric == Metric::AllocsPerCall {
+        return Some("measured by `cargo test --test alloc_per_call`".into());
+    }
+    let cell = target.cell.map(|c| (c.in_flight, c.payload))?;
+    let metric = |m: &Measured| metric_of(m, target.metric).unwrap_or(f64::NAN);
+    if let Some(base) = &target.base {
+        let r = ratio(results, cell, &target.peer, base, metric)?;
+        return Some(format!("{} {}", show_ratio(r), target.verdict(r.0)));
+    }
+    let mut values: Vec<f64> = rounds_of(results, cell, &target.peer)?
+        .iter()
+        .filter_map(|m| metric_of(m, target.metric))
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let (mid, lo, hi) = (
+        values.get(values.len() / 2)?,
+        values[0],
+        values[values.len() - 1],
+    );
+    Some(format!(
+        "{mid:.2} (median of rounds, {lo:.2}-{hi:.2}) {}",
+        target.verdict(*mid)
+    ))
 }
 
 /// `target/` of this build: the bench binary runs from `target/<profile>/deps/`.

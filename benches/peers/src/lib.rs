@@ -15,7 +15,6 @@
 //!
 //! tokio peers use a current-thread runtime on a pinned std thread per side.
 
-pub mod cpu;
 pub mod measure;
 pub mod raw;
 pub mod ringrpc_peer;

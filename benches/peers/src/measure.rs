@@ -141,6 +141,12 @@ impl Recorder {
         f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// See [`Tally::ok`].
+    #[inline]
+    pub fn ok(&self, window: &Window, started: Instant) {
+        self.with(|t| t.ok(window, started));
+    }
+
     /// See [`Tally::check`].
     #[inline]
     pub fn check(&self, window: &Window, started: Instant, got: u64, want: u64) {

@@ -2,43 +2,14 @@
 //! the client CPU, one connection (`pool_size(1)`), `in_flight` caller tasks on
 //! the client core, each looping call → check → record.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Responder, Runtime, Sent, Server, SliceAsVec};
+use ringrpc::{Client, Runtime, Server};
+use ringrpc_workload::echo;
 
 use crate::measure::{run_callers, Recorder, Spec, Tally, Window};
-
-/// The echo message: request and response.
-#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Echo {
-    /// Caller-chosen id, echoed back.
-    pub id: u64,
-    /// Opaque bytes, echoed back.
-    pub payload: Vec<u8>,
-}
-
-/// The echo method.
-pub const ECHO: Method<Echo, Echo> = Method::new("Peers.echo");
-
-/// The echo response, borrowing the request's payload (archives as an `Echo`).
-#[derive(rkyv::Archive, rkyv::Serialize)]
-#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
-struct EchoRef<'a> {
-    id: u64,
-    #[rkyv(with = SliceAsVec, omit_bounds)]
-    payload: &'a [u8],
-}
-
-/// Sends the request's id and payload back without copying them first.
-fn echo(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallible> {
-    Ok(reply.send(&EchoRef {
-        id: req.id.to_native(),
-        payload: req.payload.as_slice(),
-    }))
-}
 
 /// Runs the workload against a ringrpc server (data digests on, the default).
 pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
@@ -62,9 +33,7 @@ fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> 
         .name("peers-rr-cli")
         .build()
         .map_err(|e| e.to_string())?;
-    let server = Server::builder()
-        .data_digest(digest)
-        .register_responder(ECHO, echo)
+    let server = echo::register(Server::builder().data_digest(digest))
         .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
         .map_err(|e| e.to_string())?;
     let addr = server.local_addr();
@@ -102,19 +71,9 @@ async fn client(
 }
 
 async fn caller(rec: Recorder, client: Client, window: Window, first_id: u64, payload: usize) {
-    let mut req = Echo {
-        id: first_id,
-        payload: vec![0xA5; payload],
+    let record = |started, outcome| match outcome {
+        Ok(()) => rec.ok(&window, started),
+        Err(e) => rec.error(|| e),
     };
-    loop {
-        let started = Instant::now();
-        if started >= window.end {
-            return;
-        }
-        match client.call(&ECHO, &req).await {
-            Ok(reply) => rec.check(&window, started, reply.id.to_native(), req.id),
-            Err(e) => rec.error(|| e.to_string()),
-        }
-        req.id = req.id.wrapping_add(1);
-    }
+    echo::call_loop(&client, first_id, payload, window.end, record).await;
 }

@@ -1,0 +1,108 @@
+//! The echo workload: [`Echo`] (a `u64` id and opaque bytes) sent to a method
+//! that sends both back.
+//!
+//! [`ECHO`] replies through a [`Responder`] with the request's bytes borrowed
+//! (no copy first); [`ECHO_OWNED`] builds an owned [`Echo`] (one copy). The
+//! `ringrpc` CLI, the benches and the examples use these, so a
+//! `ringrpc serve` answers `ringrpc bench --connect` and the `echo_client`
+//! example, and the `echo_server` example answers `ringrpc bench --connect`.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use ringrpc::{Client, Method, Responder, Sent, Server, ServerBuilder, SliceAsVec};
+
+/// An echo request, and its response (the server sends the same fields back).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Echo {
+    /// Caller-chosen id; the reply must carry the same one.
+    pub id: u64,
+    /// Opaque bytes, echoed verbatim.
+    pub payload: Vec<u8>,
+}
+
+/// The echo method, answered by [`echo`] (the reply borrows the request's bytes).
+pub const ECHO: Method<Echo, Echo> = Method::new("Bench.echo");
+
+/// The same echo answered by [`echo_owned`] (an owned reply: one copy of the bytes).
+pub const ECHO_OWNED: Method<Echo, Echo> = Method::new("Bench.echo_owned");
+
+/// Registers [`ECHO`] and [`ECHO_OWNED`] on `builder` (inline handlers).
+pub fn register(builder: ServerBuilder) -> Result<ServerBuilder, ringrpc::Error> {
+    builder
+        .register_responder(ECHO, echo)?
+        .register(ECHO_OWNED, echo_owned)
+}
+
+/// A server builder with both echo methods registered.
+pub fn server() -> Result<ServerBuilder, ringrpc::Error> {
+    register(Server::builder())
+}
+
+/// The echo response, borrowing the request's payload (archives as an `Echo`).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+struct EchoRef<'a> {
+    id: u64,
+    #[rkyv(with = SliceAsVec, omit_bounds)]
+    payload: &'a [u8],
+}
+
+/// The handler of [`ECHO`]: sends the request's id and payload back without
+/// copying them first.
+pub fn echo(req: &ArchivedEcho, reply: Responder<'_, Echo>) -> Result<Sent, Infallible> {
+    Ok(reply.send(&EchoRef {
+        id: req.id.to_native(),
+        payload: req.payload.as_slice(),
+    }))
+}
+
+/// The handler of [`ECHO_OWNED`]: copies the request into an owned response.
+pub fn echo_owned(req: &ArchivedEcho) -> Result<Echo, Infallible> {
+    Ok(Echo {
+        id: req.id.to_native(),
+        payload: req.payload.as_slice().to_vec(),
+    })
+}
+
+/// A closed-loop caller of [`ECHO`]: one call at a time, `payload` bytes
+/// each, ids counting up from `first_id`, until `end`. Hands each call's start
+/// time and outcome to `record`: `Err` for a failed call or a reply that does
+/// not echo its request ([`matches`]).
+pub async fn call_loop(
+    client: &Client,
+    first_id: u64,
+    payload: usize,
+    end: Instant,
+    mut record: impl FnMut(Instant, Result<(), String>),
+) {
+    let mut req = Echo {
+        id: first_id,
+        payload: vec![0xA5; payload],
+    };
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return;
+        }
+        let outcome = match client.call(&ECHO, &req).await {
+            Ok(reply) => matches(&reply, &req),
+            Err(e) => Err(e.to_string()),
+        };
+        record(started, outcome);
+        req.id = req.id.wrapping_add(1);
+    }
+}
+
+/// Whether `reply` echoes `req` (same id, same payload length).
+pub fn matches(reply: &ArchivedEcho, req: &Echo) -> Result<(), String> {
+    let id = reply.id.to_native();
+    if id != req.id {
+        return Err(format!("reply id {id:#x} for request id {:#x}", req.id));
+    }
+    let (got, want) = (reply.payload.len(), req.payload.len());
+    if got != want {
+        return Err(format!("reply payload of {got} bytes, sent {want}"));
+    }
+    Ok(())
+}
