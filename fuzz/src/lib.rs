@@ -186,7 +186,7 @@ fn reader_pass(
                 return (pos, Stop::Incomplete(total));
             }
             Err(e) => {
-                if rest.len() < HEADER_LEN {
+                if rest.len() < HEADER_LEN && ringrpc::protocol::check_prefix(rest).is_ok() {
                     panic!("error {e:?} before a whole header ({} bytes)", rest.len());
                 }
                 return (pos, Stop::Error(e));

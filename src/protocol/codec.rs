@@ -11,7 +11,7 @@
 //! (property-tested below).
 
 use super::header::{
-    data_digest, padded_len, stored_data_digest, FrameHeader, FRAME_ALIGN, HEADER_LEN,
+    check_prefix, data_digest, padded_len, stored_data_digest, FrameHeader, FRAME_ALIGN, HEADER_LEN,
 };
 use super::ProtocolError;
 
@@ -124,12 +124,14 @@ pub enum Decoded {
 
 /// Decodes the frame at the front of `bytes`, if it is all there.
 ///
-/// Once 32 bytes are in, the header is checked (magic, version, header digest,
+/// The magic and version bytes are checked as soon as they arrive (a foreign
+/// protocol is refused at its first byte). Once 32 bytes are in, the header is checked (magic, version, header digest,
 /// kind), then the data digest requirement and `max_frame`, all before any
 /// payload byte is awaited; the data digest, if the frame has one, is checked
 /// when the payload is in. Errors are final for the connection.
 pub fn decode_frame(bytes: &[u8], opts: DecodeOptions) -> Result<Decoded, ProtocolError> {
     let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
+        check_prefix(bytes)?;
         return Ok(Decoded::Incomplete { total: HEADER_LEN });
     };
     let header = FrameHeader::decode(head)?;

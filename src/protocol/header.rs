@@ -178,13 +178,7 @@ impl FrameHeader {
     /// Magic and version come first so that a foreign or old peer is reported as
     /// such; any other damaged byte is a [`ProtocolError::BadHeaderDigest`].
     pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, ProtocolError> {
-        let magic = u16::from_le_bytes([bytes[0], bytes[1]]);
-        if magic != MAGIC {
-            return Err(ProtocolError::BadMagic(magic));
-        }
-        if bytes[2] != VERSION {
-            return Err(ProtocolError::BadVersion(bytes[2]));
-        }
+        check_prefix(bytes)?;
         if header_digest(bytes) != stored_header_digest(bytes) {
             return Err(ProtocolError::BadHeaderDigest);
         }
@@ -211,6 +205,25 @@ impl FrameHeader {
 /// Rounds a payload length up to the frame alignment.
 pub fn padded_len(len: usize) -> usize {
     len.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
+}
+
+/// Checks the first bytes of a header as far as they have arrived: the two
+/// magic bytes, then the version. A stream that cannot be the start of a
+/// frame is refused at its first wrong byte instead of after a whole header
+/// (or a read timeout). The same check, on the same bytes, runs in
+/// [`FrameHeader::decode`], so the error does not depend on how the bytes
+/// were split across reads.
+pub fn check_prefix(bytes: &[u8]) -> Result<(), ProtocolError> {
+    let magic = MAGIC.to_le_bytes();
+    for (&got, &want) in bytes.iter().zip(&magic) {
+        if got != want {
+            return Err(ProtocolError::BadMagic(got));
+        }
+    }
+    match bytes.get(2) {
+        Some(&version) if version != VERSION => Err(ProtocolError::BadVersion(version)),
+        _ => Ok(()),
+    }
 }
 
 /// The header digest of an encoded header: the CRC32 of its bytes `0..28`.
@@ -313,14 +326,29 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_prefix_is_refused_at_its_first_wrong_byte() {
+        assert_eq!(check_prefix(b""), Ok(()));
+        assert_eq!(check_prefix(b"R"), Ok(()));
+        assert_eq!(check_prefix(&[b'R', b'R', VERSION]), Ok(()));
+        assert_eq!(check_prefix(b"G"), Err(ProtocolError::BadMagic(b'G')));
+        assert_eq!(check_prefix(b"RX"), Err(ProtocolError::BadMagic(b'X')));
+        assert_eq!(check_prefix(b"RR\x01"), Err(ProtocolError::BadVersion(1)));
+        // A 27-byte HTTP request line: refused at its first byte.
+        assert_eq!(
+            check_prefix(b"GET / HTTP/1.1\r\nHost: x\r\n"),
+            Err(ProtocolError::BadMagic(b'G'))
+        );
+    }
+
+    #[test]
     fn bad_magic_version_and_kind_are_rejected() {
         let buf = encoded(sample(), 0);
         let mut bad = buf;
         bad[0] = b'X';
-        assert!(matches!(
+        assert_eq!(
             FrameHeader::decode(&bad),
-            Err(ProtocolError::BadMagic(_))
-        ));
+            Err(ProtocolError::BadMagic(b'X'))
+        );
         let mut bad = buf;
         bad[2] = 1;
         assert_eq!(FrameHeader::decode(&bad), Err(ProtocolError::BadVersion(1)));

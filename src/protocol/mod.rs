@@ -14,7 +14,9 @@ pub use codec::{
     begin_frame, decode_frame, encode_frame, finish_frame, DecodeOptions, Decoded,
     DEFAULT_MAX_FRAME,
 };
-pub use header::{CallId, FrameHeader, FrameKind, FRAME_ALIGN, HANDLER_TIME_UNKNOWN, HEADER_LEN};
+pub use header::{
+    check_prefix, CallId, FrameHeader, FrameKind, FRAME_ALIGN, HANDLER_TIME_UNKNOWN, HEADER_LEN,
+};
 pub use method::method_id;
 
 /// A violation of the wire protocol by the peer (or by an oversize local message).
@@ -23,9 +25,11 @@ pub use method::method_id;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProtocolError {
-    /// The frame did not start with the ringrpc magic.
-    #[error("bad frame magic {0:#06x}")]
-    BadMagic(u16),
+    /// The frame did not start with the ringrpc magic: the first byte that
+    /// differs from it. Checked byte by byte as bytes arrive, so a foreign
+    /// protocol (an HTTP request line, a TLS hello) is refused at its first byte.
+    #[error("bad frame magic byte {0:#04x}")]
+    BadMagic(u8),
     /// The peer speaks a protocol version this build does not.
     #[error("unsupported protocol version {0}")]
     BadVersion(u8),
