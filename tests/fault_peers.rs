@@ -209,7 +209,7 @@ fn oversize_frames_close_only_the_offending_connection() {
     bytes.extend_from_slice(&[0u8; 4096]);
     bad_raw_peer_alone(&rig, &load, &bytes, "raw oversize");
 
-    // Into the client's own connection: a response over the client's 16 MiB, and
+    // Into the client's own connection: a response over the client's 4 MiB, and
     // a request over the server's 64 KiB.
     let to_client = inject_episode(
         &rig,

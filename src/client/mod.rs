@@ -92,7 +92,7 @@ impl AdaptivePool {
 /// | `heartbeat_interval` (ping after this much silence) | 1 s |
 /// | `heartbeat_timeout` (no answer ⇒ connection dead) | 2 s |
 /// | `backoff` (reconnect, doubling) | 10 ms ..= 1 s |
-/// | `max_frame` | 16 MiB |
+/// | `max_frame` | 4 MiB |
 /// | `data_digest` (CRC32 of every payload sent, in the frame header) | on |
 /// | `recv_chunk` | 256 KiB |
 /// | `metrics` (per-phase timing and histograms; counters are always kept) | on |

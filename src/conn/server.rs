@@ -168,6 +168,9 @@ pub(crate) struct ServerCore<C> {
     batch_started: Option<Instant>,
     /// When the first response of the batch being sent was queued.
     sending_started: Option<Instant>,
+    /// When the connection last had work: the arrival of its latest request,
+    /// or the end of its latest send (for the idle timeout and eviction).
+    last_active: Instant,
 }
 
 impl<C: Clock> ServerCore<C> {
@@ -190,7 +193,21 @@ impl<C: Clock> ServerCore<C> {
             running: 0,
             batch_started: None,
             sending_started: None,
+            last_active: now,
         }
+    }
+
+    /// Since when the connection has been idle: no handler running, nothing
+    /// queued or being written, no partial frame, and no request since then.
+    /// Pings do not count as work. `None` while it has work.
+    pub fn idle_since(&self) -> Option<Instant> {
+        (self.is_idle() && self.partial_since.is_none() && !self.closed).then_some(self.last_active)
+    }
+
+    /// Takes the queued frames out to be sent at once, when no send is under
+    /// way (used to push a goaway out just before closing an idle connection).
+    pub fn take_queued(&mut self) -> Option<Vec<u8>> {
+        (!self.writing && !self.out.is_empty()).then(|| std::mem::take(&mut self.out))
     }
 
     /// True once the connection is closed (the driver then shuts its socket).
@@ -304,6 +321,7 @@ impl<C: Clock> ServerCore<C> {
     /// `None` once it has been answered `DeadlineExceeded`.
     fn dispatch(&mut self, header: &FrameHeader) -> Option<Dispatch> {
         let arrived = self.arrived;
+        self.last_active = arrived;
         let deadline = (header.budget_us != 0)
             .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
         inc(&self.metrics.server.requests);
@@ -493,6 +511,7 @@ impl<C: Clock> ServerCore<C> {
     /// The buffer from [`poll_transmit`](Self::poll_transmit) is done with
     /// (sent, or its send failed); it is kept for reuse.
     pub fn transmit_done(&mut self, mut sent: Vec<u8>) {
+        self.last_active = self.last_active.max(self.clock);
         if std::mem::replace(&mut self.writing, false) {
             if let (true, Some(at)) = (self.cfg.timing, self.sending_started.take()) {
                 let clock = &self.clock_source;

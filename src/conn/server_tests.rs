@@ -816,3 +816,37 @@ fn a_drain_ends_when_the_last_call_does_or_at_the_drain_deadline() {
         );
     }
 }
+
+#[test]
+fn idle_since_counts_from_the_last_request_or_send_and_ignores_pings() {
+    let mut s = Server::new(config(16));
+    assert_eq!(s.core.idle_since(), Some(s.t0), "idle from the accept");
+    s.set_time(5 * SECOND);
+    s.deliver_with(&request(1, 1, SECOND), |_| Handle::Defer)
+        .unwrap();
+    assert_eq!(s.core.idle_since(), None, "a handler runs");
+    s.set_time(6 * SECOND);
+    s.finish(1);
+    assert_eq!(s.core.idle_since(), None, "its response is queued");
+    let batch = s.core.poll_transmit().unwrap();
+    assert_eq!(s.core.idle_since(), None, "and being written");
+    s.core.transmit_done(batch);
+    assert_eq!(
+        s.core.idle_since(),
+        Some(s.at(6 * SECOND)),
+        "idle since the send"
+    );
+    // A ping is answered but is not work.
+    s.set_time(9 * SECOND);
+    s.deliver(&control(FrameKind::Ping, 7)).unwrap();
+    let pong = s.core.poll_transmit().unwrap();
+    s.core.transmit_done(pong);
+    assert!(s.core.idle_since().unwrap() <= s.at(9 * SECOND));
+    // A partial frame is not idle either.
+    let half = request(2, 2, SECOND);
+    s.deliver(&half[..10]).unwrap();
+    assert_eq!(s.core.idle_since(), None, "a frame is half in");
+    // Once closed, never idle (it is going away anyway).
+    s.core.close();
+    assert_eq!(s.core.idle_since(), None);
+}

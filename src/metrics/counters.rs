@@ -115,7 +115,16 @@ counter_set! {
         overloaded: "counter", "ringrpc_server_errors_overloaded_total", "Requests refused over the per-connection in-flight limit.";
         protocol_errors: "counter", "ringrpc_server_protocol_errors_total", "Connections closed for breaking the protocol.";
         read_timeouts: "counter", "ringrpc_server_read_timeouts_total", "Connections closed because a partial frame stalled.";
-        rejected: "counter", "ringrpc_server_rejected_connections_total", "Connections refused at the per-core limit.";
+        rejected: "counter", "ringrpc_server_rejected_connections_total", "Connections refused at the per-core limit (no idle connection to evict).";
+        fd_shed: "counter", "ringrpc_server_fd_shed_total", "Connections accepted and closed at once because the process was out of file descriptors (EMFILE/ENFILE).";
+        peer_rejected: "counter", "ringrpc_server_peer_limit_rejected_total", "Connections refused at the per-peer-address limit.";
+        evicted: "counter", "ringrpc_server_evicted_total", "Idle connections closed (goaway first) to admit a new one at the per-core limit.";
+        idle_closed: "counter", "ringrpc_server_idle_closed_total", "Connections closed (goaway first) after the idle timeout.";
+        age_closed: "counter", "ringrpc_server_max_age_closed_total", "Connections closed (goaway first) at their maximum age.";
+        write_timeouts: "counter", "ringrpc_server_write_timeouts_total", "Connections closed because their replies made no progress within the write timeout.";
+        inbound_paused: "counter", "ringrpc_server_inbound_paused_total", "Reads paused because the core's inbound memory budget was full.";
+        inbound_closed: "counter", "ringrpc_server_inbound_budget_closed_total", "Connections closed while paused by the inbound memory budget (their partial frame stalled past the read timeout).";
+        inbound_bytes: "gauge", "ringrpc_server_inbound_bytes", "Bytes of partially received frames held now (what the inbound budget caps).";
         accepted: "counter", "ringrpc_server_accepted_total", "Connections accepted.";
         bytes_in: "counter", "ringrpc_server_bytes_in_total", "Bytes received.";
         bytes_out: "counter", "ringrpc_server_bytes_out_total", "Bytes sent.";

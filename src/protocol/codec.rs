@@ -15,8 +15,10 @@ use super::header::{
 };
 use super::ProtocolError;
 
-/// Default maximum frame size (header + padded payload): 16 MiB.
-pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+/// Default maximum frame size (header + padded payload): 4 MiB, gRPC's
+/// default maximum message size. It bounds what one connection can make a
+/// server hold for a partial frame (see `docs/reliability.md`, limits).
+pub const DEFAULT_MAX_FRAME: usize = 4 << 20;
 
 /// Starts a frame at the end of `out` by reserving its header; returns the frame start.
 ///

@@ -191,8 +191,16 @@ fn pooled_chunk(cap: usize) -> Rc<Chunk> {
         .unwrap_or_else(|| Chunk::new(cap))
 }
 
-/// Gives a chunk back to the core's pool (dropped when the pool is full).
+/// Largest chunk the core's pool keeps: a bigger one (a large frame's) is
+/// freed once its frame is consumed, so memory returns after large frames.
+const POOLED_CHUNK_MAX: usize = 1 << 20;
+
+/// Gives a chunk back to the core's pool (dropped when the pool is full or
+/// the chunk is larger than [`POOLED_CHUNK_MAX`]).
 fn pool_chunk(chunk: Rc<Chunk>) {
+    if chunk.capacity() > POOLED_CHUNK_MAX {
+        return;
+    }
     let _ = CORE_POOL.try_with(|p| {
         let mut pool = p.borrow_mut();
         if pool.len() < CORE_POOL_CHUNKS {

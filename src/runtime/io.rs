@@ -7,7 +7,7 @@
 //! this module's functions. All of them must be called on a ringrpc core
 //! thread; off a core, I/O functions return an error and `spawn` panics.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -312,6 +312,16 @@ pub(crate) async fn sends_first() {
 /// so the peer can start on these bytes while this core works on the rest
 /// (one extra non-blocking `io_uring_enter`; none when the core is idle).
 pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    write_all_tracked(stream, data, &Cell::new(None)).await
+}
+
+/// [`write_all`], also setting `progress` to the core's time whenever a
+/// partial send completes (so a caller can tell a slow reader from a stuck one).
+pub(crate) async fn write_all_tracked(
+    stream: &Stream,
+    data: Vec<u8>,
+    progress: &Cell<Option<Instant>>,
+) -> (io::Result<()>, Vec<u8>) {
     let mut data = data;
     let mut sent = 0;
     let mut first = true;
@@ -341,7 +351,10 @@ pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>
         data = into_bytes(hold);
         match res {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
-            Ok(n) => sent += n as usize,
+            Ok(n) => {
+                sent += n as usize;
+                progress.set(Some(now()));
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if zero_copy && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 driver::disable_send_zc();
@@ -357,6 +370,21 @@ fn into_bytes(hold: Hold) -> Vec<u8> {
         Hold::Bytes(bytes) => bytes,
         _ => Vec::new(),
     }
+}
+
+/// Sends what the socket takes of `bytes` now, without waiting (a goaway
+/// pushed out just before a close).
+pub(crate) fn send_now(stream: &Stream, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is a valid buffer of its length for the call's duration.
+    let n = unsafe {
+        libc::send(
+            stream.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Shuts both directions of the socket so any pending read or write ends now.

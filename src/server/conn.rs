@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::budget::InboundBudget;
 use super::router::{Payload, Router};
-use super::ServerConfig;
+use super::{Event, ServerConfig};
 pub(crate) use crate::conn::CallCtx;
 use crate::conn::{Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
 use crate::message::Message;
@@ -52,10 +53,30 @@ pub(crate) struct ConnShared {
     /// The socket has been shut down (the core closed).
     shut: Cell<bool>,
     cfg: Arc<ServerConfig>,
+    /// When the connection was accepted (for the maximum age).
+    created: Instant,
+    /// While a send is under way: when it last made progress.
+    write_stuck: Cell<Option<Instant>>,
+    /// The goaway the sweeper sent, if any, and when.
+    goaway: Cell<Option<Goaway>>,
+    /// The core's inbound budget, and this connection's share of it.
+    inbound: Rc<InboundBudget>,
+    partial: Cell<usize>,
+    /// Reads were paused on the inbound budget since the last complete frame.
+    paused: Cell<bool>,
+}
+
+/// Why and when the sweeper sent a connection its goaway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Goaway {
+    /// Idle past the idle timeout; closed after a short grace.
+    Idle(Instant),
+    /// Older than the maximum age; closed when idle or after the age grace.
+    Age(Instant),
 }
 
 impl ConnShared {
-    pub fn new(stream: Stream, cfg: Arc<ServerConfig>) -> Self {
+    pub fn new(stream: Stream, cfg: Arc<ServerConfig>, inbound: Rc<InboundBudget>) -> Self {
         let limits = &cfg.limits;
         let core_cfg = ServerCoreConfig {
             max_frame: limits.max_frame,
@@ -65,7 +86,8 @@ impl ConnShared {
             max_pending_out: limits.max_pending_out,
             timing: limits.metrics,
         };
-        let core = ServerCore::new(Instant::now(), core_cfg, metrics::local(), MonotonicClock);
+        let created = Instant::now();
+        let core = ServerCore::new(created, core_cfg, metrics::local(), MonotonicClock);
         Self {
             stream,
             core: RefCell::new(core),
@@ -73,6 +95,75 @@ impl ConnShared {
             reader: Cell::new(None),
             shut: Cell::new(false),
             cfg,
+            created,
+            write_stuck: Cell::new(None),
+            goaway: Cell::new(None),
+            inbound,
+            partial: Cell::new(0),
+            paused: Cell::new(false),
+        }
+    }
+
+    /// When the connection was accepted.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// Since when the connection has had no work (see `ServerCore::idle_since`).
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.core.borrow().idle_since()
+    }
+
+    /// While a send is under way: when it last made progress.
+    pub fn write_stuck_since(&self) -> Option<Instant> {
+        self.write_stuck.get()
+    }
+
+    /// The goaway the sweeper sent, if any.
+    pub fn goaway(&self) -> Option<Goaway> {
+        self.goaway.get()
+    }
+
+    /// True once the connection was sent a goaway or closed.
+    pub fn is_closing(&self) -> bool {
+        self.goaway.get().is_some() || self.is_closed()
+    }
+
+    /// True if the inbound budget paused this connection's reads while its
+    /// current partial frame came in.
+    pub fn was_paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Sends a goaway for idleness or age (the sweeper closes it later).
+    pub fn send_goaway(&self, why: Goaway) {
+        self.goaway.set(Some(why));
+        self.go_away();
+    }
+
+    /// Closes an idle connection to make room: its goaway is written at once
+    /// (without waiting; it is idle, so nothing else is queued), then closed.
+    pub fn evict(&self) {
+        let queued = {
+            let mut core = self.core.borrow_mut();
+            core.go_away();
+            core.take_queued()
+        };
+        if let Some(bytes) = queued {
+            let _ = io::send_now(&self.stream, &bytes);
+        }
+        self.close();
+    }
+
+    /// Reports the bytes of this connection's partial frame to the budget.
+    fn set_partial(&self, bytes: usize) {
+        let old = self.partial.replace(bytes);
+        if old != bytes {
+            self.inbound.update(old, bytes);
+            metrics::counters::add(
+                &metrics::local().server.inbound_bytes,
+                bytes.wrapping_sub(old) as u64,
+            );
         }
     }
 
@@ -90,7 +181,7 @@ impl ConnShared {
     pub fn try_start_async(&self, call_id: u64) -> bool {
         let started = self.core.borrow_mut().try_start_async(call_id);
         if !started {
-            super::bump(&self.cfg.stats.overloaded);
+            self.cfg.count(Event::Overloaded);
         }
         started
     }
@@ -128,7 +219,10 @@ impl ConnShared {
     /// Closes the socket now; pending reads and writes end, late responses are dropped.
     pub fn close(&self) {
         self.core.borrow_mut().close();
+        self.set_partial(0);
         if !self.shut.replace(true) {
+            // A paused reader (this one) re-checks and sees the close.
+            self.inbound.wake_all();
             io::shutdown(&self.stream);
             for waker in [&self.writer, &self.reader] {
                 if let Some(w) = waker.take() {
@@ -154,7 +248,7 @@ pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<Se
         Err(ConnError::Protocol(e)) => {
             // The core counted it in the core's metrics.
             tracing::warn!(error = %e, "closing connection after protocol error");
-            super::bump(&cfg.stats.protocol_errors);
+            cfg.count(Event::ProtocolError);
         }
     }
     conn.close();
@@ -218,6 +312,27 @@ async fn read_loop(
         }
         conn.flush();
         wait_for_send_room(conn).await;
+        hold_partial(conn, &buf, cfg).await;
+    }
+}
+
+/// Reports the partial frame left in `buf` to the core's inbound budget and,
+/// if the budget is over its cap and this frame is a large one (over one
+/// receive chunk), pauses reading until the budget has room again (or the
+/// connection closes: the sweeper closes it once the frame stalls past the
+/// read timeout).
+async fn hold_partial(conn: &ConnShared, buf: &RecvBuf, cfg: &ServerConfig) {
+    let partial = buf.unconsumed().len();
+    if partial == 0 {
+        conn.paused.set(false);
+    }
+    conn.set_partial(partial);
+    if partial > cfg.limits.recv_chunk && conn.inbound.over() {
+        if !conn.paused.replace(true) {
+            cfg.count(Event::InboundPaused);
+        }
+        tracing::debug!(partial, "inbound budget full; pausing reads");
+        conn.inbound.wait_room(|| conn.is_closed()).await;
     }
 }
 
@@ -264,7 +379,9 @@ async fn write_loop(conn: Rc<ConnShared>) {
         let Some(batch) = batch else {
             return;
         };
-        let (result, batch) = io::write_all(&conn.stream, batch).await;
+        conn.write_stuck.set(Some(io::now()));
+        let (result, batch) = io::write_all_tracked(&conn.stream, batch, &conn.write_stuck).await;
+        conn.write_stuck.set(None);
         conn.core.borrow_mut().transmit_done(batch);
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection write failed");

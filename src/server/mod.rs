@@ -7,34 +7,28 @@
 //! ever leaves its core; after [`ServerHandle::shutdown`] or
 //! [`ServerHandle::abort`] returns, every listener and connection is closed.
 
+mod budget;
 mod conn;
+mod listener;
 mod responder;
 mod router;
+mod sweep;
 
-use std::cell::RefCell;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_channel::oneshot;
-use futures_util::future::{select, Either};
-use slab::Slab;
 
 use crate::message::{Message, Method, Request};
-use crate::metrics::{
-    self,
-    counters::{dec, inc},
-};
+use crate::metrics::{self, counters::inc};
 use crate::protocol::DEFAULT_MAX_FRAME;
-use crate::runtime::io::{self, Stream};
+use crate::runtime::io;
 use crate::runtime::{CoreRemote, CoreTask, Runtime};
 use crate::Error;
-use conn::ConnShared;
 pub use responder::{Responder, Sent};
 use router::Router;
 
@@ -43,14 +37,56 @@ use router::Router;
 pub(crate) struct ServerCounters {
     open: AtomicUsize,
     accepted: AtomicU64,
-    protocol_errors: AtomicU64,
-    read_timeouts: AtomicU64,
-    rejected: AtomicU64,
-    overloaded: AtomicU64,
+    events: [AtomicU64; Event::COUNT],
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+/// A connection event counted in [`ServerStats`] and in the core's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    ProtocolError,
+    ReadTimeout,
+    Rejected,
+    Overloaded,
+    FdShed,
+    PeerRejected,
+    Evicted,
+    IdleClosed,
+    AgeClosed,
+    WriteTimeout,
+    InboundPaused,
+    InboundClosed,
+}
+
+impl Event {
+    const COUNT: usize = 12;
+}
+
+impl ServerConfig {
+    /// Counts `event` in the server's stats and the current core's metrics
+    /// (protocol errors and overloads are counted in the metrics by the
+    /// connection core itself).
+    pub(crate) fn count(&self, event: Event) {
+        self.stats.events[event as usize].fetch_add(1, Ordering::Relaxed);
+        let m = &metrics::local().server;
+        let cell = match event {
+            Event::ProtocolError | Event::Overloaded => return,
+            Event::ReadTimeout => &m.read_timeouts,
+            Event::Rejected => &m.rejected,
+            Event::FdShed => &m.fd_shed,
+            Event::PeerRejected => &m.peer_rejected,
+            Event::Evicted => &m.evicted,
+            Event::IdleClosed => &m.idle_closed,
+            Event::AgeClosed => &m.age_closed,
+            Event::WriteTimeout => &m.write_timeouts,
+            Event::InboundPaused => &m.inbound_paused,
+            Event::InboundClosed => &m.inbound_closed,
+        };
+        inc(cell);
+    }
+
+    fn counted(&self, event: Event) -> u64 {
+        self.stats.events[event as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// A point-in-time copy of a server's connection counters.
@@ -65,10 +101,28 @@ pub struct ServerStats {
     pub protocol_errors: u64,
     /// Connections closed because a partial frame stalled past the read timeout.
     pub read_timeouts: u64,
-    /// Connections refused because their core was at its connection limit.
+    /// Connections refused because their core was at its connection limit
+    /// and had no idle connection to evict.
     pub rejected_connections: u64,
     /// Calls refused because their connection had too many calls running.
     pub overloaded_calls: u64,
+    /// Connections accepted and closed at once because the process was out
+    /// of file descriptors.
+    pub fd_shed: u64,
+    /// Connections refused at the per-peer-address limit.
+    pub peer_rejected: u64,
+    /// Idle connections closed (goaway first) to admit new ones at the limit.
+    pub evicted: u64,
+    /// Connections closed (goaway first) after the idle timeout.
+    pub idle_closed: u64,
+    /// Connections closed (goaway first) at their maximum age.
+    pub age_closed: u64,
+    /// Connections closed because their replies made no progress in time.
+    pub write_timeouts: u64,
+    /// Times a connection's reads paused on the inbound memory budget.
+    pub inbound_paused: u64,
+    /// Connections closed while paused on the inbound memory budget.
+    pub inbound_closed: u64,
 }
 
 /// The server's limits (see [`ServerBuilder`] for defaults).
@@ -83,6 +137,12 @@ struct Limits {
     metrics: bool,
     data_digest: bool,
     require_data_digest: bool,
+    idle_timeout: Option<Duration>,
+    max_connection_age: Option<(Duration, Duration)>,
+    max_connections_per_peer: Option<usize>,
+    evict_idle: bool,
+    write_timeout: Duration,
+    max_inbound_per_core: usize,
 }
 
 pub(crate) struct ServerConfig {
@@ -90,15 +150,32 @@ pub(crate) struct ServerConfig {
     stats: ServerCounters,
 }
 
+#[cfg(test)]
+impl ServerConfig {
+    /// The default limits, for unit tests.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            limits: Server::builder().limits,
+            stats: ServerCounters::default(),
+        }
+    }
+}
+
 /// Builds a server: handlers plus limits.
 ///
 /// | limit | default |
 /// |---|---|
-/// | `max_frame` (header included; bigger ⇒ connection closed) | 16 MiB |
+/// | `max_frame` (header included; bigger ⇒ connection closed) | 4 MiB |
 /// | `recv_chunk` (receive buffer chunk) | 256 KiB |
 /// | `max_pending_out` (unsent responses before reading pauses) | 4 MiB |
 /// | `read_timeout` (a started frame must complete within) | 10 s |
-/// | `max_connections_per_core` (more are closed at accept) | 16384 |
+/// | `write_timeout` (queued replies must make progress within) | 30 s |
+/// | `idle_timeout` (no call for this long ⇒ goaway, then close) | 5 min |
+/// | `max_connection_age` (goaway at this age, close after a grace) | none |
+/// | `max_connections_per_core` (lowered to fit the fd limit) | 16384 |
+/// | `evict_idle` (at the limit, evict the longest-idle connection) | on |
+/// | `max_connections_per_peer` (per IP address, per core) | none |
+/// | `max_inbound_per_core` (bytes of partial frames; above, large ones pause) | 64 MiB |
 /// | `max_in_flight_per_connection` (async calls running; more get `Overloaded`) | 4096 |
 /// | `metrics` (per-phase and per-method latency histograms; counters always kept) | on |
 /// | `data_digest` (frames sent carry the CRC32 of their payload) | on |
@@ -135,6 +212,12 @@ impl Server {
                 metrics: true,
                 data_digest: true,
                 require_data_digest: false,
+                idle_timeout: Some(Duration::from_secs(300)),
+                max_connection_age: None,
+                max_connections_per_peer: None,
+                evict_idle: true,
+                write_timeout: Duration::from_secs(30),
+                max_inbound_per_core: 64 << 20,
             },
         }
     }
@@ -260,9 +343,62 @@ impl ServerBuilder {
         self
     }
 
-    /// Connections one core holds at most; further ones are closed at accept.
+    /// Connections one core holds at most. At the limit a new connection
+    /// evicts the longest-idle one (see [`evict_idle`](Self::evict_idle)) or
+    /// is closed at accept. At start the limit is lowered, with a warning, to
+    /// what the process's file descriptor limit allows (the server raises its
+    /// soft `RLIMIT_NOFILE` to the hard limit first).
     pub fn max_connections_per_core(mut self, n: usize) -> Self {
         self.limits.max_connections_per_core = n;
+        self
+    }
+
+    /// Whether a core at its connection limit closes its longest-idle
+    /// connection (no call running, nothing queued; goaway first) to admit a
+    /// new one (default on). Off: the new connection is refused instead.
+    pub fn evict_idle(mut self, enabled: bool) -> Self {
+        self.limits.evict_idle = enabled;
+        self
+    }
+
+    /// Connections one peer IP address may hold on one core (default: no
+    /// limit); more are refused at accept and counted.
+    pub fn max_connections_per_peer(mut self, n: Option<usize>) -> Self {
+        self.limits.max_connections_per_peer = n;
+        self
+    }
+
+    /// A connection with no call for this long (pings do not count) is sent
+    /// a goaway and closed, like gRPC's `max_connection_idle` (default 5 min;
+    /// `None`: never). Clients reconnect on their next call.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+
+    /// A connection older than `age` is sent a goaway; it is closed once its
+    /// calls finish, or `grace` later at the latest, like gRPC's
+    /// `max_connection_age` and its grace (default: no age limit). Spreads
+    /// clients over new servers and rotates long-lived connections.
+    pub fn max_connection_age(mut self, age: Duration, grace: Duration) -> Self {
+        self.limits.max_connection_age = Some((age, grace));
+        self
+    }
+
+    /// A connection whose queued replies make no progress (the peer does not
+    /// read) for this long is closed (default 30 s); its handlers' later
+    /// results are dropped.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.write_timeout = timeout;
+        self
+    }
+
+    /// Bytes of partially received frames one core holds across all its
+    /// connections (default 64 MiB). Above it, connections whose partial
+    /// frame is larger than one receive chunk pause their reads until the
+    /// total drops; one that stays paused past the read timeout is closed.
+    pub fn max_inbound_per_core(mut self, bytes: usize) -> Self {
+        self.limits.max_inbound_per_core = bytes;
         self
     }
 
@@ -317,8 +453,11 @@ impl ServerBuilder {
             listeners.push(io::bind_reuseport(addr)?);
         }
         let router = Arc::new(self.router);
+        let mut limits = self.limits;
+        limits.max_connections_per_core =
+            fit_fd_limit(limits.max_connections_per_core, cores.len());
         let cfg = Arc::new(ServerConfig {
-            limits: self.limits,
+            limits,
             stats: ServerCounters::default(),
         });
         let mut handle = ServerHandle {
@@ -329,8 +468,9 @@ impl ServerBuilder {
         for (&core, listener) in cores.iter().zip(listeners) {
             let (stop_tx, stop_rx) = oneshot::channel();
             let (router, cfg) = (router.clone(), cfg.clone());
-            let task =
-                runtime.spawn_on(core, move || core_serve(listener, router, cfg, stop_rx))?;
+            let task = runtime.spawn_on(core, move || {
+                listener::core_serve(listener, router, cfg, stop_rx)
+            })?;
             let remote = runtime.remote(core).ok_or(Error::Shutdown)?;
             handle.cores.push(CoreControl {
                 remote,
@@ -340,6 +480,26 @@ impl ServerBuilder {
         }
         Ok(handle)
     }
+}
+
+/// The per-core connection limit lowered, with a warning, so that `cores`
+/// cores at their limit stay within the process's descriptors (raised to the
+/// hard limit first) minus a headroom for everything else.
+fn fit_fd_limit(per_core: usize, cores: usize) -> usize {
+    let soft = budget::raise_nofile_limit();
+    let usable = soft.saturating_sub(budget::fd_headroom(soft));
+    let fits = usize::try_from(usable / cores.max(1) as u64)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if per_core > fits {
+        tracing::warn!(
+            configured = per_core,
+            allowed = fits,
+            nofile = soft,
+            "max_connections_per_core lowered to fit the file descriptor limit"
+        );
+    }
+    per_core.min(fits)
 }
 
 /// How a core stops serving.
@@ -385,10 +545,18 @@ impl ServerHandle {
         ServerStats {
             open_connections: s.open.load(Ordering::Relaxed),
             accepted: s.accepted.load(Ordering::Relaxed),
-            protocol_errors: s.protocol_errors.load(Ordering::Relaxed),
-            read_timeouts: s.read_timeouts.load(Ordering::Relaxed),
-            rejected_connections: s.rejected.load(Ordering::Relaxed),
-            overloaded_calls: s.overloaded.load(Ordering::Relaxed),
+            protocol_errors: self.cfg.counted(Event::ProtocolError),
+            read_timeouts: self.cfg.counted(Event::ReadTimeout),
+            rejected_connections: self.cfg.counted(Event::Rejected),
+            overloaded_calls: self.cfg.counted(Event::Overloaded),
+            fd_shed: self.cfg.counted(Event::FdShed),
+            peer_rejected: self.cfg.counted(Event::PeerRejected),
+            evicted: self.cfg.counted(Event::Evicted),
+            idle_closed: self.cfg.counted(Event::IdleClosed),
+            age_closed: self.cfg.counted(Event::AgeClosed),
+            write_timeouts: self.cfg.counted(Event::WriteTimeout),
+            inbound_paused: self.cfg.counted(Event::InboundPaused),
+            inbound_closed: self.cfg.counted(Event::InboundClosed),
         }
     }
 
@@ -422,134 +590,4 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop(Stop::Abort);
     }
-}
-
-/// One core's connections, for shutdown.
-#[derive(Default)]
-struct CoreConns {
-    conns: RefCell<Slab<Rc<ConnShared>>>,
-}
-
-async fn core_serve(
-    listener: std::net::TcpListener,
-    router: Arc<Router>,
-    cfg: Arc<ServerConfig>,
-    stop: oneshot::Receiver<Stop>,
-) {
-    let listener = match io::listener_from_std(listener) {
-        Ok(l) => l,
-        Err(e) => return tracing::error!(error = %e, "cannot adopt listener"),
-    };
-    let conns = Rc::new(CoreConns::default());
-    let _sweeper = io::spawn(sweep_stalled(conns.clone(), cfg.clone()));
-    let accept = accept_loop(&listener, &router, &cfg, &conns);
-    let how = match select(pin!(accept), stop).await {
-        Either::Right((Ok(how), _)) => how,
-        _ => Stop::Abort,
-    };
-    drop(listener);
-    if let Stop::Drain(drain) = how {
-        drain_conns(&conns, Instant::now() + drain).await;
-    }
-    let all: Vec<_> = conns
-        .conns
-        .borrow()
-        .iter()
-        .map(|(_, c)| c.clone())
-        .collect();
-    for conn in all {
-        conn.close();
-    }
-    // Let connection tasks observe the close and unregister.
-    while !conns.conns.borrow().is_empty() {
-        io::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-async fn drain_conns(conns: &CoreConns, deadline: Instant) {
-    for (_, conn) in conns.conns.borrow().iter() {
-        conn.go_away();
-    }
-    // Clients close a connection once its last call completes after goaway.
-    while Instant::now() < deadline && !conns.conns.borrow().is_empty() {
-        io::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-async fn accept_loop(
-    listener: &io::Listener,
-    router: &Arc<Router>,
-    cfg: &Arc<ServerConfig>,
-    conns: &Rc<CoreConns>,
-) {
-    loop {
-        match io::accept(listener).await {
-            Ok((stream, _))
-                if conns.conns.borrow().len() >= cfg.limits.max_connections_per_core =>
-            {
-                bump(&cfg.stats.rejected);
-                inc(&metrics::local().server.rejected);
-                tracing::warn!("connection limit reached; refusing a connection");
-                io::set_linger_zero(&stream);
-                drop(stream);
-            }
-            Ok((stream, peer)) => start_conn(stream, peer, router, cfg, conns),
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                io::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// Closes connections whose partially received frame has stalled past the read
-/// timeout. One timer per core, whatever the number of connections.
-async fn sweep_stalled(conns: Rc<CoreConns>, cfg: Arc<ServerConfig>) {
-    let timeout = cfg.limits.read_timeout;
-    let period = (timeout / 4).max(Duration::from_millis(5));
-    loop {
-        io::sleep(period).await;
-        let now = Instant::now();
-        let stalled: Vec<_> = conns
-            .conns
-            .borrow()
-            .iter()
-            .filter(|(_, c)| {
-                c.partial_since()
-                    .is_some_and(|t| now.saturating_duration_since(t) > timeout)
-            })
-            .map(|(_, c)| c.clone())
-            .collect();
-        for conn in stalled {
-            tracing::warn!(?timeout, "closing connection: partial frame stalled");
-            bump(&cfg.stats.read_timeouts);
-            inc(&metrics::local().server.read_timeouts);
-            conn.close();
-        }
-    }
-}
-
-fn start_conn(
-    stream: Stream,
-    peer: SocketAddr,
-    router: &Arc<Router>,
-    cfg: &Arc<ServerConfig>,
-    conns: &Rc<CoreConns>,
-) {
-    let conn = Rc::new(ConnShared::new(stream, cfg.clone()));
-    let key = conns.conns.borrow_mut().insert(conn.clone());
-    cfg.stats.open.fetch_add(1, Ordering::Relaxed);
-    cfg.stats.accepted.fetch_add(1, Ordering::Relaxed);
-    let core_metrics = metrics::local();
-    inc(&core_metrics.server.accepted);
-    inc(&core_metrics.server.connections);
-    let (router, cfg, conns) = (router.clone(), cfg.clone(), conns.clone());
-    let span = tracing::info_span!("conn", %peer);
-    let task = async move {
-        conn::serve(conn, router, cfg.clone()).await;
-        conns.conns.borrow_mut().remove(key);
-        cfg.stats.open.fetch_sub(1, Ordering::Relaxed);
-        dec(&core_metrics.server.connections);
-    };
-    io::spawn_in(span, task).detach();
 }
