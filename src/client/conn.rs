@@ -81,6 +81,12 @@ impl ClientConn {
                 w.wake();
             }
         }
+        if !core.is_live() {
+            // Draining (goaway or retire): the slot may start its replacement.
+            if let Some(w) = self.closed_waker.take() {
+                w.wake();
+            }
+        }
         if core.timeout_moved_earlier() {
             if let Some(w) = self.timer.take() {
                 w.wake();
@@ -98,7 +104,8 @@ impl ClientConn {
         self.core.borrow().is_live()
     }
 
-    fn is_closed(&self) -> bool {
+    /// True once the connection is closed.
+    pub fn is_closed(&self) -> bool {
         self.core.borrow().is_closed()
     }
 
@@ -164,6 +171,20 @@ impl ClientConn {
     pub async fn closed(&self) {
         poll_fn(|cx| {
             if self.is_closed() {
+                Poll::Ready(())
+            } else {
+                self.closed_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves once the connection takes no new calls (draining after a
+    /// goaway, retired, or closed).
+    pub async fn stopped_taking_calls(&self) {
+        poll_fn(|cx| {
+            if !self.is_live() {
                 Poll::Ready(())
             } else {
                 self.closed_waker.set(Some(cx.waker().clone()));

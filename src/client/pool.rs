@@ -42,6 +42,9 @@ pub(crate) struct PoolShared {
     pub retiring: RefCell<Vec<bool>>,
     /// Maintenance task of each slot (dropping one cancels it).
     tasks: RefCell<Vec<Option<Task<()>>>>,
+    /// Connections draining after a goaway, whose slot already reconnected;
+    /// they close themselves once their last call ends (or with the pool).
+    draining: RefCell<Vec<Rc<ClientConn>>>,
     next: Cell<usize>,
 }
 
@@ -74,7 +77,10 @@ impl PoolShared {
                     self.next.set(index + 1);
                     return Pick::Conn(c.clone());
                 }
-                SlotState::Live(c) => saturated |= c.is_live(),
+                SlotState::Live(c) if c.is_live() => saturated = true,
+                // Draining after a goaway: the slot reconnects once its last
+                // call ends, so a call waits for that (until its deadline).
+                SlotState::Live(_) => connecting = true,
                 SlotState::Connecting => connecting = true,
                 SlotState::Backoff | SlotState::Retired => {}
             }
@@ -169,6 +175,7 @@ impl Pool {
             slots: RefCell::new(Vec::new()),
             retiring: RefCell::new(Vec::new()),
             tasks: RefCell::new(Vec::new()),
+            draining: RefCell::new(Vec::new()),
             next: Cell::new(0),
         });
         for i in 0..size {
@@ -190,7 +197,8 @@ impl Pool {
         // Take the tasks out first: dropping them may touch the pool's state.
         let tasks = std::mem::take(&mut *self.shared.tasks.borrow_mut());
         drop(tasks);
-        for conn in self.shared.live() {
+        let draining = std::mem::take(&mut *self.shared.draining.borrow_mut());
+        for conn in self.shared.live().into_iter().chain(draining) {
             conn.close();
         }
         let n = self.shared.slots.borrow().len();
@@ -239,7 +247,7 @@ async fn maintain(pool: Rc<PoolShared>, index: usize) {
 }
 
 /// Runs one connection until it closes; closes it if this task is cancelled.
-async fn run_conn(pool: &PoolShared, index: usize, conn: Rc<ClientConn>) {
+async fn run_conn(pool: &Rc<PoolShared>, index: usize, conn: Rc<ClientConn>) {
     struct CloseOnDrop(Rc<ClientConn>);
     impl Drop for CloseOnDrop {
         fn drop(&mut self) {
@@ -255,9 +263,22 @@ async fn run_conn(pool: &PoolShared, index: usize, conn: Rc<ClientConn>) {
         io::spawn(conn::timer_loop(conn.clone()).in_current_span()),
     ];
     pool.set_slot(index, SlotState::Live(conn.clone()));
-    conn.closed().await;
+    conn.stopped_taking_calls().await;
     pool.set_slot(index, SlotState::Connecting);
-    drop(guard);
+    if conn.is_closed() {
+        return drop(guard);
+    }
+    // Draining after a goaway: its calls finish on it in the background
+    // while the slot connects again at once, so new calls wait only for a
+    // connect (and fail fast if the server is gone), as gRPC clients do.
+    pool.draining.borrow_mut().push(conn.clone());
+    let pool = pool.clone();
+    io::spawn(async move {
+        conn.closed().await;
+        pool.draining.borrow_mut().retain(|c| !Rc::ptr_eq(c, &conn));
+        drop((_tasks, guard));
+    })
+    .detach();
 }
 
 /// Spreads reconnect attempts of many connections (±25%, from the clock's low bits).

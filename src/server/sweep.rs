@@ -29,8 +29,14 @@ pub(crate) async fn sweep(state: Rc<CoreState>, cfg: Arc<ServerConfig>) {
         io::sleep(period).await;
         let now = Instant::now();
         for conn in state.all() {
-            if let Some(event) = verdict(&conn, &cfg, now) {
-                close_for(&conn, &cfg, event);
+            match verdict(&conn, &cfg, now) {
+                Verdict::Keep => {}
+                Verdict::Close(event) => {
+                    tracing::debug!(?event, "closing connection");
+                    cfg.count(event);
+                    conn.close();
+                }
+                Verdict::CloseAfterGoaway => conn.close(),
             }
         }
     }
@@ -52,53 +58,59 @@ fn period(cfg: &ServerConfig) -> Duration {
     (shortest / 4).max(Duration::from_millis(5))
 }
 
-/// What this round does to `conn`: close it for an event (returned), or
-/// send it a goaway (done here, `None` returned), or nothing.
-fn verdict(conn: &ConnShared, cfg: &ServerConfig, now: Instant) -> Option<Event> {
+/// What a sweep does to a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// Close it now, counting why.
+    Close(Event),
+    /// Close it: the grace after its goaway (counted when sent) is over.
+    CloseAfterGoaway,
+}
+
+/// What this round does to `conn`: close it, or keep it (maybe after sending
+/// it a goaway for idleness or age, counted then).
+fn verdict(conn: &ConnShared, cfg: &ServerConfig, now: Instant) -> Verdict {
     let l = &cfg.limits;
     let over = |since: Option<Instant>, limit: Duration| {
         since.is_some_and(|t| now.saturating_duration_since(t) > limit)
     };
     if over(conn.partial_since(), l.read_timeout) {
-        return Some(if conn.was_paused() {
+        return Verdict::Close(if conn.was_paused() {
             Event::InboundClosed
         } else {
             Event::ReadTimeout
         });
     }
     if over(conn.write_stuck_since(), l.write_timeout) {
-        return Some(Event::WriteTimeout);
+        return Verdict::Close(Event::WriteTimeout);
     }
     match conn.goaway() {
-        Some(Goaway::Idle(at)) if over(Some(at), IDLE_GOAWAY_GRACE) => {
-            return Some(Event::IdleClosed)
-        }
+        Some(Goaway::Idle(at)) if over(Some(at), IDLE_GOAWAY_GRACE) => Verdict::CloseAfterGoaway,
         Some(Goaway::Age(at)) => {
             let grace = l.max_connection_age.map_or(Duration::ZERO, |(_, g)| g);
             if over(Some(at), grace) || conn.idle_since().is_some() {
-                return Some(Event::AgeClosed);
+                Verdict::CloseAfterGoaway
+            } else {
+                Verdict::Keep
             }
         }
-        Some(Goaway::Idle(_)) => {}
+        Some(Goaway::Idle(_)) => Verdict::Keep,
         None => {
             if let Some((age, _)) = l.max_connection_age {
                 if over(Some(conn.created()), age) {
+                    cfg.count(Event::AgeClosed);
                     conn.send_goaway(Goaway::Age(now));
-                    return None;
+                    return Verdict::Keep;
                 }
             }
             if l.idle_timeout.is_some_and(|t| over(conn.idle_since(), t)) {
+                cfg.count(Event::IdleClosed);
                 conn.send_goaway(Goaway::Idle(now));
             }
+            Verdict::Keep
         }
     }
-    None
-}
-
-fn close_for(conn: &ConnShared, cfg: &ServerConfig, event: Event) {
-    tracing::debug!(?event, "closing connection");
-    cfg.count(event);
-    conn.close();
 }
 
 #[cfg(test)]
