@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{base_server, raw_connect, wait_until, TestServer};
-use hostile_support::{closed_by_peer, header_announcing, rss_bytes, Legit};
+use hostile_support::{closed_by_peer, header_announcing, rss_bytes, Legit, RssPeak};
 
 #[test]
 fn partial_frames_are_capped_by_the_inbound_budget_and_memory_returns() {
@@ -24,6 +24,7 @@ fn partial_frames_are_capped_by_the_inbound_budget_and_memory_returns() {
     );
     let legit = Legit::start(server.addr());
     let rss_before = rss_bytes();
+    let sampler = RssPeak::start();
     let peers: Vec<_> = (0..PEERS)
         .map(|_| {
             let addr = server.addr();
@@ -40,7 +41,6 @@ fn partial_frames_are_capped_by_the_inbound_budget_and_memory_returns() {
         })
         .collect();
     let mut peers: Vec<TcpStream> = peers.into_iter().map(|t| t.join().unwrap()).collect();
-    let rss_peak = rss_bytes();
     for _ in 0..5 {
         eprintln!("{:?}", server.stats());
         std::thread::sleep(Duration::from_millis(200));
@@ -68,6 +68,7 @@ fn partial_frames_are_capped_by_the_inbound_budget_and_memory_returns() {
     wait_until(Duration::from_secs(3), "stalled peers released", || {
         server.stats().open_connections == 1
     });
+    let rss_peak = sampler.peak();
     // Held partial frames stay within the budget plus one read per peer, and
     // the large buffers are freed once their connections are gone.
     let held_peak = rss_peak.saturating_sub(rss_before);
