@@ -50,14 +50,22 @@ impl Legit {
     /// Stops calling; asserts calls succeeded throughout with no error and at
     /// most one reconnect. Returns the calls made.
     pub fn finish(self, server: &TestServer) -> u64 {
+        let (ok, client) = self.stop();
+        common::finish(&client, server);
+        ok
+    }
+
+    /// Stops calling; asserts calls succeeded throughout with no error and at
+    /// most one reconnect. Returns the calls made and the (open) client.
+    pub fn stop(self) -> (u64, TestClient) {
         self.stop.store(true, Ordering::Relaxed);
         let (ok, errors) = self.task.join().expect("legit caller");
         let stats = self.client.stats();
         assert!(errors.is_empty(), "legit client errors: {errors:?}");
         assert!(ok > 50, "legit client made only {ok} calls");
         assert!(stats.reconnects <= 1, "legit client reconnects: {stats:?}");
-        common::finish(&self.client, server);
-        ok
+        assert_eq!(stats.in_flight, 0, "{stats:?}");
+        (ok, self.client)
     }
 }
 
