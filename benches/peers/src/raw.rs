@@ -1,7 +1,8 @@
 //! The raw-socket floors (`raw-blocking`, `raw-pipelined`, `raw-crc`): the
 //! `ringrpc-floor` crate's echo server and clients, which `ringrpc bench
 //! --compare floor` runs too, on two pinned threads named `raw-srv` and
-//! `raw-cli` (what [`crate::cpu`] counts as server and client).
+//! `raw-cli` (what the CPU sampler, `ringrpc_workload::cpu`, counts as server
+//! and client).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Instant;

@@ -68,7 +68,7 @@ pub fn echo_owned(req: &ArchivedEcho) -> Result<Echo, Infallible> {
 /// A closed-loop caller of [`ECHO`]: one call at a time, `payload` bytes
 /// each, ids counting up from `first_id`, until `end`. Hands each call's start
 /// time and outcome to `record`: `Err` for a failed call or a reply that does
-/// not echo its request ([`matches`]).
+/// not echo its request ([`matches()`]).
 pub async fn call_loop(
     client: &Client,
     first_id: u64,
