@@ -4,14 +4,17 @@
 # features) in release mode, which fails unless typed calls work and allocate
 # nothing per call in steady state; then checks that nothing in the root relies
 # on a `[patch]` (which dependents never see): no `[patch` in Cargo.toml, no
-# vendor/ directory, and no compio in the dependent's dependency tree.
+# vendor/ directory, and no compio in the dependent's dependency tree; and that
+# the default features stay minimal: none of the tools' crates (clap, plotters,
+# criterion, the floors, HTTP stacks) nor a C compiler step (cc) in the tree.
 #
-# Usage: scripts/check-dependent.sh   (builds into target/dependent)
+# Usage: scripts/check-dependent.sh   (builds into $CARGO_TARGET_DIR/dependent,
+# by default target/dependent)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 manifest=tests/dependent/Cargo.toml
-target_dir=target/dependent
+target_dir=${CARGO_TARGET_DIR:-target}/dependent
 
 echo "== check: tests/dependent is formatted"
 cargo fmt --manifest-path "$manifest" -- --check
@@ -35,12 +38,15 @@ if [[ -e vendor ]]; then
 fi
 echo "ok: no vendor/ directory"
 
-echo "== check: no compio in the dependent's dependency tree"
-tree=$(cargo tree --manifest-path "$manifest" -e normal)
-if grep -n 'compio' <<<"$tree"; then
-  echo "FAIL: compio is in the dependency tree of ringrpc-dependent" >&2
-  exit 1
-fi
-echo "ok: no compio in \`cargo tree -e normal\` of ringrpc-dependent"
+echo "== check: the dependent's dependency tree (default features)"
+# Normal and build dependencies: cc would be a build dependency.
+tree=$(cargo tree --manifest-path "$manifest" -e normal,build --prefix none)
+for crate in compio clap plotters criterion ringrpc-floor ringrpc-workload cc hyper http h2 tiny_http; do
+  if grep -nE "^${crate} v" <<<"$tree"; then
+    echo "FAIL: $crate is in the dependency tree of ringrpc-dependent" >&2
+    exit 1
+  fi
+done
+echo "ok: $(wc -l <<<"$tree" | tr -d ' ') lines of \`cargo tree -e normal,build\`, none of compio, clap, plotters, criterion, ringrpc-floor, ringrpc-workload, cc, hyper, http, h2, tiny_http"
 
 echo "== all dependent checks passed"
