@@ -47,6 +47,15 @@
 //! through a [`Responder`] while it holds the request, so the response can borrow
 //! from it via [`SliceAsVec`] / [`StrAsString`]) and
 //! [`ServerBuilder::register_async`] (its own task; may await).
+//!
+//! ## Cargo features
+//!
+//! None: nothing in the crate is optional, and its dependencies are the
+//! runtime's own. The `ringrpc` command-line tool (bench, serve, tune, plot)
+//! and the benchmark harnesses are other crates of the repository's workspace
+//! (`ringrpc-cli`, `ringrpc-workload`, `ringrpc-floor`, `ringrpc-peers`), so
+//! depending on ringrpc compiles no clap, plotters, criterion, HTTP stack or
+//! C code.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
