@@ -15,7 +15,7 @@ use crate::{plot_bench, plot_input, plot_peers, CliResult};
 /// Options of `ringrpc plot`.
 #[derive(Debug, Clone, Args)]
 pub struct PlotArgs {
-    /// CSV of `cargo bench --bench peers` (target/peers/peers.csv).
+    /// CSV of `cargo bench -p ringrpc-peers --bench peers` (target/peers/peers.csv).
     #[arg(long, value_name = "FILE")]
     pub peers: Option<PathBuf>,
     /// CSV of `ringrpc bench --csv FILE`.

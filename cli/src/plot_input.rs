@@ -196,7 +196,7 @@ fn split(line: &str) -> Vec<String> {
     cells
 }
 
-/// One reported result of `cargo bench --bench peers` (a peer in a cell).
+/// One reported result of `cargo bench -p ringrpc-peers --bench peers` (a peer in a cell).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerRow {
     /// Calls in flight of the cell.

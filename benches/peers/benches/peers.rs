@@ -1,4 +1,4 @@
-//! `cargo bench --bench peers`: the same echo workload against the raw-socket
+//! `cargo bench -p ringrpc-peers --bench peers`: the same echo workload against the raw-socket
 //! floors, ringrpc, tarpc and tonic, in one run, printed side by side.
 //!
 //! A hand-written closed-loop harness (criterion's per-iteration model does not
