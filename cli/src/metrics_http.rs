@@ -1,25 +1,44 @@
 //! A minimal HTTP/1.1 responder for `ringrpc serve --metrics ADDR`.
 //!
-//! One std thread accepts connections one at a time, reads the request head
-//! (bounded in size and time), answers `GET /metrics` with the Prometheus text
+//! One std thread accepts connections and hands each to a thread of its own
+//! (at most [`Limits::max_connections`] at once; one more is answered `503`
+//! and closed at once), which reads the request head (at most
+//! [`MAX_HEAD`] bytes), answers `GET /metrics` with the Prometheus text
 //! produced by a render closure (in practice `Runtime::metrics().to_prometheus()`,
 //! which must never run on a core thread) and anything else with 404, then
-//! closes the connection. No keep-alive, no chunking: scrapers open one
-//! connection per scrape anyway.
+//! closes the connection. The whole exchange has one deadline
+//! ([`Limits::deadline`], reading and writing together), so a scraper that
+//! trickles its request or never reads holds only its own thread, and only
+//! until the deadline: it cannot block other scrapes. No keep-alive, no
+//! chunking: scrapers open one connection per scrape anyway.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Largest request head accepted (request line + headers).
-const MAX_HEAD: usize = 8 << 10;
-/// How long a client may take to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long writing a response may take.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_HEAD: usize = 8 << 10;
 /// The Prometheus text exposition content type (format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The endpoint's limits against slow or hostile scrapers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time for a whole exchange, request head in and response out (5 s).
+    pub deadline: Duration,
+    /// Connections served at once; one more is answered 503 at once (16).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(5),
+            max_connections: 16,
+        }
+    }
+}
 
 /// A bound `/metrics` endpoint; [`Endpoint::serve`] runs it until [`Endpoint::stop`].
 #[derive(Debug)]
@@ -27,17 +46,26 @@ pub struct Endpoint {
     listener: TcpListener,
     addr: SocketAddr,
     stopped: AtomicBool,
+    limits: Limits,
+    active: AtomicUsize,
 }
 
 impl Endpoint {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port) with the default [`Limits`].
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Self::bind_with(addr, Limits::default())
+    }
+
+    /// Binds `addr` with `limits`.
+    pub fn bind_with(addr: SocketAddr, limits: Limits) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         Ok(Self {
             listener,
             addr,
             stopped: AtomicBool::new(false),
+            limits,
+            active: AtomicUsize::new(0),
         })
     }
 
@@ -46,17 +74,31 @@ impl Endpoint {
         self.addr
     }
 
-    /// Answers requests, one connection at a time, until [`stop`](Self::stop).
-    pub fn serve(&self, render: impl Fn() -> String) {
-        for stream in self.listener.incoming() {
-            if self.stopped.load(Ordering::Acquire) {
-                return;
+    /// Answers requests, each connection on its own thread, until
+    /// [`stop`](Self::stop) (which waits for the connections being served,
+    /// each bounded by the deadline).
+    pub fn serve(&self, render: impl Fn() -> String + Sync) {
+        let render = &render;
+        std::thread::scope(|scope| {
+            for stream in self.listener.incoming() {
+                if self.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                if self.active.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+                    self.active.fetch_sub(1, Ordering::AcqRel);
+                    let _ = busy(stream);
+                    continue;
+                }
+                scope.spawn(move || {
+                    let deadline = Instant::now() + self.limits.deadline;
+                    if let Err(e) = respond(stream, deadline, render) {
+                        eprintln!("ringrpc serve: metrics request failed: {e}");
+                    }
+                    self.active.fetch_sub(1, Ordering::AcqRel);
+                });
             }
-            let result = stream.and_then(|s| respond(s, &render));
-            if let Err(e) = result {
-                eprintln!("ringrpc serve: metrics request failed: {e}");
-            }
-        }
+        });
     }
 
     /// Makes [`serve`](Self::serve) return (wakes its `accept` with a connection).
@@ -73,11 +115,35 @@ impl Endpoint {
     }
 }
 
-/// Reads one request head from `stream` and writes the response.
-fn respond(mut stream: TcpStream, render: &impl Fn() -> String) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let head = read_head(&mut stream)?;
+/// Answers a connection over the limit with 503 (best effort, no waiting).
+fn busy(stream: TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
+    let mut stream = stream;
+    // Take in what the request already sent, so the close is a FIN, not a reset.
+    let _ = stream.read(&mut [0u8; 4096]);
+    stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+}
+
+/// The time left before `deadline`, as a socket timeout (an error once passed).
+fn left(deadline: Instant) -> io::Result<Option<Duration>> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request deadline passed",
+        )),
+    }
+}
+
+/// Reads one request head from `stream` and writes the response, all before `deadline`.
+fn respond(
+    mut stream: TcpStream,
+    deadline: Instant,
+    render: &impl Fn() -> String,
+) -> io::Result<()> {
+    let head = read_head(&mut stream, deadline)?;
     let (status, body) = match route(&head) {
         Route::Metrics { head_only } => {
             let text = render();
@@ -111,8 +177,7 @@ fn respond(mut stream: TcpStream, render: &impl Fn() -> String) -> io::Result<()
     if let Body::Text(t) = body {
         out.extend_from_slice(t.as_bytes());
     }
-    stream.write_all(&out)?;
-    stream.flush()?;
+    write_by(&mut stream, &out, deadline)?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
     Ok(())
 }
@@ -123,8 +188,24 @@ enum Body {
     Len(usize),
 }
 
-/// Reads until the blank line ending the request head (or EOF), at most [`MAX_HEAD`].
-fn read_head(stream: &mut TcpStream) -> io::Result<String> {
+/// Writes all of `out` before `deadline`.
+fn write_by(stream: &mut TcpStream, mut out: &[u8], deadline: Instant) -> io::Result<()> {
+    while !out.is_empty() {
+        stream.set_write_timeout(left(deadline)?)?;
+        match stream.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out = &out[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads until the blank line ending the request head (or EOF), at most
+/// [`MAX_HEAD`] bytes, before `deadline` (one deadline for the whole head,
+/// not per read, so trickling does not extend it).
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<String> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !ends_head(&head) {
@@ -134,6 +215,7 @@ fn read_head(stream: &mut TcpStream) -> io::Result<String> {
                 "request head too large",
             ));
         }
+        stream.set_read_timeout(left(deadline)?)?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             break;
@@ -201,6 +283,32 @@ mod tests {
         assert_eq!(route(""), Route::BadRequest);
     }
 
+    /// Stops the endpoint when dropped, so a failed assertion cannot leave
+    /// `serve` (and the test's thread scope) running.
+    struct StopOnDrop<'a>(&'a Endpoint);
+
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+
+    /// What the server sent before closing (a reset ends it too).
+    fn fetch_lossy(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(request.as_bytes());
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     fn fetch(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -232,6 +340,80 @@ mod tests {
                 "{missing}"
             );
             endpoint.stop();
+        });
+    }
+
+    #[test]
+    fn a_trickling_scraper_neither_blocks_others_nor_outlives_the_deadline() {
+        let limits = Limits {
+            deadline: Duration::from_millis(600),
+            max_connections: 4,
+        };
+        let endpoint = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), limits).unwrap();
+        let addr = endpoint.local_addr();
+        std::thread::scope(|s| {
+            s.spawn(|| endpoint.serve(|| "x_total 1\n".to_string()));
+            let _stop = StopOnDrop(&endpoint);
+            // One byte every 100 ms: it would take seconds to finish its head.
+            let trickler = s.spawn(move || {
+                let mut t = TcpStream::connect(addr).unwrap();
+                let started = Instant::now();
+                for b in b"GET /metrics HTTP/1.1\r\nHost: slow\r\n\r\n" {
+                    if t.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                started.elapsed()
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            for _ in 0..10 {
+                let started = Instant::now();
+                let ok = fetch(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+                assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+                assert!(started.elapsed() < Duration::from_millis(300));
+            }
+            // The trickler was cut at the deadline, long before its last byte.
+            let took = trickler.join().unwrap();
+            assert!(
+                took < Duration::from_secs(2),
+                "trickler held on for {took:?}"
+            );
+            endpoint.stop();
+        });
+    }
+
+    #[test]
+    fn connections_over_the_cap_get_503_at_once_and_oversized_heads_are_refused() {
+        let limits = Limits {
+            deadline: Duration::from_millis(500),
+            max_connections: 2,
+        };
+        let endpoint = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), limits).unwrap();
+        let addr = endpoint.local_addr();
+        std::thread::scope(|s| {
+            s.spawn(|| endpoint.serve(|| "x_total 1\n".to_string()));
+            let _stop = StopOnDrop(&endpoint);
+            let silent: Vec<_> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            std::thread::sleep(Duration::from_millis(50));
+            let started = Instant::now();
+            let busy = fetch_lossy(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+            assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+            assert!(started.elapsed() < Duration::from_millis(200));
+            drop(silent);
+            // Once the silent ones are gone (closed, or cut at the deadline), scrapes work.
+            std::thread::sleep(Duration::from_millis(100));
+            let ok = fetch(addr, "GET /metrics HTTP/1.1\r\n\r\n");
+            assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+            // A head over the size cap gets no answer, just a close.
+            let mut big = TcpStream::connect(addr).unwrap();
+            big.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = big.write_all(
+                format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD)).as_bytes(),
+            );
+            let mut out = Vec::new();
+            let _ = big.read_to_end(&mut out);
+            assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         });
     }
 }
