@@ -18,12 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{base_server, raw_connect, text_for, wait_until, Msg, TestClient, TestServer, ECHO};
-use hostile_support::{closed_by_peer, fds, Legit};
+use hostile_support::{closed_by_peer, fds, serial, Legit};
 use ringrpc::protocol::{FrameHeader, FrameKind, HEADER_LEN};
 use ringrpc::Error;
 
 #[test]
 fn a_flood_past_the_core_limit_evicts_idle_connections_and_live_clients_keep_calling() {
+    let _serial = serial();
     const LIMIT: usize = 64;
     const FLOOD: usize = 200;
     let server = TestServer::start(base_server().max_connections_per_core(LIMIT));
@@ -79,6 +80,7 @@ fn a_flood_past_the_core_limit_evicts_idle_connections_and_live_clients_keep_cal
 
 #[test]
 fn eviction_off_refuses_new_connections_at_the_limit() {
+    let _serial = serial();
     let server = TestServer::start(base_server().max_connections_per_core(8).evict_idle(false));
     let mut held: Vec<_> = (0..8)
         .map(|_| raw_connect(server.addr(), Duration::from_secs(2)))
@@ -96,6 +98,7 @@ fn eviction_off_refuses_new_connections_at_the_limit() {
 
 #[test]
 fn the_per_peer_limit_refuses_a_peers_extra_connections() {
+    let _serial = serial();
     let server = TestServer::start(base_server().max_connections_per_peer(Some(3)));
     let held: Vec<_> = (0..3)
         .map(|_| raw_connect(server.addr(), Duration::from_secs(2)))
@@ -112,12 +115,14 @@ fn the_per_peer_limit_refuses_a_peers_extra_connections() {
 
 #[test]
 fn a_peer_that_never_reads_is_closed_by_the_write_timeout() {
+    let _serial = serial();
     let server = TestServer::start(
         base_server()
             .write_timeout(Duration::from_millis(300))
             .max_pending_out(1 << 20),
     );
     let legit = Legit::start(server.addr());
+    let fds_before = fds();
     let mut sink = raw_connect(server.addr(), Duration::from_secs(3));
     // Big echo requests whose replies fill the socket buffers; never read.
     let body = "x".repeat(60 << 10);
@@ -145,14 +150,17 @@ fn a_peer_that_never_reads_is_closed_by_the_write_timeout() {
     wait_until(Duration::from_secs(3), "sink released", || {
         server.stats().open_connections == 1
     });
+    assert!(fds() <= fds_before, "descriptors back to the baseline");
     legit.finish(&server);
 }
 
 #[test]
 fn garbage_shorter_than_a_header_is_refused_at_once() {
+    let _serial = serial();
     let server = TestServer::echo();
     let legit = Legit::start(server.addr());
     std::thread::sleep(Duration::from_millis(200));
+    let fds_before = fds();
     let mut s = raw_connect(server.addr(), Duration::from_secs(2));
     let started = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -166,12 +174,17 @@ fn garbage_shorter_than_a_header_is_refused_at_once() {
     wait_until(Duration::from_secs(2), "counted", || {
         server.stats().protocol_errors == 1
     });
+    drop(s);
+    wait_until(Duration::from_secs(2), "descriptors back", || {
+        fds() <= fds_before
+    });
     std::thread::sleep(Duration::from_millis(200));
     legit.finish(&server);
 }
 
 #[test]
 fn idle_connections_get_a_goaway_then_are_closed_and_the_client_reconnects() {
+    let _serial = serial();
     let server = TestServer::start(base_server().idle_timeout(Some(Duration::from_millis(300))));
     let client = TestClient::connect(server.addr());
     let mut raw = raw_connect(server.addr(), Duration::from_secs(2));
@@ -188,6 +201,7 @@ fn idle_connections_get_a_goaway_then_are_closed_and_the_client_reconnects() {
 
 #[test]
 fn connections_past_their_maximum_age_rotate_without_failing_calls() {
+    let _serial = serial();
     let server = TestServer::start(
         base_server().max_connection_age(Duration::from_millis(300), Duration::from_millis(500)),
     );

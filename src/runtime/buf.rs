@@ -60,10 +60,41 @@ impl Chunk {
         }
     }
 
+    /// Chunks above this size are mapped from the kernel directly, so their
+    /// memory goes back to it when they are freed (a large frame's buffer;
+    /// the allocator could keep it in its heap instead).
+    const MAPPED_ABOVE: usize = POOLED_CHUNK_MAX;
+
+    /// Whether a chunk of `cap` bytes is mapped (see [`Self::MAPPED_ABOVE`]).
+    fn mapped(cap: usize) -> bool {
+        cap > Self::MAPPED_ABOVE && !cfg!(miri)
+    }
+
     /// Allocates a zeroed chunk of at least `cap` bytes (at most [`Self::MAX`]).
     fn new(cap: usize) -> Rc<Self> {
         let cap = Self::clamp(cap);
         let layout = Self::layout(cap);
+        if Self::mapped(cap) {
+            // SAFETY: an anonymous private mapping of `cap` (> 0) bytes; the
+            // kernel zeroes it and aligns it to a page (>= FRAME_ALIGN).
+            let raw = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    cap,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if raw == libc::MAP_FAILED {
+                std::alloc::handle_alloc_error(layout)
+            }
+            let Some(ptr) = NonNull::new(raw.cast::<u8>()) else {
+                std::alloc::handle_alloc_error(layout)
+            };
+            return Rc::new(Self { ptr, cap });
+        }
         // SAFETY: the layout has non-zero size.
         let raw = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(raw) else {
@@ -80,6 +111,12 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
+        if Self::mapped(self.cap) {
+            // SAFETY: mapped in `new` with exactly this length; no view
+            // outlives the chunk (views hold an `Rc` of it).
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.cap) };
+            return;
+        }
         // SAFETY: allocated in `new` with exactly this layout.
         unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
     }
@@ -193,17 +230,22 @@ fn pooled_chunk(cap: usize) -> Rc<Chunk> {
 
 /// Largest chunk the core's pool keeps: a bigger one (a large frame's) is
 /// freed once its frame is consumed, so memory returns after large frames.
-const POOLED_CHUNK_MAX: usize = 1 << 20;
+const POOLED_CHUNK_MAX: usize = 256 << 10;
 
-/// Gives a chunk back to the core's pool (dropped when the pool is full or
-/// the chunk is larger than [`POOLED_CHUNK_MAX`]).
+/// Most bytes the core's pool keeps in all.
+const POOLED_BYTES_MAX: usize = 4 << 20;
+
+/// Gives a chunk back to the core's pool (dropped when the pool is full, the
+/// chunk is larger than [`POOLED_CHUNK_MAX`] or the pool would hold more than
+/// [`POOLED_BYTES_MAX`]).
 fn pool_chunk(chunk: Rc<Chunk>) {
     if chunk.capacity() > POOLED_CHUNK_MAX {
         return;
     }
     let _ = CORE_POOL.try_with(|p| {
         let mut pool = p.borrow_mut();
-        if pool.len() < CORE_POOL_CHUNKS {
+        let pooled: usize = pool.iter().map(|c| c.capacity()).sum();
+        if pool.len() < CORE_POOL_CHUNKS && pooled + chunk.capacity() <= POOLED_BYTES_MAX {
             pool.push(chunk);
         }
     });

@@ -146,3 +146,10 @@ impl Drop for RssPeak {
         }
     }
 }
+
+/// Runs the tests of one binary one at a time, so descriptor and memory
+/// readings are not moved by a neighbour test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
