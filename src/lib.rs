@@ -71,10 +71,10 @@ pub mod server;
 #[cfg(test)]
 mod test_waker;
 
-pub use client::{Client, ClientBuilder, ClientStats, OverloadPolicy};
+pub use client::{CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy};
 pub use error::Error;
 pub use message::{BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString};
 pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::ErrorCode;
 pub use runtime::{Runtime, RuntimeBuilder};
-pub use server::{Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats};
+pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats};

@@ -586,7 +586,8 @@ impl Sent {
                     .or_default()
                     .push((h.method, payload.to_vec())),
                 FrameKind::Ping => *sent.pings.entry(h.call_id).or_default() += 1,
-                FrameKind::Pong | FrameKind::GoAway => {}
+                // A cancel may stop an async handler: at most fewer replies.
+                FrameKind::Pong | FrameKind::GoAway | FrameKind::Cancel => {}
                 // A client may not send these: the server closes here.
                 FrameKind::Response | FrameKind::Error => break,
             }
@@ -663,7 +664,7 @@ fn check_replies(sent: &Sent, replies: &[u8]) {
                 );
             }
             FrameKind::GoAway => {}
-            kind @ (FrameKind::Request | FrameKind::Ping) => {
+            kind @ (FrameKind::Request | FrameKind::Ping | FrameKind::Cancel) => {
                 panic!("server sent a {kind:?} frame")
             }
         }

@@ -21,6 +21,7 @@ use std::time::Instant;
 use super::{ClientConfig, Counters};
 use crate::conn::{ClientCore, ClientCoreConfig, Finished};
 use crate::message::Message;
+use crate::protocol::metadata::Metadata;
 use crate::protocol::{CallId, Decoded, HEADER_LEN};
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
@@ -143,9 +144,10 @@ impl ClientConn {
         deadline: Instant,
         now: Instant,
         req: &Req,
+        metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         let mut core = self.core.borrow_mut();
-        let id = core.start_call(now, method, deadline, req)?;
+        let id = core.start_call(now, method, deadline, req, metadata)?;
         self.sync(&core);
         Ok(id)
     }

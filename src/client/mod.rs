@@ -12,6 +12,7 @@
 mod adaptive;
 mod conn;
 mod counters;
+mod options;
 mod pool;
 
 use std::future::poll_fn;
@@ -20,10 +21,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::message::{Message, Method, Reply};
+use crate::protocol::metadata::Metadata;
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io;
 use crate::Error;
 pub(crate) use counters::Counters;
+pub use options::{CallOptions, DEFAULT_PROPAGATION_MARGIN};
 use pool::Pool;
 
 /// What a call does when every connection is at its in-flight limit.
@@ -274,6 +277,20 @@ impl Client {
             .await
     }
 
+    /// Calls `method` with per-call settings: a deadline (for example the
+    /// remaining budget of the handler making this call, see
+    /// [`CallOptions::inherit`]) and metadata.
+    pub async fn call_with<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &Req,
+        opts: &CallOptions,
+    ) -> Result<Reply<Resp>, Error> {
+        let deadline = opts.deadline.unwrap_or(self.pool.shared.cfg.deadline);
+        let metadata = (!opts.metadata.is_empty()).then_some(&opts.metadata);
+        self.call_traced(method, req, deadline, metadata).await
+    }
+
     /// Calls `method`, giving up after `deadline`. The remaining budget travels to
     /// the server, which skips work whose budget has run out.
     pub async fn call_with_deadline<Req: Message, Resp: Message>(
@@ -282,12 +299,23 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
+        self.call_traced(method, req, deadline, None).await
+    }
+
+    async fn call_traced<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &Req,
+        deadline: Duration,
+        metadata: Option<&Metadata>,
+    ) -> Result<Reply<Resp>, Error> {
         // A span per call only when TRACE is on: otherwise not even a disabled span.
         if tracing::enabled!(tracing::Level::TRACE) {
             let span = tracing::trace_span!("call", method = method.name());
-            tracing::Instrument::instrument(self.call_inner(method, req, deadline), span).await
+            let call = self.call_inner(method, req, deadline, metadata);
+            tracing::Instrument::instrument(call, span).await
         } else {
-            self.call_inner(method, req, deadline).await
+            self.call_inner(method, req, deadline, metadata).await
         }
     }
 
@@ -296,6 +324,7 @@ impl Client {
         method: &Method<Req, Resp>,
         req: &Req,
         deadline: Duration,
+        metadata: Option<&Metadata>,
     ) -> Result<Reply<Resp>, Error> {
         // A fresh reading, not the turn's clock: a call must never time out
         // before its deadline counted from when it was made.
@@ -307,7 +336,7 @@ impl Client {
         // The budget sent to the server counts from now; metrics from `started`.
         let now = if waited { Instant::now() } else { started };
         let id = conn
-            .start_call(method.id(), deadline_at, now, req)
+            .start_call(method.id(), deadline_at, now, req, metadata)
             .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
         struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
         impl Drop for Forget<'_> {

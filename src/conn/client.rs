@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Counters;
 use crate::message::{serialize_into, Message};
+use crate::protocol::metadata::Metadata;
 use crate::protocol::{
     begin_frame, decode_frame, finish_frame, CallId, CallTable, DecodeOptions, Decoded, ErrorCode,
     FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
@@ -225,6 +226,7 @@ impl ClientCore {
         method: u32,
         deadline: Instant,
         req: &Req,
+        metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         if self.state == State::Closed {
             return Err(Error::ConnectionLost);
@@ -243,6 +245,10 @@ impl ClientCore {
         header.call_id = id.to_u64();
         header.method = method;
         header.budget_us = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX).max(1);
+        if let Some(md) = metadata.filter(|md| !md.is_empty()) {
+            header.flags |= FrameHeader::METADATA;
+            md.encode_into(&mut self.out);
+        }
         let encoded = serialize_into(req, &mut self.out)
             .and_then(|()| finish_frame(&mut self.out, start, header, self.cfg.max_frame));
         if let Err(e) = encoded {
@@ -304,6 +310,11 @@ impl ClientCore {
     pub fn forget(&mut self, id: CallId) {
         if self.calls.remove(id).is_some() {
             self.counters.cancelled();
+            // Tell the server, so a handler still running for it stops (the
+            // frame leaves with the next write; nothing if already closed).
+            if self.state != State::Closed {
+                self.push_control(FrameKind::Cancel, id.to_u64());
+            }
             self.after_removal();
         }
     }
@@ -413,7 +424,9 @@ impl ClientCore {
             FrameKind::Ping => self.push_control(FrameKind::Pong, header.call_id),
             FrameKind::Pong => {}
             FrameKind::GoAway => self.retire(),
-            FrameKind::Request => return Err(ProtocolError::Unexpected(FrameKind::Request)),
+            kind @ (FrameKind::Request | FrameKind::Cancel) => {
+                return Err(ProtocolError::Unexpected(kind))
+            }
         }
         Ok(())
     }

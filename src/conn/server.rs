@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use crate::message::{serialize_into, Message};
 use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{CoreMetrics, Phase};
+use crate::protocol::metadata;
 use crate::protocol::{
     begin_frame, decode_frame, encode_frame, finish_frame, DecodeOptions, Decoded, ErrorCode,
     FrameHeader, FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
@@ -75,6 +76,13 @@ pub(crate) struct ServerCoreConfig {
     pub timing: bool,
 }
 
+/// The little-endian `u32` at the start of `bytes` (at least 4 long).
+fn le_u32(bytes: &[u8]) -> u32 {
+    bytes
+        .first_chunk::<4>()
+        .map_or(0, |b| u32::from_le_bytes(*b))
+}
+
 /// Per-request context handed to handlers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallCtx {
@@ -100,19 +108,28 @@ pub(crate) struct Dispatch {
     pub ctx: CallCtx,
     /// The payload length.
     len: usize,
+    /// Where the message starts in the payload (after a metadata block).
+    msg_offset: usize,
+    /// Length of the metadata entries (they start 4 bytes into the payload).
+    meta_len: usize,
     /// The frame's length, padding included.
     frame_len: usize,
 }
 
 impl Dispatch {
-    /// The request payload, in place at the front of `buf`.
+    /// The request message, in place at the front of `buf`.
     pub fn payload<'b>(&self, buf: &'b RecvBuf) -> &'b [u8] {
-        &buf.unconsumed()[HEADER_LEN..HEADER_LEN + self.len]
+        &buf.unconsumed()[HEADER_LEN + self.msg_offset..HEADER_LEN + self.len]
     }
 
-    /// The request payload as a view that keeps its buffer (async handlers).
+    /// The request message as a view that keeps its buffer (async handlers).
     pub fn view(&self, buf: &RecvBuf) -> FrameBytes {
-        buf.view(HEADER_LEN, self.len)
+        buf.view(HEADER_LEN + self.msg_offset, self.len - self.msg_offset)
+    }
+
+    /// The metadata entries as a view that keeps its buffer (async handlers).
+    pub fn metadata_view(&self, buf: &RecvBuf) -> Option<FrameBytes> {
+        (self.meta_len > 0).then(|| buf.view(HEADER_LEN + 4, self.meta_len))
     }
 
     /// Bytes the request's frame occupies at the front of the buffer.
@@ -285,7 +302,7 @@ impl<C: Clock> ServerCore<C> {
         };
         self.progressed = true;
         let handled = match header.kind {
-            FrameKind::Request => match self.dispatch(&header) {
+            FrameKind::Request => match self.dispatch(&header, buf.unconsumed())? {
                 Some(dispatch) => return Ok(Incoming::Request(dispatch)),
                 None => Incoming::Handled(header),
             },
@@ -294,6 +311,11 @@ impl<C: Clock> ServerCore<C> {
                 Incoming::Handled(header)
             }
             FrameKind::Pong | FrameKind::GoAway => Incoming::Handled(header),
+            // The driver stops the call's handler, if one still runs.
+            FrameKind::Cancel => {
+                inc(&self.metrics.server.cancels);
+                Incoming::Handled(header)
+            }
             kind @ (FrameKind::Response | FrameKind::Error) => {
                 return Err(self.fail(ProtocolError::Unexpected(kind)))
             }
@@ -319,9 +341,23 @@ impl<C: Clock> ServerCore<C> {
 
     /// Checks a request's deadline: its context if its handler is to run,
     /// `None` once it has been answered `DeadlineExceeded`.
-    fn dispatch(&mut self, header: &FrameHeader) -> Option<Dispatch> {
+    fn dispatch(
+        &mut self,
+        header: &FrameHeader,
+        frame: &[u8],
+    ) -> Result<Option<Dispatch>, ProtocolError> {
         let arrived = self.arrived;
         self.last_active = arrived;
+        let (msg_offset, meta_len) = if header.has_metadata() {
+            let payload = &frame[HEADER_LEN..HEADER_LEN + header.len as usize];
+            match metadata::split(payload) {
+                // `split` checked the 4-byte length prefix is there.
+                Ok((_, offset)) => (offset, le_u32(payload) as usize),
+                Err(e) => return Err(self.fail(e)),
+            }
+        } else {
+            (0, 0)
+        };
         let deadline = (header.budget_us != 0)
             .then(|| arrived + Duration::from_micros(u64::from(header.budget_us)));
         inc(&self.metrics.server.requests);
@@ -332,9 +368,9 @@ impl<C: Clock> ServerCore<C> {
                 ErrorCode::DeadlineExceeded,
                 &"deadline exceeded",
             );
-            return None;
+            return Ok(None);
         }
-        Some(Dispatch {
+        Ok(Some(Dispatch {
             ctx: CallCtx {
                 call_id: header.call_id,
                 method: header.method,
@@ -344,8 +380,10 @@ impl<C: Clock> ServerCore<C> {
                 deferred: false,
             },
             len: header.len as usize,
+            msg_offset,
+            meta_len,
             frame_len: header.frame_len(),
-        })
+        }))
     }
 
     /// The time a request is dispatched at, for its deadline check and metrics.

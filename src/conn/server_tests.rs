@@ -552,7 +552,7 @@ impl Link {
     fn call(&mut self, value: u64, deadline: Duration) -> CallId {
         let now = self.server.now();
         self.client
-            .start_call(now, METHOD, now + deadline, &value)
+            .start_call(now, METHOD, now + deadline, &value, None)
             .expect("call starts")
     }
 
@@ -849,4 +849,40 @@ fn idle_since_counts_from_the_last_request_or_send_and_ignores_pings() {
     // Once closed, never idle (it is going away anyway).
     s.core.close();
     assert_eq!(s.core.idle_since(), None);
+}
+
+#[test]
+fn metadata_is_split_off_the_message_and_a_malformed_block_closes_the_connection() {
+    use crate::protocol::metadata::Metadata;
+    let mut md = Metadata::new();
+    md.insert("tenant", b"acme").unwrap();
+    let frame = |md: &Metadata, damage: Option<usize>| {
+        let mut out = Vec::new();
+        let start = begin_frame(&mut out);
+        let mut header = FrameHeader::new(FrameKind::Request);
+        header.call_id = 5;
+        header.method = METHOD;
+        header.flags |= FrameHeader::METADATA;
+        md.encode_into(&mut out);
+        if let Some(at) = damage {
+            out[start + HEADER_LEN + at] = 0xff;
+        }
+        serialize_into(&42u64, &mut out).unwrap();
+        finish_frame(&mut out, start, header, DEFAULT_MAX_FRAME).unwrap();
+        out
+    };
+    let mut s = Server::new(config(16));
+    s.deliver(&frame(&md, None)).unwrap();
+    assert_eq!(
+        s.ran,
+        [(5, 42)],
+        "the message after the block is the request"
+    );
+    // A key length that runs past the block is refused.
+    let mut bad = Server::new(config(16));
+    assert_eq!(
+        bad.deliver(&frame(&md, Some(4))),
+        Err(ProtocolError::BadMetadata)
+    );
+    assert!(bad.core.is_closed());
 }

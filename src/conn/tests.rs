@@ -80,7 +80,7 @@ impl Harness {
     /// Starts a call with request `req` due `deadline` from now.
     fn call(&mut self, req: u64, deadline: Duration) -> CallId {
         self.core
-            .start_call(self.now, METHOD, self.now + deadline, &req)
+            .start_call(self.now, METHOD, self.now + deadline, &req, None)
             .expect("call starts")
     }
 
@@ -358,7 +358,7 @@ fn goaway_under_load_drains_then_closes() {
     assert!(h.core.is_closed());
     assert_eq!(h.counters.lost.get(), 1);
     assert!(matches!(
-        h.core.start_call(h.now, METHOD, h.now + MS, &1u64),
+        h.core.start_call(h.now, METHOD, h.now + MS, &1u64, None),
         Err(Error::ConnectionLost)
     ));
 }

@@ -113,6 +113,8 @@ counter_set! {
         deadline_exceeded: "counter", "ringrpc_server_errors_deadline_total", "Requests refused or cut off because their budget ran out.";
         invalid_request: "counter", "ringrpc_server_errors_invalid_request_total", "Requests whose payload failed validation.";
         overloaded: "counter", "ringrpc_server_errors_overloaded_total", "Requests refused over the per-connection in-flight limit.";
+        cancels: "counter", "ringrpc_server_cancels_total", "Cancel frames received (callers that gave up on a call).";
+        cancelled: "counter", "ringrpc_server_cancelled_total", "Async handlers stopped by their caller's cancel.";
         protocol_errors: "counter", "ringrpc_server_protocol_errors_total", "Connections closed for breaking the protocol.";
         read_timeouts: "counter", "ringrpc_server_read_timeouts_total", "Connections closed because a partial frame stalled.";
         rejected: "counter", "ringrpc_server_rejected_connections_total", "Connections refused at the per-core limit (no idle connection to evict).";

@@ -58,6 +58,9 @@ pub enum FrameKind {
     Pong = 5,
     /// The sender is shutting down: send no new requests on this connection.
     GoAway = 6,
+    /// Client to server: the caller of `call_id` gave up (its future was
+    /// dropped); a handler still running for it is stopped, its answer never sent.
+    Cancel = 7,
 }
 
 impl FrameKind {
@@ -70,6 +73,7 @@ impl FrameKind {
             4 => Self::Ping,
             5 => Self::Pong,
             6 => Self::GoAway,
+            7 => Self::Cancel,
             other => return Err(ProtocolError::BadKind(other)),
         })
     }
@@ -104,7 +108,7 @@ impl CallId {
 pub struct FrameHeader {
     /// What the frame carries.
     pub kind: FrameKind,
-    /// Flag bits: [`FrameHeader::DATA_DIGEST`]; the other bits are reserved (sent
+    /// Flag bits: [`FrameHeader::DATA_DIGEST`], [`FrameHeader::METADATA`]; the other bits are reserved (sent
     /// as 0, ignored on receipt). Only the low four bits go on the wire.
     pub flags: u8,
     /// The call this frame belongs to (raw wire form, see [`CallId`]).
@@ -120,6 +124,14 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// Flag: the header carries the CRC32 of the payload (the data digest).
     pub const DATA_DIGEST: u8 = 0x01;
+    /// Flag (requests): the payload starts with a metadata block (see
+    /// [`metadata`](super::metadata)), the message follows it.
+    pub const METADATA: u8 = 0x02;
+
+    /// Whether the payload starts with a metadata block.
+    pub fn has_metadata(&self) -> bool {
+        self.flags & Self::METADATA != 0
+    }
 
     /// A header of `kind` with the [`DATA_DIGEST`](Self::DATA_DIGEST) flag set
     /// (the default of clients and servers) and every other field zero.

@@ -7,6 +7,7 @@
 pub mod call_table;
 pub mod codec;
 pub mod header;
+pub mod metadata;
 pub mod method;
 
 pub use call_table::CallTable;
@@ -33,6 +34,9 @@ pub enum ProtocolError {
     /// The peer speaks a protocol version this build does not.
     #[error("unsupported protocol version {0}")]
     BadVersion(u8),
+    /// A request's metadata block is malformed or over its limits.
+    #[error("malformed call metadata")]
+    BadMetadata,
     /// Unknown frame kind byte.
     #[error("unknown frame kind {0}")]
     BadKind(u8),

@@ -215,11 +215,14 @@ fn shut_down(inbox: &Inbox) {
             break;
         }
     }
+    if driver::kernel_held() > 0 {
+        driver::cancel_all();
+    }
     let give_up = Instant::now() + Duration::from_secs(5);
-    while driver::in_flight() > 0 && Instant::now() < give_up {
+    while driver::kernel_held() > 0 && Instant::now() < give_up {
         let _ = driver::turn(Some(Some(Duration::from_millis(10))));
     }
-    if driver::in_flight() > 0 {
+    if driver::kernel_held() > 0 {
         tracing::error!(
             left = driver::in_flight(),
             "operations still in flight at core exit; leaking their memory"

@@ -13,24 +13,28 @@
 //! socket is shut down and both tasks end; late responses are dropped.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::budget::InboundBudget;
+use super::ctx::CancelSignal;
 use super::router::{Payload, Router};
 use super::{Event, ServerConfig};
 pub(crate) use crate::conn::CallCtx;
 use crate::conn::{Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
 use crate::message::Message;
 use crate::metrics;
-use crate::protocol::{ErrorCode, ProtocolError, HEADER_LEN};
+use crate::protocol::{ErrorCode, FrameKind, ProtocolError, HEADER_LEN};
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
 use crate::runtime::ReadChunk;
+use futures_util::future::AbortHandle;
 
 /// The real clock, for the core's fresher readings.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +68,10 @@ pub(crate) struct ConnShared {
     partial: Cell<usize>,
     /// Reads were paused on the inbound budget since the last complete frame.
     paused: Cell<bool>,
+    peer: SocketAddr,
+    core_id: usize,
+    /// Async handlers running, by call id: their cancel signal and abort handle.
+    running: RefCell<HashMap<u64, (Rc<CancelSignal>, AbortHandle)>>,
 }
 
 /// Why and when the sweeper sent a connection its goaway.
@@ -76,7 +84,12 @@ pub(crate) enum Goaway {
 }
 
 impl ConnShared {
-    pub fn new(stream: Stream, cfg: Arc<ServerConfig>, inbound: Rc<InboundBudget>) -> Self {
+    pub fn new(
+        stream: Stream,
+        peer: SocketAddr,
+        cfg: Arc<ServerConfig>,
+        inbound: Rc<InboundBudget>,
+    ) -> Self {
         let limits = &cfg.limits;
         let core_cfg = ServerCoreConfig {
             max_frame: limits.max_frame,
@@ -101,6 +114,40 @@ impl ConnShared {
             inbound,
             partial: Cell::new(0),
             paused: Cell::new(false),
+            peer,
+            core_id: crate::runtime::current_core().unwrap_or(0),
+            running: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The runtime core serving the connection.
+    pub fn core_id(&self) -> usize {
+        self.core_id
+    }
+
+    /// Notes an async handler running for `call_id`, so a cancel can stop it.
+    pub fn track_async(&self, call_id: u64, cancel: Rc<CancelSignal>, abort: AbortHandle) {
+        self.running.borrow_mut().insert(call_id, (cancel, abort));
+    }
+
+    /// The async handler of `call_id` ended.
+    pub fn untrack_async(&self, call_id: u64) {
+        self.running.borrow_mut().remove(&call_id);
+    }
+
+    /// The caller of `call_id` gave up: raise its handler's cancel signal and
+    /// drop the handler (counted). Nothing if no handler runs for it.
+    fn cancel(&self, call_id: u64) {
+        let running = self.running.borrow_mut().remove(&call_id);
+        if let Some((signal, abort)) = running {
+            signal.cancel();
+            abort.abort();
+            metrics::counters::inc(&metrics::local().server.cancelled);
         }
     }
 
@@ -296,7 +343,12 @@ async fn read_loop(
                     buf.consume(request.frame_len());
                     request.frame_len()
                 }
-                Incoming::Handled(header) => header.frame_len(),
+                Incoming::Handled(header) => {
+                    if header.kind == FrameKind::Cancel {
+                        conn.cancel(header.call_id);
+                    }
+                    header.frame_len()
+                }
                 Incoming::Incomplete { total } => {
                     need = total;
                     break;
@@ -362,6 +414,7 @@ fn dispatch(conn: &Rc<ConnShared>, router: &Router, buf: &RecvBuf, request: &Dis
             let payload = Payload {
                 bytes: request.payload(buf),
                 keep: &|| request.view(buf),
+                metadata: &|| request.metadata_view(buf),
             };
             handler.call(conn, ctx, payload);
         }

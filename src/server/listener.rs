@@ -191,7 +191,12 @@ fn start_conn(
     cfg: &Arc<ServerConfig>,
     state: &Rc<CoreState>,
 ) {
-    let conn = Rc::new(ConnShared::new(stream, cfg.clone(), state.inbound.clone()));
+    let conn = Rc::new(ConnShared::new(
+        stream,
+        peer,
+        cfg.clone(),
+        state.inbound.clone(),
+    ));
     let key = state.conns.borrow_mut().insert(conn.clone());
     let track_peer = cfg.limits.max_connections_per_peer.is_some();
     if track_peer {

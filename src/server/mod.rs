@@ -9,6 +9,7 @@
 
 mod budget;
 mod conn;
+mod ctx;
 mod listener;
 mod responder;
 mod router;
@@ -29,6 +30,7 @@ use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io;
 use crate::runtime::{CoreRemote, CoreTask, Runtime};
 use crate::Error;
+pub use ctx::Ctx;
 pub use responder::{Responder, Sent};
 use router::Router;
 
@@ -310,6 +312,46 @@ impl ServerBuilder {
         Resp: Message + 'static,
         E: Display + 'static,
         F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, E>> + 'static,
+    {
+        self.router
+            .add_async(method, move |_ctx: Ctx, req| handler(req))?;
+        Ok(self)
+    }
+
+    /// Registers an inline handler, like [`register`](Self::register), that
+    /// also sees the call's [`Ctx`] (deadline, peer, core, metadata).
+    pub fn register_with_ctx<Req, Resp, E, F>(
+        mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(&Ctx, &Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        self.router.add_ctx(method, handler)?;
+        Ok(self)
+    }
+
+    /// Registers an async handler, like [`register_async`](Self::register_async),
+    /// that also gets the call's [`Ctx`]: its deadline (pass the remaining
+    /// budget on with [`CallOptions::inherit`](crate::CallOptions::inherit)),
+    /// peer, core, metadata, and a cancellation signal raised when the caller
+    /// drops its call (the handler's future is then dropped; its answer is
+    /// never sent).
+    pub fn register_async_with_ctx<Req, Resp, E, F, Fut>(
+        mut self,
+        method: Method<Req, Resp>,
+        handler: F,
+    ) -> Result<Self, Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(Ctx, Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + 'static,
     {
         self.router.add_async(method, handler)?;

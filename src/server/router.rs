@@ -14,9 +14,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
 
+use futures_util::future::{abortable, Aborted};
 use futures_util::FutureExt;
 
 use super::conn::{CallCtx, ConnShared};
+use super::ctx::{CancelSignal, Ctx};
 use super::responder::{Responder, Sent};
 use crate::message::{access, Message, Method, Request};
 use crate::protocol::method::is_valid_method_name;
@@ -24,10 +26,26 @@ use crate::protocol::ErrorCode;
 use crate::runtime::{buf::FrameBytes, io};
 use crate::Error;
 
-/// A request's payload as the handler sees it: the bytes, and a way to keep them.
+/// A request's payload as the handler sees it: the message bytes, a way to
+/// keep them, and a way to keep its metadata entries (if it has any).
 pub(crate) struct Payload<'a> {
     pub bytes: &'a [u8],
     pub keep: &'a dyn Fn() -> FrameBytes,
+    pub metadata: &'a dyn Fn() -> Option<FrameBytes>,
+}
+
+impl Payload<'_> {
+    /// The handler's [`Ctx`] for the call of `ctx` on `conn`.
+    fn ctx(&self, conn: &ConnShared, ctx: &CallCtx, cancel: Option<Rc<CancelSignal>>) -> Ctx {
+        Ctx {
+            call_id: ctx.call_id,
+            deadline: ctx.deadline,
+            peer: conn.peer(),
+            core: conn.core_id(),
+            metadata: (self.metadata)(),
+            cancel,
+        }
+    }
 }
 
 /// A handler with its types erased, callable by method id.
@@ -72,6 +90,32 @@ where
     }
 }
 
+struct CtxHandler<Req, Resp, F> {
+    f: F,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, E, F> ErasedHandler for CtxHandler<Req, Resp, F>
+where
+    Req: Message,
+    Resp: Message,
+    E: Display,
+    F: Fn(&Ctx, &Req::Archived) -> Result<Resp, E> + Send + Sync,
+{
+    fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
+        let req = match access::<Req>(payload.bytes) {
+            Ok(req) => req,
+            Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
+        };
+        let handler_ctx = payload.ctx(conn, &ctx, None);
+        match catch_unwind(AssertUnwindSafe(|| (self.f)(&handler_ctx, req))) {
+            Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
+            Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+            Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
+        }
+    }
+}
+
 struct AsyncHandler<Req, Resp, F> {
     f: F,
     _types: PhantomData<fn(Req) -> Resp>,
@@ -82,7 +126,7 @@ where
     Req: Message,
     Resp: Message,
     E: Display,
-    F: Fn(Request<Req>) -> Fut + Send + Sync,
+    F: Fn(Ctx, Request<Req>) -> Fut + Send + Sync,
     Fut: Future<Output = Result<Resp, E>> + 'static,
 {
     fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
@@ -99,13 +143,17 @@ where
             deferred: true,
             ..ctx
         };
-        let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(req))) {
+        let cancel = Rc::new(CancelSignal::default());
+        let handler_ctx = payload.ctx(conn, &ctx, Some(cancel.clone()));
+        let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(handler_ctx, req))) {
             Ok(future) => AssertUnwindSafe(future).catch_unwind(),
             Err(_) => {
                 conn.finish_async();
                 return conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked");
             }
         };
+        let (future, abort) = abortable(future);
+        conn.track_async(ctx.call_id, cancel, abort);
         let conn = conn.clone();
         io::spawn(async move {
             let outcome = match ctx.deadline {
@@ -113,17 +161,20 @@ where
                 None => Some(future.await),
             };
             match outcome {
-                Some(Ok(Ok(resp))) => conn.push_response(&ctx, &resp),
-                Some(Ok(Err(e))) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
-                Some(Err(_)) => {
+                Some(Ok(Ok(Ok(resp)))) => conn.push_response(&ctx, &resp),
+                Some(Ok(Ok(Err(e)))) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+                Some(Ok(Err(_))) => {
                     conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
                 }
+                // Cancelled by the caller: it no longer waits for an answer.
+                Some(Err(Aborted)) => {}
                 None => conn.push_error(
                     ctx.call_id,
                     ErrorCode::DeadlineExceeded,
                     &"deadline exceeded",
                 ),
             }
+            conn.untrack_async(ctx.call_id);
             conn.finish_async();
             conn.flush();
         })
@@ -196,6 +247,21 @@ impl Router {
         self.insert(method.name(), method.id(), Box::new(handler))
     }
 
+    /// Registers an inline handler that sees the call's [`Ctx`].
+    pub fn add_ctx<Req, Resp, E, F>(&mut self, method: Method<Req, Resp>, f: F) -> Result<(), Error>
+    where
+        Req: Message + 'static,
+        Resp: Message + 'static,
+        E: Display + 'static,
+        F: Fn(&Ctx, &Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
+    {
+        let handler = CtxHandler::<Req, Resp, F> {
+            f,
+            _types: PhantomData,
+        };
+        self.insert(method.name(), method.id(), Box::new(handler))
+    }
+
     /// Registers a handler that runs as its own task on the connection's core.
     pub fn add_async<Req, Resp, E, F, Fut>(
         &mut self,
@@ -206,7 +272,7 @@ impl Router {
         Req: Message + 'static,
         Resp: Message + 'static,
         E: Display + 'static,
-        F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Ctx, Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + 'static,
     {
         let handler = AsyncHandler::<Req, Resp, F> {

@@ -114,6 +114,25 @@ pub(crate) fn in_flight() -> usize {
     with(|d| d.ops.len()).unwrap_or(0)
 }
 
+/// Operations the kernel still holds (see `OpTable::kernel_held`).
+pub(crate) fn kernel_held() -> usize {
+    with(|d| d.ops.kernel_held()).unwrap_or(0)
+}
+
+/// Asks the kernel to cancel every operation in flight (at core exit: ops
+/// owned by values that outlive the tasks, such as a client kept in a
+/// thread-local, would otherwise hold the exit up). Needs Linux 5.19; on an
+/// older kernel the request fails and the core waits for them instead.
+pub(crate) fn cancel_all() {
+    with(|d| {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        // SAFETY: a cancel points to no memory.
+        let _ = unsafe { d.push(&cancel) };
+    });
+}
+
 impl Driver {
     /// Pushes one entry, submitting first if the queue is full.
     ///

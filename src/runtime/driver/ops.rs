@@ -119,6 +119,20 @@ impl OpTable {
         self.slots.len()
     }
 
+    /// Operations whose memory the kernel may still use: not completed yet
+    /// (a completion waiting for its future, or a multishot that has ended,
+    /// does not count).
+    pub fn kernel_held(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| match &slot.life {
+                Lifecycle::Completed { .. } => false,
+                Lifecycle::Streaming { ended, .. } => !ended,
+                _ => true,
+            })
+            .count()
+    }
+
     fn slot_mut(&mut self, user_data: u64) -> Option<&mut Slot> {
         let (index, generation) = split(user_data);
         self.slots
