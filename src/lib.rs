@@ -46,7 +46,62 @@
 //! owned response), [`ServerBuilder::register_responder`] (inline, answers
 //! through a [`Responder`] while it holds the request, so the response can borrow
 //! from it via [`SliceAsVec`] / [`StrAsString`]) and
-//! [`ServerBuilder::register_async`] (its own task; may await).
+//! [`ServerBuilder::register_async`] (its own task; may await). The
+//! `_with_ctx` forms also hand the handler its call's [`Ctx`]: the deadline
+//! (pass the rest on with [`CallOptions::inherit`]), the peer, the core, the
+//! call's metadata, this core's state ([`ServerBuilder::with_state`]) and a
+//! cancellation signal (a caller that drops its call sends a cancel frame).
+//!
+//! ## Typed services
+//!
+//! [`macro@service`] turns a trait of async methods into method constants,
+//! a server registration and a typed client (the full example, a sharded
+//! key-value store, is `examples/kv`):
+//!
+//! ```
+//! use ringrpc::{Client, Ctx, Request, Runtime, Server};
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize)]
+//! pub struct Name { name: String }
+//!
+//! #[ringrpc::service]
+//! pub trait Greeter {
+//!     async fn hello(&self, ctx: Ctx, req: Request<Name>) -> Result<Name, String>;
+//! }
+//!
+//! struct English;
+//! impl Greeter for English {
+//!     async fn hello(&self, _ctx: Ctx, req: Request<Name>) -> Result<Name, String> {
+//!         Ok(Name { name: format!("hello, {}", req.name) })
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), ringrpc::Error> {
+//! let runtime = Runtime::builder().cores(1).pin(false).build()?;
+//! let server = Server::builder()
+//!     .add_service(GreeterService::new(English))?
+//!     .serve(&runtime, "127.0.0.1:0".parse().unwrap())?;
+//! assert_eq!(greeter::HELLO.name(), "Greeter.hello");
+//! let addr = server.local_addr();
+//! let text = runtime.block_on(0, move || async move {
+//!     let greeter = GreeterClient::new(Client::builder().connect(addr)?);
+//!     let reply = greeter.hello(&Name { name: "ring".into() }).await?;
+//!     Ok::<_, ringrpc::Error>(reply.name.to_string())
+//! })??;
+//! assert_eq!(text, "hello, ring");
+//! server.shutdown(std::time::Duration::from_secs(1));
+//! # Ok(()) }
+//! ```
+//!
+//! A method that is not `async fn name(&self, ctx: Ctx, req: Request<Req>) ->
+//! Result<Resp, E>` is a compile error:
+//!
+//! ```compile_fail
+//! #[ringrpc::service]
+//! pub trait Bad {
+//!     fn sync_method(&self, req: u64) -> u64;
+//! }
+//! ```
 //!
 //! ## Cargo features
 //!
@@ -71,10 +126,13 @@ pub mod server;
 #[cfg(test)]
 mod test_waker;
 
-pub use client::{CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy};
+pub use client::{
+    shard_of, CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy, ShardedClient,
+};
 pub use error::Error;
 pub use message::{BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString};
 pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::ErrorCode;
+pub use ringrpc_macros::service;
 pub use runtime::{Runtime, RuntimeBuilder};
-pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats};
+pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service};

@@ -272,7 +272,7 @@ impl<Req, Resp> Method<Req, Resp> {
     }
 
     /// The wire method id.
-    pub fn id(&self) -> u32 {
+    pub const fn id(&self) -> u32 {
         self.id
     }
 }

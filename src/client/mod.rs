@@ -14,6 +14,7 @@ mod conn;
 mod counters;
 mod options;
 mod pool;
+mod sharded;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use crate::Error;
 pub(crate) use counters::Counters;
 pub use options::{CallOptions, DEFAULT_PROPAGATION_MARGIN};
 use pool::Pool;
+pub use sharded::{shard_of, ShardedClient};
 
 /// What a call does when every connection is at its in-flight limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! protocol error closes this connection only; once the core is closed the
 //! socket is shut down and both tasks end; late responses are dropped.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -72,6 +73,8 @@ pub(crate) struct ConnShared {
     core_id: usize,
     /// Async handlers running, by call id: their cancel signal and abort handle.
     running: RefCell<HashMap<u64, (Rc<CancelSignal>, AbortHandle)>>,
+    /// The core's user state, if the server has one.
+    user: Option<Rc<dyn Any>>,
 }
 
 /// Why and when the sweeper sent a connection its goaway.
@@ -89,6 +92,7 @@ impl ConnShared {
         peer: SocketAddr,
         cfg: Arc<ServerConfig>,
         inbound: Rc<InboundBudget>,
+        user: Option<Rc<dyn Any>>,
     ) -> Self {
         let limits = &cfg.limits;
         let core_cfg = ServerCoreConfig {
@@ -117,7 +121,13 @@ impl ConnShared {
             peer,
             core_id: crate::runtime::current_core().unwrap_or(0),
             running: RefCell::new(HashMap::new()),
+            user,
         }
+    }
+
+    /// The core's user state.
+    pub fn user_state(&self) -> Option<Rc<dyn Any>> {
+        self.user.clone()
     }
 
     /// The peer's address.

@@ -11,6 +11,7 @@
 //! dropped right after the signal is raised (so drop guards in the handler
 //! see it) and its answer is never sent.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub struct Ctx {
     pub(crate) core: usize,
     pub(crate) metadata: Option<FrameBytes>,
     pub(crate) cancel: Option<Rc<CancelSignal>>,
+    pub(crate) state: Option<Rc<dyn Any>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -71,6 +73,13 @@ impl Ctx {
     /// The index of the runtime core the call runs on.
     pub fn core(&self) -> usize {
         self.core
+    }
+
+    /// This core's state, made by
+    /// [`ServerBuilder::with_state`](crate::ServerBuilder::with_state), if it
+    /// has one of type `S`.
+    pub fn state<S: 'static>(&self) -> Option<&S> {
+        self.state.as_deref()?.downcast_ref::<S>()
     }
 
     /// The call's metadata (empty if it sent none), read in place.

@@ -11,6 +11,7 @@
 //! its accept until its tasks end; the per-peer counts match the open
 //! connections; after `core_serve` returns, no connection of the core is left.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,14 +37,18 @@ pub(crate) struct CoreState {
     pub conns: RefCell<Slab<Rc<ConnShared>>>,
     per_peer: RefCell<HashMap<IpAddr, usize>>,
     pub inbound: Rc<InboundBudget>,
+    /// The user's per-core state ([`ServerBuilder::with_state`](super::ServerBuilder::with_state)).
+    pub user: Option<Rc<dyn Any>>,
 }
 
 impl CoreState {
     fn new(cfg: &ServerConfig) -> Self {
+        let core = crate::runtime::current_core().unwrap_or(0);
         Self {
             conns: RefCell::default(),
             per_peer: RefCell::default(),
             inbound: Rc::new(InboundBudget::new(cfg.limits.max_inbound_per_core)),
+            user: cfg.state.as_ref().map(|make| make(core)),
         }
     }
 
@@ -196,6 +201,7 @@ fn start_conn(
         peer,
         cfg.clone(),
         state.inbound.clone(),
+        state.user.clone(),
     ));
     let key = state.conns.borrow_mut().insert(conn.clone());
     let track_peer = cfg.limits.max_connections_per_peer.is_some();

@@ -15,9 +15,11 @@ mod responder;
 mod router;
 mod sweep;
 
+use std::any::Any;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,7 +152,12 @@ struct Limits {
 pub(crate) struct ServerConfig {
     limits: Limits,
     stats: ServerCounters,
+    /// Makes each core's state (see [`ServerBuilder::with_state`]).
+    state: Option<StateFactory>,
 }
+
+/// Builds one core's state from the core's index.
+type StateFactory = Arc<dyn Fn(usize) -> Rc<dyn Any> + Send + Sync>;
 
 #[cfg(test)]
 impl ServerConfig {
@@ -159,6 +166,7 @@ impl ServerConfig {
         Self {
             limits: Server::builder().limits,
             stats: ServerCounters::default(),
+            state: None,
         }
     }
 }
@@ -185,6 +193,7 @@ impl ServerConfig {
 pub struct ServerBuilder {
     router: Router,
     limits: Limits,
+    state: Option<StateFactory>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -193,6 +202,14 @@ impl std::fmt::Debug for ServerBuilder {
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
+}
+
+/// A set of methods registered together: what `#[ringrpc::service]`
+/// generates for a service trait (`<Trait>Service<S>`). Register one with
+/// [`ServerBuilder::add_service`].
+pub trait Service {
+    /// Registers the service's methods on `builder`.
+    fn register(self, builder: ServerBuilder) -> Result<ServerBuilder, Error>;
 }
 
 /// Entry point for building servers.
@@ -204,6 +221,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             router: Router::default(),
+            state: None,
             limits: Limits {
                 max_frame: DEFAULT_MAX_FRAME,
                 recv_chunk: 256 << 10,
@@ -317,6 +335,42 @@ impl ServerBuilder {
         self.router
             .add_async(method, move |_ctx: Ctx, req| handler(req))?;
         Ok(self)
+    }
+
+    /// Gives each serving core a state of its own, made on that core by
+    /// `make(core_index)` when the server starts; handlers reach it with
+    /// [`Ctx::state`] as `&S`, without locks (nothing is shared between
+    /// cores). Replaces an earlier `with_state`.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::collections::HashMap;
+    /// use ringrpc::{Ctx, Method, Server};
+    ///
+    /// struct Shard { core: usize, map: RefCell<HashMap<u64, u64>> }
+    /// const GET: Method<u64, u64> = Method::new("Kv.get");
+    ///
+    /// let builder = Server::builder()
+    ///     .with_state(|core| Shard { core, map: RefCell::default() })
+    ///     .register_with_ctx(GET, |ctx: &Ctx, key: &rkyv::Archived<u64>| {
+    ///         let shard = ctx.state::<Shard>().expect("with_state");
+    ///         Ok::<_, String>(shard.map.borrow().get(&key.to_native()).copied().unwrap_or(0))
+    ///     })
+    ///     .unwrap();
+    /// # drop(builder);
+    /// ```
+    pub fn with_state<S: 'static>(
+        mut self,
+        make: impl Fn(usize) -> S + Send + Sync + 'static,
+    ) -> Self {
+        self.state = Some(Arc::new(move |core| Rc::new(make(core)) as Rc<dyn Any>));
+        self
+    }
+
+    /// Registers every method of a typed service (what `#[ringrpc::service]`
+    /// generates: `KvService::new(my_impl)`).
+    pub fn add_service(self, service: impl Service) -> Result<Self, Error> {
+        service.register(self)
     }
 
     /// Registers an inline handler, like [`register`](Self::register), that
@@ -494,6 +548,43 @@ impl ServerBuilder {
         for _ in 1..cores.len() {
             listeners.push(io::bind_reuseport(addr)?);
         }
+        self.start(runtime, cores, listeners)
+    }
+
+    /// Serves every core of `runtime` on an address of its own, so a client
+    /// can choose the core (and so the [`with_state`](Self::with_state)
+    /// shard) that serves a call: core `i` listens on `addr`'s port + `i`,
+    /// or on a free port each when `addr`'s port is 0. The addresses, in core
+    /// order, are [`ServerHandle::shard_addrs`]; `ShardedClient` routes keys
+    /// over them the same way on every client.
+    pub fn serve_sharded(self, runtime: &Runtime, addr: SocketAddr) -> Result<ServerHandle, Error> {
+        let cores: Vec<usize> = (0..runtime.cores()).collect();
+        let listeners = cores
+            .iter()
+            .map(|&i| {
+                let mut at = addr;
+                if addr.port() != 0 {
+                    let port = u16::try_from(usize::from(addr.port()) + i)
+                        .map_err(|_| Error::Config(format!("no port {} + {i}", addr.port())))?;
+                    at.set_port(port);
+                }
+                Ok(io::bind_reuseport(at)?)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.start(runtime, &cores, listeners)
+    }
+
+    /// Starts serving `listeners[i]` on `cores[i]`.
+    fn start(
+        self,
+        runtime: &Runtime,
+        cores: &[usize],
+        listeners: Vec<std::net::TcpListener>,
+    ) -> Result<ServerHandle, Error> {
+        let shard_addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
         let router = Arc::new(self.router);
         let mut limits = self.limits;
         limits.max_connections_per_core =
@@ -501,9 +592,11 @@ impl ServerBuilder {
         let cfg = Arc::new(ServerConfig {
             limits,
             stats: ServerCounters::default(),
+            state: self.state,
         });
         let mut handle = ServerHandle {
-            addr,
+            addr: shard_addrs[0],
+            shard_addrs,
             cores: Vec::new(),
             cfg: cfg.clone(),
         };
@@ -554,6 +647,8 @@ enum Stop {
 /// Controls a running server. Dropping it aborts the server.
 pub struct ServerHandle {
     addr: SocketAddr,
+    /// Each serving core's address, in core order (all equal unless sharded).
+    shard_addrs: Vec<SocketAddr>,
     cores: Vec<CoreControl>,
     cfg: Arc<ServerConfig>,
 }
@@ -579,6 +674,13 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Each serving core's address, in core order: distinct for a server
+    /// started with [`ServerBuilder::serve_sharded`], all
+    /// [`local_addr`](Self::local_addr) otherwise.
+    pub fn shard_addrs(&self) -> &[SocketAddr] {
+        &self.shard_addrs
     }
 
     /// Connection counters.

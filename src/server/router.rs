@@ -44,6 +44,7 @@ impl Payload<'_> {
             core: conn.core_id(),
             metadata: (self.metadata)(),
             cancel,
+            state: conn.user_state(),
         }
     }
 }
