@@ -35,6 +35,10 @@ pub enum Error {
         /// The server's message (the handler's error text, for application errors).
         message: String,
     },
+    /// The handler failed with a typed error ([`Typed`](crate::Typed) on the
+    /// server): decode it with [`AppError::decode`](crate::AppError::decode).
+    #[error("{0}")]
+    Application(crate::AppError),
     /// The peer broke the wire protocol, or a message could not be encoded or validated.
     #[error("protocol error: {0}")]
     Protocol(#[from] ProtocolError),

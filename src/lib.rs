@@ -115,6 +115,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod app_error;
 pub mod client;
 mod conn;
 mod error;
@@ -126,6 +127,7 @@ pub mod server;
 #[cfg(test)]
 mod test_waker;
 
+pub use app_error::{AppError, HandlerError, Typed};
 pub use client::{
     shard_of, CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy, ShardedClient,
 };

@@ -221,3 +221,65 @@ fn dropping_a_call_sends_a_cancel_that_stops_the_slow_handler() {
     let _ = ECHO;
     common::finish(&client, &server);
 }
+
+/// Fails with a typed error for id 0, a text error for id 1, else echoes.
+const FIND: Method<Msg, Msg> = Method::new("Ctx.find");
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+struct NotFound {
+    key: String,
+    shard: u32,
+}
+
+#[test]
+fn a_typed_application_error_comes_back_typed() {
+    let server = TestServer::start(
+        base_server()
+            .register(FIND, |req: &<Msg as rkyv::Archive>::Archived| {
+                match req.id.to_native() {
+                    0 => Err(ringrpc::Typed(NotFound {
+                        key: req.text.to_string(),
+                        shard: 3,
+                    })),
+                    id => Ok(msg(id, "found")),
+                }
+            })
+            .unwrap()
+            .register_async_with_ctx(SLOW, |_ctx: Ctx, req: Request<Msg>| async move {
+                if req.id.to_native() == 1 {
+                    return Err("plain text".to_string());
+                }
+                Ok(msg(2, ""))
+            })
+            .unwrap(),
+    );
+    let client = TestClient::connect(server.addr());
+    let (typed, text, ok) = client.run(|c| async move {
+        let typed = c.call(&FIND, &msg(0, "k7")).await.map(|_| ());
+        let text = c.call(&SLOW, &msg(1, "")).await.map(|_| ());
+        let ok = c.call(&FIND, &msg(5, "")).await.map(|r| r.id.to_native());
+        (typed, text, ok)
+    });
+    match typed {
+        Err(Error::Application(app)) => {
+            assert_eq!(app.access::<NotFound>().unwrap().key.as_str(), "k7");
+            let owned: NotFound = app.decode().unwrap();
+            assert_eq!(
+                owned,
+                NotFound {
+                    key: "k7".into(),
+                    shard: 3
+                }
+            );
+            // The wrong type is a validation error, never garbage.
+            assert!(app.access::<u64>().is_err() || app.bytes().len() >= 8);
+        }
+        other => panic!("expected a typed error, got {other:?}"),
+    }
+    assert!(
+        matches!(&text, Err(Error::Remote { code: ringrpc::ErrorCode::Application, message }) if message == "plain text"),
+        "{text:?}"
+    );
+    assert_eq!(ok.unwrap(), 5);
+    common::finish(&client, &server);
+}

@@ -29,6 +29,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::app_error::AppError;
 use crate::client::Counters;
 use crate::message::{serialize_into, Message};
 use crate::protocol::metadata::Metadata;
@@ -410,6 +411,10 @@ impl ClientCore {
         self.last_rx = now;
         match header.kind {
             FrameKind::Response => self.complete(&header, Ok(payload)),
+            FrameKind::Error if header.flags & FrameHeader::TYPED != 0 => {
+                let error = Error::Application(AppError::new(&payload));
+                self.complete(&header, Err(error));
+            }
             FrameKind::Error => {
                 let error = match ErrorCode::from_u32(header.method) {
                     ErrorCode::DeadlineExceeded => Error::Timeout,

@@ -41,6 +41,7 @@ use std::fmt::Display;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::app_error::ErrorPayload;
 use crate::message::{serialize_into, Message};
 use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{CoreMetrics, Phase};
@@ -515,6 +516,31 @@ impl<C: Clock> ServerCore<C> {
         let text = message.to_string();
         let text = &text.as_bytes()[..text.len().min(4096)];
         let _ = encode_frame(&mut self.out, header, text, self.cfg.max_frame);
+    }
+
+    /// Appends the Error frame of a handler's error: its text, or its typed
+    /// archive (with the `TYPED` flag).
+    pub fn push_app_error(&mut self, call_id: u64, error: ErrorPayload) {
+        let bytes = match error {
+            ErrorPayload::Text(text) => {
+                return self.push_error(call_id, ErrorCode::Application, &text)
+            }
+            ErrorPayload::Typed(bytes) => bytes,
+        };
+        if self.closed {
+            return;
+        }
+        self.read_clock();
+        self.count_error(ErrorCode::Application);
+        self.note_batch_start();
+        let mut header = self.header(FrameKind::Error);
+        header.call_id = call_id;
+        header.method = ErrorCode::Application.to_u32();
+        header.flags |= FrameHeader::TYPED;
+        if encode_frame(&mut self.out, header, &bytes, self.cfg.max_frame).is_err() {
+            let message = "typed error over the frame limit";
+            self.push_error(call_id, ErrorCode::Application, &message);
+        }
     }
 
     /// A header of `kind` with the data digest flag as configured.

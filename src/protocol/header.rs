@@ -128,6 +128,10 @@ impl FrameHeader {
     /// [`metadata`](super::metadata)), the message follows it.
     pub const METADATA: u8 = 0x02;
 
+    /// Flag (error frames): the payload is the rkyv archive of a typed
+    /// application error, not a text message.
+    pub const TYPED: u8 = 0x04;
+
     /// Whether the payload starts with a metadata block.
     pub fn has_metadata(&self) -> bool {
         self.flags & Self::METADATA != 0

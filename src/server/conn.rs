@@ -27,6 +27,7 @@ use super::budget::InboundBudget;
 use super::ctx::CancelSignal;
 use super::router::{Payload, Router};
 use super::{Event, ServerConfig};
+use crate::app_error::HandlerError;
 pub(crate) use crate::conn::CallCtx;
 use crate::conn::{Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
 use crate::message::Message;
@@ -256,6 +257,12 @@ impl ConnShared {
     /// Appends an error frame for `call_id` carrying `code` and `message`.
     pub fn push_error(&self, call_id: u64, code: ErrorCode, message: &dyn Display) {
         self.core.borrow_mut().push_error(call_id, code, message);
+    }
+
+    /// Appends the Error frame of a handler's error (text or typed).
+    pub fn push_app_error(&self, call_id: u64, error: &dyn HandlerError) {
+        let payload = error.error_payload();
+        self.core.borrow_mut().push_app_error(call_id, payload);
     }
 
     /// Wakes the writer if there is anything to send.

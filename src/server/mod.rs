@@ -15,8 +15,8 @@ mod responder;
 mod router;
 mod sweep;
 
+use crate::app_error::HandlerError;
 use std::any::Any;
-use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -257,7 +257,7 @@ impl ServerBuilder {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(&Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
         // An owned response is sent through a responder like any other.
@@ -311,7 +311,7 @@ impl ServerBuilder {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(&Req::Archived, Responder<'_, Resp>) -> Result<Sent, E> + Send + Sync + 'static,
     {
         self.router.add_responder(method, handler)?;
@@ -328,7 +328,7 @@ impl ServerBuilder {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + 'static,
     {
@@ -383,7 +383,7 @@ impl ServerBuilder {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(&Ctx, &Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
         self.router.add_ctx(method, handler)?;
@@ -404,7 +404,7 @@ impl ServerBuilder {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(Ctx, Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + 'static,
     {

@@ -7,7 +7,6 @@
 //! frame straight into the connection's send buffer.
 
 use std::cell::Cell;
-use std::fmt::Display;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,6 +19,7 @@ use futures_util::FutureExt;
 use super::conn::{CallCtx, ConnShared};
 use super::ctx::{CancelSignal, Ctx};
 use super::responder::{Responder, Sent};
+use crate::app_error::HandlerError;
 use crate::message::{access, Message, Method, Request};
 use crate::protocol::method::is_valid_method_name;
 use crate::protocol::ErrorCode;
@@ -64,7 +64,7 @@ impl<Req, Resp, E, F> ErasedHandler for ResponderHandler<Req, Resp, F>
 where
     Req: Message,
     Resp: Message,
-    E: Display,
+    E: HandlerError,
     F: Fn(&Req::Archived, Responder<'_, Resp>) -> Result<Sent, E> + Send + Sync,
 {
     fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
@@ -80,12 +80,12 @@ where
             Ok(Ok(_)) => {}
             // The response stands: one call never gets two answers.
             Ok(Err(e)) if sent.get() => {
-                tracing::debug!(call = ctx.call_id, error = %e, "handler failed after responding")
+                tracing::debug!(call = ctx.call_id, error = ?e.error_payload(), "handler failed after responding")
             }
             Err(_) if sent.get() => {
                 tracing::debug!(call = ctx.call_id, "handler panicked after responding")
             }
-            Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+            Ok(Err(e)) => conn.push_app_error(ctx.call_id, &e),
             Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
         }
     }
@@ -100,7 +100,7 @@ impl<Req, Resp, E, F> ErasedHandler for CtxHandler<Req, Resp, F>
 where
     Req: Message,
     Resp: Message,
-    E: Display,
+    E: HandlerError,
     F: Fn(&Ctx, &Req::Archived) -> Result<Resp, E> + Send + Sync,
 {
     fn call(&self, conn: &Rc<ConnShared>, ctx: CallCtx, payload: Payload<'_>) {
@@ -111,7 +111,7 @@ where
         let handler_ctx = payload.ctx(conn, &ctx, None);
         match catch_unwind(AssertUnwindSafe(|| (self.f)(&handler_ctx, req))) {
             Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
-            Ok(Err(e)) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+            Ok(Err(e)) => conn.push_app_error(ctx.call_id, &e),
             Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
         }
     }
@@ -126,7 +126,7 @@ impl<Req, Resp, E, F, Fut> ErasedHandler for AsyncHandler<Req, Resp, F>
 where
     Req: Message,
     Resp: Message,
-    E: Display,
+    E: HandlerError,
     F: Fn(Ctx, Request<Req>) -> Fut + Send + Sync,
     Fut: Future<Output = Result<Resp, E>> + 'static,
 {
@@ -163,7 +163,7 @@ where
             };
             match outcome {
                 Some(Ok(Ok(Ok(resp)))) => conn.push_response(&ctx, &resp),
-                Some(Ok(Ok(Err(e)))) => conn.push_error(ctx.call_id, ErrorCode::Application, &e),
+                Some(Ok(Ok(Err(e)))) => conn.push_app_error(ctx.call_id, &e),
                 Some(Ok(Err(_))) => {
                     conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
                 }
@@ -238,7 +238,7 @@ impl Router {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(&Req::Archived, Responder<'_, Resp>) -> Result<Sent, E> + Send + Sync + 'static,
     {
         let handler = ResponderHandler::<Req, Resp, F> {
@@ -253,7 +253,7 @@ impl Router {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(&Ctx, &Req::Archived) -> Result<Resp, E> + Send + Sync + 'static,
     {
         let handler = CtxHandler::<Req, Resp, F> {
@@ -272,7 +272,7 @@ impl Router {
     where
         Req: Message + 'static,
         Resp: Message + 'static,
-        E: Display + 'static,
+        E: HandlerError + 'static,
         F: Fn(Ctx, Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + 'static,
     {
