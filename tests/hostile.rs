@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{base_server, raw_connect, text_for, wait_until, Msg, TestClient, TestServer, ECHO};
-use hostile_support::{closed_by_peer, fds, serial, Legit};
+use hostile_support::{closed_by_peer, fds, rss_bytes, serial, Legit, RssPeak};
 use ringrpc::protocol::{FrameHeader, FrameKind, HEADER_LEN};
 use ringrpc::Error;
 
@@ -30,6 +30,8 @@ fn a_flood_past_the_core_limit_evicts_idle_connections_and_live_clients_keep_cal
     let server = TestServer::start(base_server().max_connections_per_core(LIMIT));
     let legit = Legit::start(server.addr());
     let fds_before = fds();
+    let rss_before = rss_bytes();
+    let sampler = RssPeak::start();
     // Each flood connection sends one ping, then idles.
     let ping = {
         let mut h = [0u8; HEADER_LEN];
@@ -75,6 +77,12 @@ fn a_flood_past_the_core_limit_evicts_idle_connections_and_live_clients_keep_cal
     assert!(
         fds() <= fds_before + 2,
         "descriptors back near the baseline"
+    );
+    eprintln!(
+        "flood of {FLOOD} past a limit of {LIMIT}: RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+        rss_before as f64 / 1048576.0,
+        sampler.peak() as f64 / 1048576.0,
+        rss_bytes() as f64 / 1048576.0
     );
 }
 
@@ -123,6 +131,8 @@ fn a_peer_that_never_reads_is_closed_by_the_write_timeout() {
     );
     let legit = Legit::start(server.addr());
     let fds_before = fds();
+    let rss_before = rss_bytes();
+    let sampler = RssPeak::start();
     let mut sink = raw_connect(server.addr(), Duration::from_secs(3));
     // Big echo requests whose replies fill the socket buffers; never read.
     let body = "x".repeat(60 << 10);
@@ -151,6 +161,15 @@ fn a_peer_that_never_reads_is_closed_by_the_write_timeout() {
         server.stats().open_connections == 1
     });
     assert!(fds() <= fds_before, "descriptors back to the baseline");
+    let (peak, after) = (sampler.peak(), rss_bytes());
+    eprintln!(
+        "never-reading peer: RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+        rss_before as f64 / 1048576.0,
+        peak as f64 / 1048576.0,
+        after as f64 / 1048576.0
+    );
+    // Held replies: max_pending_out (1 MiB) plus one batch being written.
+    assert!(peak < rss_before + (8 << 20), "peak {peak} vs {rss_before}");
     legit.finish(&server);
 }
 
