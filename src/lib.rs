@@ -106,7 +106,8 @@
 //! ## Cargo features
 //!
 //! None: nothing in the crate is optional, and its dependencies are the
-//! runtime's own. The `ringrpc` command-line tool (bench, serve, tune, plot)
+//! runtime's own plus `ringrpc-macros` (the `#[ringrpc::service]` proc macro:
+//! syn, quote). The `ringrpc` command-line tool (bench, serve, tune, plot)
 //! and the benchmark harnesses are other crates of the repository's workspace
 //! (`ringrpc-cli`, `ringrpc-workload`, `ringrpc-floor`, `ringrpc-peers`), so
 //! depending on ringrpc compiles no clap, plotters, criterion, HTTP stack or
