@@ -105,9 +105,13 @@
 //!
 //! ## Cargo features
 //!
-//! None: nothing in the crate is optional, and its dependencies are the
-//! runtime's own plus `ringrpc-macros` (the `#[ringrpc::service]` proc macro:
-//! syn, quote). The `ringrpc` command-line tool (bench, serve, tune, plot)
+//! | feature | default | what it adds | what it costs |
+//! |---|---|---|---|
+//! | `otel` | off | trace context across calls: the caller's OpenTelemetry context (from its current `tracing` span, via `tracing-opentelemetry`) travels as W3C `traceparent` metadata, and every handler runs in an `rpc.server` span continuing it, so one trace crosses ringrpc hops | the `opentelemetry` and `tracing-opentelemetry` crates; per call, a `traceparent` string and a metadata block on the client and a span on the server (nothing when off) |
+//!
+//! Nothing else is optional: the library's dependencies are the runtime's
+//! own plus `ringrpc-macros` (the `#[ringrpc::service]` proc macro: syn,
+//! quote). The `ringrpc` command-line tool (bench, serve, tune, plot)
 //! and the benchmark harnesses are other crates of the repository's workspace
 //! (`ringrpc-cli`, `ringrpc-workload`, `ringrpc-floor`, `ringrpc-peers`), so
 //! depending on ringrpc compiles no clap, plotters, criterion, HTTP stack or
@@ -127,6 +131,8 @@ pub mod runtime;
 pub mod server;
 #[cfg(test)]
 mod test_waker;
+#[cfg(feature = "otel")]
+mod trace_context;
 
 pub use app_error::{AppError, HandlerError, Typed};
 pub use client::{

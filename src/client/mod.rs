@@ -289,8 +289,18 @@ impl Client {
         opts: &CallOptions,
     ) -> Result<Reply<Resp>, Error> {
         let deadline = opts.deadline.unwrap_or(self.pool.shared.cfg.deadline);
-        let metadata = (!opts.metadata.is_empty()).then_some(&opts.metadata);
-        self.call_traced(method, req, deadline, metadata).await
+        #[cfg(feature = "otel")]
+        {
+            let mut metadata = opts.metadata.clone();
+            crate::trace_context::inject(&mut metadata);
+            let metadata = (!metadata.is_empty()).then_some(&metadata);
+            self.call_traced(method, req, deadline, metadata).await
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let metadata = (!opts.metadata.is_empty()).then_some(&opts.metadata);
+            self.call_traced(method, req, deadline, metadata).await
+        }
     }
 
     /// Calls `method`, giving up after `deadline`. The remaining budget travels to
@@ -301,6 +311,14 @@ impl Client {
         req: &Req,
         deadline: Duration,
     ) -> Result<Reply<Resp>, Error> {
+        #[cfg(feature = "otel")]
+        {
+            let mut metadata = Metadata::new();
+            crate::trace_context::inject(&mut metadata);
+            let metadata = (!metadata.is_empty()).then_some(&metadata);
+            self.call_traced(method, req, deadline, metadata).await
+        }
+        #[cfg(not(feature = "otel"))]
         self.call_traced(method, req, deadline, None).await
     }
 

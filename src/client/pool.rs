@@ -152,7 +152,9 @@ impl PoolShared {
         slots[index] = SlotState::Connecting;
         drop(slots);
         self.retiring.borrow_mut()[index] = false;
-        let span = tracing::info_span!("client_conn", endpoint = %self.addr, slot = index);
+        // A root span: a connection outlives the request (span) it was opened in.
+        let span =
+            tracing::info_span!(parent: None, "client_conn", endpoint = %self.addr, slot = index);
         let task = io::spawn_in(span, maintain(self.clone(), index));
         self.tasks.borrow_mut()[index] = Some(task);
     }

@@ -214,7 +214,7 @@ fn start_conn(
     inc(&core_metrics.server.accepted);
     inc(&core_metrics.server.connections);
     let (router, cfg, state) = (router.clone(), cfg.clone(), state.clone());
-    let span = tracing::info_span!("conn", %peer);
+    let span = tracing::info_span!(parent: None, "conn", %peer);
     let task = async move {
         conn::serve(conn, router, cfg.clone()).await;
         state.conns.borrow_mut().remove(key);

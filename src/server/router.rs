@@ -73,6 +73,14 @@ where
             Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
         };
         let sent = Cell::new(false);
+        #[cfg(feature = "otel")]
+        let _span = crate::trace_context::server_span(
+            crate::protocol::metadata::MetadataView::from_validated(
+                (payload.metadata)().as_deref().unwrap_or_default(),
+            ),
+            ctx.name,
+        )
+        .entered();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (self.f)(req, Responder::new(conn, &ctx, &sent))
         }));
@@ -109,6 +117,8 @@ where
             Err(e) => return conn.push_error(ctx.call_id, ErrorCode::InvalidRequest, &e),
         };
         let handler_ctx = payload.ctx(conn, &ctx, None);
+        #[cfg(feature = "otel")]
+        let _span = crate::trace_context::server_span(handler_ctx.metadata(), ctx.name).entered();
         match catch_unwind(AssertUnwindSafe(|| (self.f)(&handler_ctx, req))) {
             Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
             Ok(Err(e)) => conn.push_app_error(ctx.call_id, &e),
@@ -153,6 +163,16 @@ where
                 return conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked");
             }
         };
+        #[cfg(feature = "otel")]
+        let future = tracing::Instrument::instrument(
+            future,
+            crate::trace_context::server_span(
+                crate::protocol::metadata::MetadataView::from_validated(
+                    (payload.metadata)().as_deref().unwrap_or_default(),
+                ),
+                ctx.name,
+            ),
+        );
         let (future, abort) = abortable(future);
         conn.track_async(ctx.call_id, cancel, abort);
         let conn = conn.clone();
