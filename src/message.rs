@@ -205,11 +205,15 @@ macro_rules! archived_wrapper {
             }
 
             /// Deserialises an owned `T` (allocates; the archived view is usually enough).
-            pub fn to_owned(&self) -> Result<T, rancor::Error>
+            ///
+            /// The bytes were validated when the message arrived, so this fails
+            /// only if rkyv's deserialiser itself does (a custom `Deserialize`
+            /// that refuses the value): [`Error::Decode`](crate::Error::Decode).
+            pub fn to_owned(&self) -> Result<T, crate::Error>
             where
                 T::Archived: rkyv::Deserialize<T, rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
             {
-                rkyv::deserialize::<T, rancor::Error>(self.0.get())
+                rkyv::deserialize::<T, rancor::Error>(self.0.get()).map_err(crate::Error::Decode)
             }
         }
 

@@ -84,3 +84,103 @@ fn connecting_off_a_core_is_a_typed_error() {
     let result = ringrpc::Client::builder().connect("127.0.0.1:9".parse().unwrap());
     assert!(matches!(result, Err(ringrpc::Error::NotOnCore)));
 }
+
+/// Archives a `u32` as itself, but deserialising it always fails: a type whose
+/// `to_owned()` fails on a perfectly valid archive.
+struct Refuse;
+
+impl rkyv::with::ArchiveWith<u32> for Refuse {
+    type Archived = rkyv::Archived<u32>;
+    type Resolver = ();
+
+    fn resolve_with(field: &u32, resolver: (), out: rkyv::Place<Self::Archived>) {
+        rkyv::Archive::resolve(field, resolver, out);
+    }
+}
+
+impl<S: rkyv::rancor::Fallible + ?Sized> rkyv::with::SerializeWith<u32, S> for Refuse {
+    fn serialize_with(_: &u32, _: &mut S) -> Result<(), S::Error> {
+        Ok(())
+    }
+}
+
+impl<D> rkyv::with::DeserializeWith<rkyv::Archived<u32>, u32, D> for Refuse
+where
+    D: rkyv::rancor::Fallible + ?Sized,
+    D::Error: rkyv::rancor::Source,
+{
+    fn deserialize_with(_: &rkyv::Archived<u32>, _: &mut D) -> Result<u32, D::Error> {
+        Err(rkyv::rancor::Source::new(std::io::Error::other(
+            "refused on purpose",
+        )))
+    }
+}
+
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct Picky {
+    #[rkyv(with = Refuse)]
+    n: u32,
+}
+
+const PICKY: Method<Picky, Picky> = Method::new("Test.picky");
+
+/// `Reply::to_owned` fails with a ringrpc error (`Error::Decode`), so `?`
+/// works in a function returning `ringrpc::Error`; the reply itself was valid
+/// and reads in place.
+#[test]
+fn a_reply_that_cannot_be_deserialised_is_a_decode_error() {
+    let server = TestServer::start(
+        base_server()
+            .register(PICKY, |req: &ArchivedPicky| -> Result<Picky, String> {
+                Ok(Picky {
+                    n: req.n.to_native() + 1,
+                })
+            })
+            .unwrap(),
+    );
+    let client = TestClient::connect(server.addr());
+    /// `?` on `to_owned` in a function returning ringrpc's error.
+    fn owned_n(reply: &ringrpc::Reply<Picky>) -> Result<u32, ringrpc::Error> {
+        let picky = reply.to_owned()?;
+        Ok(picky.n)
+    }
+    let (in_place, owned) = client
+        .run(|client| async move {
+            let reply = client.call(&PICKY, &Picky { n: 41 }).await?;
+            Ok::<_, ringrpc::Error>((reply.n.to_native(), owned_n(&reply)))
+        })
+        .expect("the call itself succeeds");
+    assert_eq!(in_place, 42);
+    match owned {
+        Err(e @ ringrpc::Error::Decode(_)) => {
+            assert!(!e.is_retryable());
+            assert!(e.to_string().contains("refused on purpose"), "{e}");
+        }
+        other => panic!("expected Error::Decode, got {other:?}"),
+    }
+    finish(&client, &server);
+}
+
+/// A core index the runtime does not have is `NoSuchCore`, also in the core
+/// list of `serve_on` (the cores already started are stopped again).
+#[test]
+fn serving_on_a_core_the_runtime_lacks_is_no_such_core() {
+    let rt = ringrpc::Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .build()
+        .expect("runtime");
+    let result = base_server().serve_on(&rt, &[0, 3], "127.0.0.1:0".parse().unwrap());
+    assert!(
+        matches!(
+            result,
+            Err(ringrpc::Error::NoSuchCore { core: 3, cores: 1 })
+        ),
+        "{result:?}"
+    );
+    // Core 0 is free again: a server on it works.
+    let server = base_server()
+        .serve_on(&rt, &[0], "127.0.0.1:0".parse().unwrap())
+        .expect("serve on core 0");
+    server.shutdown(Duration::from_secs(1));
+}

@@ -407,6 +407,8 @@ impl Runtime {
     /// Runs `make()` on core `core` and spawns the future it returns there.
     ///
     /// The returned [`CoreTask`] yields the output; dropping it does not cancel the task.
+    /// Fails with [`Error::NoSuchCore`] for a core index the runtime does not
+    /// have, and [`Error::Shutdown`] once the core has stopped.
     pub fn spawn_on<F, Fut>(&self, core: usize, make: F) -> Result<CoreTask<Fut::Output>, Error>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -473,6 +475,8 @@ impl Runtime {
     /// Runs a future on `core` and blocks the calling thread until it finishes.
     ///
     /// Do not call this from a core thread of the same runtime (it would deadlock).
+    /// Fails as [`spawn_on`](Self::spawn_on) does ([`Error::NoSuchCore`] for a
+    /// bad index), and with [`Error::Shutdown`] if the future panicked.
     pub fn block_on<F, Fut>(&self, core: usize, make: F) -> Result<Fut::Output, Error>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -488,7 +492,9 @@ impl Runtime {
         self.cores.get(core).map(|c| c.flags)
     }
 
-    /// A handle that runs closures on core `core`'s thread (outside any task).
+    /// A handle that runs closures on core `core`'s thread (outside any task);
+    /// `None` for a core index the runtime does not have (public entry points
+    /// check the index first and report [`Error::NoSuchCore`]).
     pub(crate) fn remote(&self, core: usize) -> Option<CoreRemote> {
         self.cores.get(core).map(|c| CoreRemote {
             inbox: c.inbox.clone(),
@@ -584,6 +590,11 @@ mod tests {
             rt.spawn_on(5, || async {}),
             Err(Error::NoSuchCore { core: 5, cores: 2 })
         ));
+        assert!(matches!(
+            rt.block_on(2, || async {}),
+            Err(Error::NoSuchCore { core: 2, cores: 2 })
+        ));
+        assert!(rt.remote(2).is_none() && rt.ring_flags(2).is_none());
         rt.shutdown();
     }
 
