@@ -249,6 +249,12 @@ pub struct ClientStats {
 }
 
 /// A core-local client for one endpoint. Cheap to clone (shares the pool).
+///
+/// **Dropping the last clone closes the client**, as [`close`](Self::close)
+/// does: the pool stops reconnecting and its connections are closed (a call in
+/// flight borrows the client, so none can be running then). Keep a clone for
+/// as long as calls will be made; clones made on the same core share one pool.
+#[must_use = "dropping the last clone of a Client closes its connections"]
 #[derive(Clone)]
 pub struct Client {
     pool: Rc<Pool>,

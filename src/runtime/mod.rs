@@ -279,7 +279,8 @@ impl RuntimeBuilder {
         }
         if let Some(window) = self.busy_poll {
             for core in 0..runtime.cores() {
-                runtime.spawn_on(core, move || busy::spinner(window))?;
+                // Runs for the core's life; nothing to join.
+                let _spinner = runtime.spawn_on(core, move || busy::spinner(window))?;
             }
         }
         Ok(runtime)
@@ -375,7 +376,13 @@ struct Core {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A set of pinned io_uring cores. Dropping it stops and joins them.
+/// A set of pinned io_uring cores.
+///
+/// **Dropping it stops the runtime**, as [`shutdown`](Self::shutdown) does:
+/// every core stops, tasks still running on them (servers, clients, spawned
+/// work) are cancelled, and the drop blocks until every core thread has
+/// exited. Keep it for as long as anything should run on its cores.
+#[must_use = "dropping a Runtime stops every core and cancels the tasks on them"]
 pub struct Runtime {
     cores: Vec<Core>,
     beats: Vec<Arc<Beat>>,
@@ -539,6 +546,11 @@ impl CoreRemote {
 }
 
 /// The result of work sent to a core with [`Runtime::spawn_on`].
+///
+/// Dropping it does **not** cancel the task: the future runs to completion on
+/// its core and its output is discarded. [`join`](Self::join) waits for the
+/// output.
+#[must_use = "dropping a CoreTask discards the task's output (the task still runs); call .join() for it"]
 pub struct CoreTask<T> {
     rx: std_mpsc::Receiver<T>,
 }

@@ -644,7 +644,15 @@ enum Stop {
     Abort,
 }
 
-/// Controls a running server. Dropping it aborts the server.
+/// Controls a running server.
+///
+/// **Dropping it aborts the server**, exactly as [`abort`](Self::abort) does:
+/// every core stops accepting, every connection is closed at once (no goaway,
+/// no drain) and calls in flight fail at their callers with
+/// [`Error::ConnectionLost`]; the drop blocks until every serving core has
+/// stopped. Keep the handle for as long as the server should run, and end it
+/// with [`shutdown`](Self::shutdown) for a graceful drain.
+#[must_use = "dropping a ServerHandle aborts the server at once; keep it while the server should run"]
 pub struct ServerHandle {
     addr: SocketAddr,
     /// Each serving core's address, in core order (all equal unless sharded).

@@ -29,6 +29,10 @@ pub struct Responder<'a, Resp> {
 }
 
 /// Proof that a [`Responder`] sent its response (the `Ok` value of a responder handler).
+///
+/// Dropping it changes nothing (the response is already queued); it exists to
+/// be returned, so a handler that returns `Ok` is known to have answered.
+#[must_use = "return the Sent from the responder handler (Ok(sent))"]
 #[derive(Debug)]
 pub struct Sent(());
 
