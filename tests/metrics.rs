@@ -10,11 +10,13 @@
 //!   budget: the server counts it as `deadline_exceeded` (not `ok`, not an
 //!   application error) and sends an error frame, which the client either takes
 //!   as the call's `Timeout` (if it arrives first) or drops as a stale reply;
-//! - `client_total`, `client_deliver` and the client per-method histograms record
-//!   successful calls only; `client_remote_handler` records the handler time
-//!   of every response the server timed, and the server times exactly the
-//!   responses its `server_handler` / per-method histograms sample (successes);
-//!   the server records `server_queue` per request.
+//! - every event is counted exactly (a summary's `_count`) and about one in
+//!   `PHASE_SAMPLING` is timed (its quantiles), the first always;
+//! - `client_total`, `client_deliver` and the client per-method histograms count
+//!   successful calls only; `client_remote_handler` counts every successful
+//!   response and records the handler time of every one the server timed, and
+//!   the server times exactly the responses its `server_handler` / per-method
+//!   histograms sample (successes); the server counts `server_queue` per request.
 
 mod common;
 
@@ -283,41 +285,68 @@ fn check_pool(c: &CoreSnapshot, addr: SocketAddr) {
     );
 }
 
-/// Sampled phase and per-method histograms on the side that records them;
+/// Phase and per-method counts (exact) and samples (about one event in
+/// `PHASE_SAMPLING`, the first always) on the side that records them;
 /// `stale` replies never reached a call.
 fn check_histograms(c: &CoreSnapshot, s: &CoreSnapshot, stale: u64) {
-    // Every histogram records every PHASE_SAMPLING-th event: the 1st, 9th, ...
-    let sampled = |events: u64| events.div_ceil(u64::from(ringrpc::metrics::PHASE_SAMPLING));
-    assert_eq!(count(c, Phase::ClientTotal), sampled(N + P));
-    assert_eq!(count(c, Phase::ClientDeliver), sampled(N + P));
-    // Handler time comes with successful responses only.
-    assert_eq!(count(c, Phase::ClientRemoteHandler), sampled(N + P));
+    let events = |snap: &CoreSnapshot, p: Phase| snap.phase_count(p);
+    // A sample: at least the first event, at most every event.
+    let is_sample = |snap: &CoreSnapshot, p: Phase| {
+        let (n, of) = (count(snap, p), events(snap, p));
+        assert!(
+            n >= 1 && n <= of,
+            "{}: {n} samples of {of} events",
+            p.name()
+        );
+    };
+    assert_eq!(events(c, Phase::ClientTotal), N + P);
+    assert_eq!(events(c, Phase::ClientDeliver), N + P);
+    is_sample(c, Phase::ClientTotal);
+    // Delivery is timed for exactly the calls whose total is.
+    assert_eq!(count(c, Phase::ClientDeliver), count(c, Phase::ClientTotal));
+    // Handler time comes with successful responses only, timed by the server:
+    // the client records every time the server reported.
+    assert_eq!(events(c, Phase::ClientRemoteHandler), N + P);
+    assert_eq!(
+        count(c, Phase::ClientRemoteHandler),
+        count(s, Phase::ServerHandler)
+    );
     let replies = N + P + K + (M - stale);
     for p in [Phase::ClientQueue, Phase::ClientWire] {
         // Only recorded when the write batch's completion time is still known.
-        let n = count(c, p);
+        let n = events(c, p);
         assert!(n > 0 && n <= replies, "{}: {n} of {replies}", p.name());
+        is_sample(c, p);
     }
-    assert_eq!(count(s, Phase::ServerQueue), sampled(TOTAL));
-    assert_eq!(count(s, Phase::ServerHandler), sampled(N + P));
-    let writes = count(s, Phase::ServerWrite);
+    assert_eq!(events(s, Phase::ServerQueue), TOTAL);
+    is_sample(s, Phase::ServerQueue);
+    assert_eq!(events(s, Phase::ServerHandler), N + P);
+    is_sample(s, Phase::ServerHandler);
+    let writes = events(s, Phase::ServerWrite);
     assert!(writes > 0 && writes <= TOTAL, "server_write {writes}");
+    is_sample(s, Phase::ServerWrite);
     for p in Phase::ALL {
         let other_side = if p.name().starts_with("client") { s } else { c };
         assert_eq!(count(other_side, p), 0, "{} on the wrong runtime", p.name());
+        assert_eq!(
+            events(other_side, p),
+            0,
+            "{} on the wrong runtime",
+            p.name()
+        );
     }
     let methods = |list: &[ringrpc::metrics::MethodHistogram]| {
         list.iter()
-            .map(|m| (m.name.clone(), m.latency.count()))
+            .map(|m| (m.name.clone(), m.count))
             .collect::<Vec<_>>()
     };
     assert_eq!(
         methods(&c.client_methods),
-        [("Test.echo".to_string(), sampled(N + P))]
+        [("Test.echo".to_string(), N + P)]
     );
     assert_eq!(
         methods(&s.server_methods),
-        [("Test.echo".to_string(), sampled(N + P))]
+        [("Test.echo".to_string(), N + P)]
     );
     let total_h = c.phase(Phase::ClientTotal);
     assert!(total_h.quantile(0.5) <= total_h.quantile(0.99));
@@ -395,9 +424,10 @@ fn check_prometheus(
     let phase = "ringrpc_phase_latency_seconds";
     for (snap, prom) in [(&c, &prom_c), (&s, &prom_s)] {
         for p in Phase::ALL {
+            // `_count` is every event, not the samples.
             assert_eq!(
                 summary_count(prom, phase, ("phase", p.name())),
-                count(snap, p) as f64,
+                snap.phase_count(p) as f64,
                 "{} count in Prometheus",
                 p.name()
             );
@@ -405,20 +435,21 @@ fn check_prometheus(
             assert_eq!(quantiles.len(), 4, "{}: {quantiles:?}", p.name());
             let h = snap.phase(p);
             for (q, v) in quantiles {
-                assert_eq!(v, h.quantile(q).as_secs_f64(), "{} q{q}", p.name());
+                if h.count() == 0 {
+                    assert!(v.is_nan(), "{} q{q}: {v} with nothing timed", p.name());
+                } else {
+                    assert_eq!(v, h.quantile(q).as_secs_f64(), "{} q{q}", p.name());
+                }
             }
         }
     }
     let echo = ("method", "Test.echo");
-    let sampled_ok = (N + P).div_ceil(u64::from(ringrpc::metrics::PHASE_SAMPLING)) as f64;
-    assert_eq!(
-        summary_count(&prom_c, "ringrpc_client_method_latency_seconds", echo),
-        sampled_ok
-    );
-    assert_eq!(
-        summary_count(&prom_s, "ringrpc_server_method_latency_seconds", echo),
-        sampled_ok
-    );
+    for (prom, name) in [
+        (&prom_c, "ringrpc_client_method_latency_seconds"),
+        (&prom_s, "ringrpc_server_method_latency_seconds"),
+    ] {
+        assert_eq!(summary_count(prom, name, echo), (N + P) as f64, "{name}");
+    }
 }
 
 /// A parsed scrape with helpers to sum samples across cores.
@@ -535,22 +566,92 @@ fn sampled_handler_times_are_the_handlers_real_duration() {
             .unwrap(),
     );
     let client = TestClient::connect(server.addr());
-    let calls = u64::from(ringrpc::metrics::PHASE_SAMPLING) + 1;
+    let calls = 2 * u64::from(ringrpc::metrics::PHASE_SAMPLING) + 1;
     client.run(move |client| async move {
         for id in 0..calls {
             let reply = client.call(&SPIN, &msg(id)).await.expect("spin call");
             assert_eq!(reply.id.to_native(), id);
         }
     });
-    // The 1st and the 9th call are sampled.
-    let sampled = calls.div_ceil(u64::from(ringrpc::metrics::PHASE_SAMPLING));
-    let remote = merged(&client.rt).phase(Phase::ClientRemoteHandler).clone();
-    let local = merged(&server.rt).phase(Phase::ServerHandler).clone();
+    let (c, s) = (merged(&client.rt), merged(&server.rt));
+    let remote = c.phase(Phase::ClientRemoteHandler).clone();
+    let local = s.phase(Phase::ServerHandler).clone();
+    assert_eq!(c.phase_count(Phase::ClientRemoteHandler), calls);
+    assert_eq!(s.phase_count(Phase::ServerHandler), calls);
+    // The first call is timed; the client records every time the server sent.
+    assert!(local.count() >= 1 && local.count() <= calls, "{local:?}");
+    assert_eq!(remote.count(), local.count());
     for (side, h) in [("client", &remote), ("server", &local)] {
-        assert_eq!(h.count(), sampled, "{side}: samples");
         let (min, max) = (h.quantile(0.0), h.max());
         assert!(min >= SPIN_FOR.mul_f64(0.98), "{side}: min {min:?}");
         assert!(max < Duration::from_secs(1), "{side}: max {max:?}");
     }
+    client.close();
+}
+
+const PUT: Method<Msg, Msg> = Method::new("Kv.put");
+const GET: Method<Msg, Msg> = Method::new("Kv.get");
+
+/// A client alternating two methods (`put`, `get`, `put`, ...): both methods
+/// appear in `Runtime::metrics()` and in the Prometheus text, on the client and
+/// on the server, with `_count` exactly the calls made (a shared 1-in-8 counter
+/// used to time only `put`, and `_count` was the number of samples).
+#[test]
+fn alternating_methods_are_all_counted_exactly_on_both_sides() {
+    let echo = |req: &ArchivedMsg| -> Result<Msg, String> { Ok(msg(req.id.to_native())) };
+    let server = TestServer::start(
+        base_server()
+            .register(PUT, echo)
+            .unwrap()
+            .register(GET, echo)
+            .unwrap(),
+    );
+    let client = TestClient::connect(server.addr());
+    // Rounds of put then get, one call at a time.
+    const ROUNDS: u64 = 100;
+    client.run(move |client| async move {
+        for id in 0..ROUNDS {
+            for method in [&PUT, &GET] {
+                let reply = client.call(method, &msg(id)).await.expect("call");
+                assert_eq!(reply.id.to_native(), id);
+            }
+        }
+    });
+    wait_until(SETTLE, "the server answered every call", || {
+        merged(&server.rt).server.ok == 2 * ROUNDS
+    });
+    let (client_snap, server_snap) = (client.rt.metrics(), server.rt.metrics());
+    let (c, s) = (client_snap.merged(), server_snap.merged());
+    for (side, methods) in [("client", &c.client_methods), ("server", &s.server_methods)] {
+        let mut seen: Vec<_> = methods.iter().map(|m| (m.name.as_str(), m.count)).collect();
+        seen.sort();
+        assert_eq!(seen, [("Kv.get", ROUNDS), ("Kv.put", ROUNDS)], "{side}");
+    }
+    // The client times each method on its own countdown: both are timed.
+    for m in &c.client_methods {
+        assert!(m.latency.count() >= 1, "client {} never timed", m.name);
+        let mean = m.sum().as_secs_f64() / m.count as f64;
+        assert!(mean > 0.0 && mean < 1.0, "client {}: mean {mean}", m.name);
+    }
+    for (snap, name) in [
+        (&client_snap, "ringrpc_client_method_latency_seconds"),
+        (&server_snap, "ringrpc_server_method_latency_seconds"),
+    ] {
+        let prom = parse(snap);
+        for method in ["Kv.put", "Kv.get"] {
+            let count = prom.sum(&format!("{name}_count"), &[("method", method)]);
+            assert_eq!(count, ROUNDS as f64, "{name} {method}");
+            let quantiles = prom.quantiles(name, ("method", method));
+            assert_eq!(quantiles.len(), 4, "{name} {method}");
+        }
+    }
+    let prom_c = parse(&client_snap);
+    assert_eq!(
+        prom_c.sum(
+            "ringrpc_phase_latency_seconds_count",
+            &[("phase", "client_total")]
+        ),
+        (2 * ROUNDS) as f64
+    );
     client.close();
 }

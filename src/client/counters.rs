@@ -141,23 +141,26 @@ impl Counters {
         }
     }
 
-    /// Records the handler time a server reported in a response. The server
-    /// times a sample of its calls and marks the others
+    /// Counts a response and records the handler time the server reported in
+    /// it. The server times a sample of its calls and marks the others
     /// [`HANDLER_TIME_UNKNOWN`], so every reported time is recorded.
     pub fn remote_handler(&self, handler_us: u32) {
+        self.core.count(Phase::ClientRemoteHandler);
         if handler_us != HANDLER_TIME_UNKNOWN {
             let d = Duration::from_micros(u64::from(handler_us));
             self.core.record(Phase::ClientRemoteHandler, d);
         }
     }
 
-    /// Whether this successful call is one whose latency is sampled (then read
-    /// the clock and call [`delivered`](Self::delivered)).
-    pub fn sample_call(&self) -> bool {
-        self.core.sampled(Phase::ClientTotal)
+    /// Counts a call of `method` that returned a reply (exactly, per method)
+    /// and says whether it is one whose latency is timed (its method's
+    /// sampling countdown is due): then read the clock and call
+    /// [`delivered`](Self::delivered).
+    pub fn call_ok(&self, method: u32, name: &'static str) -> bool {
+        self.core.client_call(method, name)
     }
 
-    /// Records delivery and end-to-end latency per method of a sampled call.
+    /// Records delivery and end-to-end latency per method of a timed call.
     pub fn delivered(
         &self,
         method: u32,

@@ -376,7 +376,9 @@ impl Client {
         let counters = &pool.counters;
         let result = finished.result.and_then(|bytes| Ok(Reply::new(bytes)?));
         counters.call_ended(result.as_ref().map(|_| ()));
-        if counters.timing && result.is_ok() && counters.sample_call() {
+        // Every successful call is counted under its method; the clock is only
+        // read for the timed ones.
+        if counters.timing && result.is_ok() && counters.call_ok(method.id(), method.name()) {
             let (started, received) = (finished.started, finished.received);
             counters.delivered(
                 method.id(),

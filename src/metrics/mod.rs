@@ -5,9 +5,13 @@
 //! Reading goes through the runtime: [`Runtime::metrics`](crate::Runtime::metrics)
 //! asks every core for a [`CoreSnapshot`] on its own thread and returns them in a
 //! [`MetricsSnapshot`], which can be merged or rendered as Prometheus text.
-//! Invariants: the hot path never allocates or synchronises for metrics; with
-//! metrics disabled in a client or server config, its calls skip every clock
-//! read and histogram update made only for metrics.
+//! Every event is counted exactly; about one in [`PHASE_SAMPLING`] is timed
+//! (see there for which), and a summary's `_sum` is estimated from the timed
+//! ones ([`estimated_sum`]).
+//! Invariants: the hot path never allocates (past a method's first call on a
+//! core) or synchronises for metrics; with metrics disabled in a client or
+//! server config, its calls skip every clock read and histogram update made
+//! only for metrics (and the per-method counts).
 
 pub mod counters;
 pub mod histogram;
@@ -76,17 +80,48 @@ impl Phase {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether the phase's histogram is the per-method histograms merged.
+    fn per_method(self) -> bool {
+        matches!(self, Phase::ClientTotal | Phase::ServerHandler)
+    }
 }
 
-/// A latency histogram for one method.
+/// Latency of one method: every call counted, a sample of them timed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MethodHistogram {
     /// `"Service.method"`, or the id in hex when the name is unknown.
     pub name: String,
     /// Wire id.
     pub id: u32,
-    /// Client: end-to-end latency. Server: handler time.
+    /// Every call of the method, timed or not (client: calls that returned a
+    /// reply; server: successful responses). Exact: this is the summary's
+    /// `_count` in Prometheus.
+    pub count: u64,
+    /// Client: end-to-end latency. Server: handler time. A sample of the
+    /// `count` calls (about one in [`PHASE_SAMPLING`]); quantiles come from it.
     pub latency: LatencyHistogram,
+}
+
+impl MethodHistogram {
+    /// The total latency of all `count` calls, estimated from the sample (see
+    /// [`estimated_sum`]).
+    pub fn sum(&self) -> Duration {
+        estimated_sum(&self.latency, self.count)
+    }
+}
+
+/// The total of `count` events' latencies estimated from a sample of them:
+/// the samples' sum × `count` / samples (zero without samples). Unbiased
+/// because which events are timed does not depend on their latency; what
+/// Prometheus exports as a summary's `_sum`.
+pub fn estimated_sum(samples: &LatencyHistogram, count: u64) -> Duration {
+    let n = samples.count();
+    if n == 0 || count == 0 {
+        return Duration::ZERO;
+    }
+    samples.sum().mul_f64(count as f64 / n as f64)
 }
 
 /// Pool counters for one endpoint on one core.
@@ -113,30 +148,69 @@ impl PoolCounts {
     }
 }
 
+/// One method's histogram and its sampling countdown.
+struct MethodCells {
+    hist: MethodHistogram,
+    /// Client side: calls of this method to skip before the next timed one
+    /// (unused on the server side, which decides before it knows the method).
+    skip: u32,
+}
+
 #[derive(Default)]
 struct Histograms {
     phases: [LatencyHistogram; Phase::ALL.len()],
-    client_methods: Vec<MethodHistogram>,
-    server_methods: Vec<MethodHistogram>,
+    client_methods: Vec<MethodCells>,
+    server_methods: Vec<MethodCells>,
 }
 
-/// Every latency histogram records every `PHASE_SAMPLING`-th event of its kind
-/// (the 1st, the `PHASE_SAMPLING + 1`-th, ...), so a histogram holding `n`
-/// samples stands for about `n × PHASE_SAMPLING` events; counters and gauges
-/// count every event. Client end-to-end latency per method (and the derived
-/// `ClientTotal`) is sampled per successful call, server handler time per
-/// method (and `ServerHandler`) per successful response.
+/// About one event in `PHASE_SAMPLING` is timed (its clock read and its
+/// latency recorded in a histogram); every event is counted.
+///
+/// Which ones: each sampling countdown skips a pseudo-random number of events
+/// between two timed ones, uniform in `0 ..= 2 × (PHASE_SAMPLING − 1)` (so
+/// `PHASE_SAMPLING` events per timed one on average), and times the first
+/// event it sees. The gaps are irregular so that no periodic pattern of calls
+/// (a client alternating `put` and `get`) can line up with them and leave a
+/// method untimed. Countdowns: one per phase per core; the client's
+/// end-to-end latency has one per method (so every method's first call is
+/// timed); the server's handler time one per core, since the server decides
+/// whether to time a handler before it runs.
+///
+/// Counts are exact: a summary's `_count` is every event (every successful
+/// call of the method, every request for `server_queue`, ...), and its `_sum`
+/// is estimated from the samples ([`estimated_sum`]).
 pub const PHASE_SAMPLING: u32 = 8;
 
+/// The sampling generator's first state (xorshift32: any nonzero value).
+const SAMPLING_SEED: u32 = 0x9e37_79b9;
+
 /// One core's metrics. Obtain with [`local`].
-#[derive(Default)]
 pub(crate) struct CoreMetrics {
     pub client: ClientCells,
     pub server: ServerCells,
-    /// Events seen per phase, for sampling.
-    ticks: [Cell<u32>; Phase::ALL.len()],
+    /// Per phase: events to skip before the next timed one.
+    skip: [Cell<u32>; Phase::ALL.len()],
+    /// Per phase: events counted (the per-method phases and `ClientDeliver`
+    /// are counted per method instead).
+    events: [Cell<u64>; Phase::ALL.len()],
+    /// xorshift32 state for the sampling gaps.
+    rng: Cell<u32>,
     hists: RefCell<Histograms>,
     pools: RefCell<Vec<PoolCounts>>,
+}
+
+impl Default for CoreMetrics {
+    fn default() -> Self {
+        Self {
+            client: ClientCells::default(),
+            server: ServerCells::default(),
+            skip: Default::default(),
+            events: Default::default(),
+            rng: Cell::new(SAMPLING_SEED),
+            hists: RefCell::default(),
+            pools: RefCell::default(),
+        }
+    }
 }
 
 thread_local! {
@@ -148,8 +222,8 @@ pub(crate) fn local() -> Rc<CoreMetrics> {
     LOCAL.with(Rc::clone)
 }
 
-fn method_slot(list: &mut Vec<MethodHistogram>, id: u32, name: &str) -> usize {
-    match list.binary_search_by_key(&id, |m| m.id) {
+fn method_slot(list: &mut Vec<MethodCells>, id: u32, name: &str) -> usize {
+    match list.binary_search_by_key(&id, |m| m.hist.id) {
         Ok(i) => i,
         Err(i) => {
             let name = if name.is_empty() {
@@ -157,61 +231,127 @@ fn method_slot(list: &mut Vec<MethodHistogram>, id: u32, name: &str) -> usize {
             } else {
                 name.to_owned()
             };
-            list.insert(
-                i,
-                MethodHistogram {
-                    name,
-                    id,
-                    latency: LatencyHistogram::default(),
-                },
-            );
+            let hist = MethodHistogram {
+                name,
+                id,
+                count: 0,
+                latency: LatencyHistogram::default(),
+            };
+            list.insert(i, MethodCells { hist, skip: 0 });
             i
         }
     }
 }
 
 impl CoreMetrics {
-    /// Records a breakdown phase for every [`PHASE_SAMPLING`]-th event of that
-    /// phase; `d` is only evaluated for recorded events.
+    /// The number of events to skip before the next timed one (see
+    /// [`PHASE_SAMPLING`]).
+    fn next_skip(&self) -> u32 {
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        x % (2 * PHASE_SAMPLING - 1)
+    }
+
+    /// Advances a countdown by one event: true if this event is timed.
+    #[inline]
+    fn take(&self, skip: u32) -> (bool, u32) {
+        match skip {
+            0 => (true, self.next_skip()),
+            n => (false, n - 1),
+        }
+    }
+
+    #[inline]
+    fn take_phase(&self, phase: Phase) -> bool {
+        let cell = &self.skip[phase.index()];
+        let (timed, next) = self.take(cell.get());
+        cell.set(next);
+        timed
+    }
+
+    /// Counts an event of `phase` and records `d()` if the event is timed;
+    /// `d` is only evaluated for timed events. Not for the per-method phases.
     #[inline]
     pub fn phase(&self, phase: Phase, d: impl FnOnce() -> Duration) {
+        debug_assert!(!phase.per_method());
         if self.sampled(phase) {
             self.hists.borrow_mut().phases[phase.index()].record(d());
         }
     }
 
-    /// Records `d` in `phase` unconditionally (the caller sampled already).
+    /// Records `d` in `phase`'s sample without counting an event (the caller
+    /// counted it and sampled already).
     pub fn record(&self, phase: Phase, d: Duration) {
         self.hists.borrow_mut().phases[phase.index()].record(d);
     }
 
-    /// Whether the next event of `phase` will be sampled (does not advance the tick).
+    /// Counts an event of `phase` whose timing the caller records, or not,
+    /// with [`record`](Self::record).
+    #[inline]
+    pub fn count(&self, phase: Phase) {
+        counters::inc(&self.events[phase.index()]);
+    }
+
+    /// Whether the next event of `phase` will be timed (does not advance the
+    /// countdown). For `ServerHandler`: whether the next successful response
+    /// [`server_method`](Self::server_method) counts is timed.
     #[inline]
     pub fn due(&self, phase: Phase) -> bool {
-        self.ticks[phase.index()].get() == 0
+        self.skip[phase.index()].get() == 0
     }
 
-    /// Advances `phase`'s sampling tick; true for every [`PHASE_SAMPLING`]-th event.
+    /// Counts an event of `phase` and advances its countdown: true if the
+    /// event is timed (then record it). For the per-method phases
+    /// (`ClientTotal`, `ServerHandler`) it counts nothing, advances nothing
+    /// and returns true: every such event must be handed to
+    /// [`client_call`](Self::client_call) / [`server_method`](Self::server_method),
+    /// which count it per method and take the timing decision.
     #[inline]
     pub fn sampled(&self, phase: Phase) -> bool {
-        let tick = &self.ticks[phase.index()];
-        let n = tick.get();
-        tick.set(if n + 1 == PHASE_SAMPLING { 0 } else { n + 1 });
-        n == 0
+        if phase.per_method() {
+            return true;
+        }
+        self.count(phase);
+        self.take_phase(phase)
     }
 
-    /// Records a client call's end-to-end latency under its method.
+    /// Counts a client call of method `id` that returned a reply, and
+    /// advances the method's own countdown: true if this call is timed (then
+    /// read the clock and call [`client_method`](Self::client_method)).
+    pub fn client_call(&self, id: u32, name: &'static str) -> bool {
+        let mut h = self.hists.borrow_mut();
+        let i = method_slot(&mut h.client_methods, id, name);
+        let m = &mut h.client_methods[i];
+        m.hist.count += 1;
+        let (timed, next) = self.take(m.skip);
+        m.skip = next;
+        timed
+    }
+
+    /// Records a timed client call's end-to-end latency under its method
+    /// (counted already by [`client_call`](Self::client_call)).
     pub fn client_method(&self, id: u32, name: &'static str, d: Duration) {
         let mut h = self.hists.borrow_mut();
         let i = method_slot(&mut h.client_methods, id, name);
-        h.client_methods[i].latency.record(d);
+        h.client_methods[i].hist.latency.record(d);
     }
 
-    /// Records a server handler's time under its method.
+    /// Counts a successful response of method `id` and, if it is the timed
+    /// one (what [`due`](Self::due)`(ServerHandler)` said before the handler's
+    /// time was taken), records the handler time `d`; otherwise `d` is not a
+    /// measurement and is ignored.
     pub fn server_method(&self, id: u32, name: &'static str, d: Duration) {
+        let timed = self.take_phase(Phase::ServerHandler);
         let mut h = self.hists.borrow_mut();
         let i = method_slot(&mut h.server_methods, id, name);
-        h.server_methods[i].latency.record(d);
+        let m = &mut h.server_methods[i].hist;
+        m.count += 1;
+        if timed {
+            m.latency.record(d);
+        }
     }
 
     /// The index of `endpoint`'s pool counters (created on first use).
@@ -245,22 +385,34 @@ impl CoreMetrics {
     pub fn snapshot(&self, core: Option<usize>) -> CoreSnapshot {
         let h = self.hists.borrow();
         let mut phases = h.phases.clone();
+        let mut phase_counts = [0u64; Phase::ALL.len()];
+        for (count, events) in phase_counts.iter_mut().zip(&self.events) {
+            *count = events.get();
+        }
+        let client_methods: Vec<MethodHistogram> =
+            h.client_methods.iter().map(|m| m.hist.clone()).collect();
+        let server_methods: Vec<MethodHistogram> =
+            h.server_methods.iter().map(|m| m.hist.clone()).collect();
         for (phase, methods) in [
-            (Phase::ClientTotal, &h.client_methods),
-            (Phase::ServerHandler, &h.server_methods),
+            (Phase::ClientTotal, &client_methods),
+            (Phase::ServerHandler, &server_methods),
         ] {
             for m in methods {
                 phases[phase.index()].merge(&m.latency);
+                phase_counts[phase.index()] += m.count;
             }
         }
+        // Delivery is timed for the calls whose end-to-end latency is.
+        phase_counts[Phase::ClientDeliver.index()] = phase_counts[Phase::ClientTotal.index()];
         CoreSnapshot {
             core,
             client: self.client.snapshot(),
             server: self.server.snapshot(),
             pools: self.pools.borrow().clone(),
             phases,
-            client_methods: h.client_methods.clone(),
-            server_methods: h.server_methods.clone(),
+            phase_counts,
+            client_methods,
+            server_methods,
             stalls: 0,
             recv_ring_dry: 0,
         }
@@ -279,8 +431,12 @@ pub struct CoreSnapshot {
     pub server: ServerCounts,
     /// Pool hit/miss counters per endpoint.
     pub pools: Vec<PoolCounts>,
-    /// Per-phase latency histograms, indexed like [`Phase::ALL`].
+    /// Per-phase latency samples, indexed like [`Phase::ALL`] (about one
+    /// event in [`PHASE_SAMPLING`]).
     pub phases: [LatencyHistogram; Phase::ALL.len()],
+    /// Per-phase event counts, indexed like [`Phase::ALL`]: every event,
+    /// timed or not (exact).
+    pub phase_counts: [u64; Phase::ALL.len()],
     /// Client end-to-end latency per method.
     pub client_methods: Vec<MethodHistogram>,
     /// Server handler time per method.
@@ -293,9 +449,21 @@ pub struct CoreSnapshot {
 }
 
 impl CoreSnapshot {
-    /// The histogram of one phase.
+    /// The latency sample of one phase (quantiles, max; its `count()` is the
+    /// number of timed events).
     pub fn phase(&self, phase: Phase) -> &LatencyHistogram {
         &self.phases[phase.index()]
+    }
+
+    /// How many events of `phase` there were, timed or not (exact).
+    pub fn phase_count(&self, phase: Phase) -> u64 {
+        self.phase_counts[phase.index()]
+    }
+
+    /// The total latency of every event of `phase`, estimated from its sample
+    /// ([`estimated_sum`]).
+    pub fn phase_sum(&self, phase: Phase) -> Duration {
+        estimated_sum(self.phase(phase), self.phase_count(phase))
     }
 
     /// Adds `other` into `self` (core becomes `None`).
@@ -317,6 +485,9 @@ impl CoreSnapshot {
         for (mine, theirs) in self.phases.iter_mut().zip(&other.phases) {
             mine.merge(theirs);
         }
+        for (mine, theirs) in self.phase_counts.iter_mut().zip(&other.phase_counts) {
+            *mine += theirs;
+        }
         merge_methods(&mut self.client_methods, &other.client_methods);
         merge_methods(&mut self.server_methods, &other.server_methods);
     }
@@ -324,8 +495,13 @@ impl CoreSnapshot {
 
 fn merge_methods(into: &mut Vec<MethodHistogram>, from: &[MethodHistogram]) {
     for m in from {
-        let i = method_slot(into, m.id, &m.name);
-        into[i].latency.merge(&m.latency);
+        match into.binary_search_by_key(&m.id, |x| x.id) {
+            Ok(i) => {
+                into[i].count += m.count;
+                into[i].latency.merge(&m.latency);
+            }
+            Err(i) => into.insert(i, m.clone()),
+        }
     }
 }
 
@@ -351,5 +527,151 @@ impl MetricsSnapshot {
     /// cores, and the largest sample per phase.
     pub fn to_prometheus(&self) -> String {
         prometheus::render(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUT: (u32, &str) = (1, "Kv.put");
+    const GET: (u32, &str) = (2, "Kv.get");
+
+    fn method<'a>(list: &'a [MethodHistogram], name: &str) -> &'a MethodHistogram {
+        list.iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no method {name} in {list:?}"))
+    }
+
+    /// A client alternating two methods: both are counted exactly and both
+    /// get timed (each method has its own countdown, first call timed).
+    #[test]
+    fn alternating_client_methods_are_each_counted_and_timed() {
+        let m = CoreMetrics::default();
+        let calls = 1000;
+        for i in 0..calls {
+            let (id, name) = if i % 2 == 0 { PUT } else { GET };
+            if m.client_call(id, name) {
+                m.client_method(id, name, Duration::from_micros(10 + u64::from(id)));
+            }
+        }
+        let snap = m.snapshot(Some(0));
+        for (_, name) in [PUT, GET] {
+            let h = method(&snap.client_methods, name);
+            assert_eq!(h.count, calls / 2, "{name}");
+            let timed = h.latency.count();
+            // One in PHASE_SAMPLING on average: 62.5 expected of 500.
+            assert!((30..=110).contains(&timed), "{name}: {timed} timed");
+        }
+        assert_eq!(snap.phase_count(Phase::ClientTotal), calls);
+        assert_eq!(snap.phase_count(Phase::ClientDeliver), calls);
+        let sum = method(&snap.client_methods, "Kv.get").sum();
+        // Every get took 12 µs: the estimate is the exact sum within the histogram's precision.
+        let exact = Duration::from_micros(12 * calls / 2).as_secs_f64();
+        assert!((sum.as_secs_f64() - exact).abs() / exact < 0.01, "{sum:?}");
+    }
+
+    /// The server's flow (`conn::server`): `due` decides whether the handler is
+    /// timed, `sampled` then `server_method` count the response. Alternating
+    /// methods are both counted exactly and both timed, and only timed
+    /// handler times are recorded.
+    #[test]
+    fn the_server_records_exactly_the_responses_it_timed() {
+        let m = CoreMetrics::default();
+        let real = Duration::from_micros(5);
+        let calls = 2000;
+        let mut timed = 0;
+        for i in 0..calls {
+            let (id, name) = if i % 2 == 0 { PUT } else { GET };
+            let due = m.due(Phase::ServerHandler);
+            // Not timed: the connection's stale reading, a meaningless value.
+            let d = if due { real } else { Duration::from_secs(3600) };
+            timed += u64::from(due);
+            if m.sampled(Phase::ServerHandler) {
+                m.server_method(id, name, d);
+            }
+        }
+        let snap = m.snapshot(Some(0));
+        let all = snap.phase(Phase::ServerHandler);
+        assert_eq!(all.count(), timed);
+        assert!(all.max() < Duration::from_micros(6), "{:?}", all.max());
+        assert_eq!(snap.phase_count(Phase::ServerHandler), calls);
+        for (_, name) in [PUT, GET] {
+            let h = method(&snap.server_methods, name);
+            assert_eq!(h.count, calls / 2, "{name}");
+            assert!(h.latency.count() > 40, "{name}: {:?}", h.latency);
+        }
+    }
+
+    #[test]
+    fn every_event_is_counted_and_about_one_in_phase_sampling_timed() {
+        let m = CoreMetrics::default();
+        let events = 80_000u64;
+        let mut timed = 0u64;
+        for i in 0..events {
+            let sampled = m.sampled(Phase::ServerQueue);
+            assert!(i > 0 || sampled, "the first event is timed");
+            timed += u64::from(sampled);
+        }
+        let expect = events / u64::from(PHASE_SAMPLING);
+        assert!(timed.abs_diff(expect) < expect / 20, "{timed} of {events}");
+        let snap = m.snapshot(None);
+        assert_eq!(snap.phase_count(Phase::ServerQueue), events);
+        assert_eq!(snap.phase_count(Phase::ServerWrite), 0);
+        // A period-2 pattern over the timed events: both halves are hit.
+        let m = CoreMetrics::default();
+        let mut by_parity = [0u32; 2];
+        for i in 0..1000 {
+            if m.sampled(Phase::ClientWire) {
+                by_parity[i % 2] += 1;
+            }
+        }
+        assert!(by_parity.iter().all(|&n| n > 30), "{by_parity:?}");
+    }
+
+    #[test]
+    fn merged_snapshots_add_counts_and_prometheus_exports_them() {
+        let cores: Vec<CoreSnapshot> = (0..2)
+            .map(|core| {
+                let m = CoreMetrics::default();
+                for _ in 0..10 {
+                    if m.client_call(PUT.0, PUT.1) {
+                        m.client_method(PUT.0, PUT.1, Duration::from_millis(1));
+                    }
+                    // The server side never timed one of these.
+                    m.skip[Phase::ServerHandler.index()].set(u32::MAX);
+                    m.server_method(GET.0, GET.1, Duration::from_secs(9));
+                }
+                m.snapshot(Some(core))
+            })
+            .collect();
+        let snapshot = MetricsSnapshot { cores };
+        let merged = snapshot.merged();
+        assert_eq!(method(&merged.client_methods, "Kv.put").count, 20);
+        assert_eq!(merged.phase_count(Phase::ClientTotal), 20);
+        let get = method(&merged.server_methods, "Kv.get");
+        assert_eq!((get.count, get.latency.count()), (20, 0));
+        let text = snapshot.to_prometheus();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        let put = "ringrpc_client_method_latency_seconds";
+        assert_eq!(line(&format!("{put}_count{{method=\"Kv.put\"}}")), 20.0);
+        // Every put took 1 ms: the sum is 20 ms whatever the sample size.
+        let sum = line(&format!("{put}_sum{{method=\"Kv.put\"}}"));
+        assert!((sum - 0.020).abs() < 0.0002, "{sum}");
+        let get = "ringrpc_server_method_latency_seconds";
+        assert_eq!(line(&format!("{get}_count{{method=\"Kv.get\"}}")), 20.0);
+        assert_eq!(line(&format!("{get}_sum{{method=\"Kv.get\"}}")), 0.0);
+        assert!(line(&format!("{get}{{method=\"Kv.get\",quantile=\"0.5\"}}")).is_nan());
+        let max = line("ringrpc_phase_latency_max_seconds{phase=\"client_total\"}");
+        assert!((max - 0.001).abs() < 0.00002, "{max}");
     }
 }

@@ -1,9 +1,13 @@
 //! Prometheus text exposition (format 0.0.4) of a [`MetricsSnapshot`].
 //!
 //! Counters and gauges carry a `core` label; latency histograms are merged
-//! across cores and rendered as summaries (quantiles 0.5/0.95/0.99/0.999 plus
-//! `_sum`, `_count`), with the largest sample in a separate `*_max_seconds`
-//! gauge family (the text format allows no extra series inside a summary).
+//! across cores and rendered as summaries: quantiles 0.5/0.95/0.99/0.999 from
+//! the timed sample (`NaN`, as Prometheus clients write it, while nothing was
+//! timed), `_count` the exact number of events and `_sum` their total latency
+//! estimated from the sample (`metrics::estimated_sum`), so `rate(_count)`
+//! is the real event rate. The largest sample of each phase is in a separate
+//! `ringrpc_phase_latency_max_seconds` gauge family (the text format allows no
+//! extra series inside a summary).
 
 use std::fmt::Write;
 
@@ -58,6 +62,26 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
             "ringrpc_phase_latency_seconds",
             &labels,
             merged.phase(phase),
+            merged.phase_count(phase),
+        );
+    }
+    header(
+        &mut out,
+        "ringrpc_phase_latency_max_seconds",
+        "gauge",
+        "Largest timed latency per phase (0 while nothing was timed).",
+    );
+    for phase in Phase::ALL {
+        let h = merged.phase(phase);
+        let max = if h.count() == 0 {
+            0.0
+        } else {
+            h.max().as_secs_f64()
+        };
+        let _ = writeln!(
+            out,
+            "ringrpc_phase_latency_max_seconds{{phase=\"{}\"}} {max}",
+            phase.name()
         );
     }
     header(
@@ -73,6 +97,7 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
             "ringrpc_client_method_latency_seconds",
             &labels,
             &m.latency,
+            m.count,
         );
     }
     header(
@@ -88,6 +113,7 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
             "ringrpc_server_method_latency_seconds",
             &labels,
             &m.latency,
+            m.count,
         );
     }
     out
@@ -149,16 +175,19 @@ fn header_only_lines(
     }
 }
 
-fn summary(out: &mut String, name: &str, labels: &str, h: &LatencyHistogram) {
+/// A summary of `count` events of which `samples` holds the timed ones.
+fn summary(out: &mut String, name: &str, labels: &str, samples: &LatencyHistogram, count: u64) {
     for q in QUANTILES {
-        let _ = writeln!(
-            out,
-            "{name}{{{labels},quantile=\"{q}\"}} {}",
-            h.quantile(q).as_secs_f64()
-        );
+        let value = if samples.count() == 0 {
+            f64::NAN
+        } else {
+            samples.quantile(q).as_secs_f64()
+        };
+        let _ = writeln!(out, "{name}{{{labels},quantile=\"{q}\"}} {value}");
     }
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum().as_secs_f64());
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+    let sum = super::estimated_sum(samples, count).as_secs_f64();
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 fn escape(s: &str) -> String {
