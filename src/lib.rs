@@ -105,13 +105,26 @@
 //!
 //! ## Cargo features
 //!
-//! | feature | default | what it adds | what it costs |
-//! |---|---|---|---|
-//! | `otel` | off | trace context across calls: the caller's OpenTelemetry context (from its current `tracing` span, via `tracing-opentelemetry`) travels as W3C `traceparent` metadata, and every handler runs in an `rpc.server` span continuing it, so one trace crosses ringrpc hops | the `opentelemetry` and `tracing-opentelemetry` crates; per call, a `traceparent` string and a metadata block on the client and a span on the server (nothing when off) |
+//! Two, off by default:
 //!
-//! Nothing else is optional: the library's dependencies are the runtime's
-//! own plus `ringrpc-macros` (the `#[ringrpc::service]` proc macro: syn,
-//! quote). The `ringrpc` command-line tool (bench, serve, tune, plot)
+//! - **`metrics-http`**: `ringrpc::metrics::http` (its `Endpoint`), a minimal
+//!   `/metrics` endpoint that serves [`Runtime::metrics`] as Prometheus text
+//!   over HTTP/1.1. Std only: it adds no dependency. Cost when on: some code,
+//!   and while it serves, one std thread blocked in `accept` plus a
+//!   short-lived thread per scrape (at most 16 at once by default), each scrape
+//!   one `Runtime::metrics()`; nothing on the call path and no thread on a
+//!   ringrpc core. Off, none of it is compiled.
+//! - **`otel`**: trace context across calls. The caller's OpenTelemetry
+//!   context (from its current `tracing` span, via `tracing-opentelemetry`)
+//!   travels as W3C `traceparent` metadata, and every handler runs in an
+//!   `rpc.server` span continuing it, so one trace crosses ringrpc hops. Cost
+//!   when on: the `opentelemetry` and `tracing-opentelemetry` crates; per call
+//!   a `traceparent` string and a metadata block on the client and a span on
+//!   the server. Off, none of it is compiled.
+//!
+//! Everything else is always there, and the crate's dependencies are the
+//! runtime's own plus `ringrpc-macros` (the `#[ringrpc::service]` proc macro:
+//! syn, quote). The `ringrpc` command-line tool (bench, serve, tune, plot)
 //! and the benchmark harnesses are other crates of the repository's workspace
 //! (`ringrpc-cli`, `ringrpc-workload`, `ringrpc-floor`, `ringrpc-peers`), so
 //! depending on ringrpc compiles no clap, plotters, criterion, HTTP stack or

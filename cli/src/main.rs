@@ -19,7 +19,6 @@ mod compare;
 mod export;
 mod floor;
 mod measure;
-mod metrics_http;
 mod open;
 mod phases;
 mod plot;

@@ -4,18 +4,19 @@
 //! There is no signal handling (that would need a new dependency): the server
 //! runs until killed, or for `--duration` seconds followed by a graceful
 //! shutdown. With `--metrics ADDR` a std thread serves the runtime's metrics
-//! in Prometheus text format at `http://ADDR/metrics`; `--histograms off`
+//! in Prometheus text format at `http://ADDR/metrics` (the library's
+//! `ringrpc::metrics::http`, feature `metrics-http`); `--histograms off`
 //! turns the server's per-phase timing off (counters are always kept).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use ringrpc::metrics::http::Endpoint;
 use ringrpc::{Runtime, ServerHandle};
 use ringrpc_workload::echo;
 
 use crate::measure::{parse_positive, parse_secs, Switch};
-use crate::metrics_http::Endpoint;
 use crate::CliResult;
 
 /// Drain time for the graceful shutdown after `--duration`.
@@ -71,7 +72,7 @@ pub fn run(args: &ServeArgs) -> CliResult<()> {
             let runtime = &runtime;
             // Runtime::metrics() blocks while every core copies its metrics, so
             // it runs here, on a plain thread, never on a core.
-            scope.spawn(move || endpoint.serve(|| runtime.metrics().to_prometheus()));
+            scope.spawn(move || endpoint.serve_runtime(runtime));
         }
         wait(args.duration);
         if let Some(endpoint) = &endpoint {

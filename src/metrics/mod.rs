@@ -4,7 +4,9 @@
 //! clients and servers on the core keep an `Rc` to it and update it inline.
 //! Reading goes through the runtime: [`Runtime::metrics`](crate::Runtime::metrics)
 //! asks every core for a [`CoreSnapshot`] on its own thread and returns them in a
-//! [`MetricsSnapshot`], which can be merged or rendered as Prometheus text.
+//! [`MetricsSnapshot`], which can be merged or rendered as Prometheus text
+//! (served over HTTP by `metrics::http::Endpoint` with the `metrics-http`
+//! feature).
 //! Every event is counted exactly; about one in [`PHASE_SAMPLING`] is timed
 //! (see there for which), and a summary's `_sum` is estimated from the timed
 //! ones ([`estimated_sum`]).
@@ -15,6 +17,8 @@
 
 pub mod counters;
 pub mod histogram;
+#[cfg(feature = "metrics-http")]
+pub mod http;
 mod prometheus;
 
 use std::cell::{Cell, RefCell};

@@ -1,21 +1,48 @@
-//! A minimal HTTP/1.1 responder for `ringrpc serve --metrics ADDR`.
+//! A minimal `/metrics` HTTP endpoint (feature `metrics-http`, off by default).
+//!
+//! Serves [`Runtime::metrics`](crate::Runtime::metrics) as Prometheus text
+//! with nothing but std: no HTTP crate, no async runtime, no thread on a
+//! ringrpc core. What it costs: one std thread that blocks in `accept` while
+//! [`Endpoint::serve`] runs, one short-lived thread per scrape (at most
+//! [`Limits::max_connections`] at once), and per scrape one
+//! [`Runtime::metrics`](crate::Runtime::metrics) (a job on every core, which
+//! copies its own metrics) plus the rendering; nothing at all on the call path.
 //!
 //! One std thread accepts connections and hands each to a thread of its own
 //! (at most [`Limits::max_connections`] at once; one more is answered `503`
 //! and closed at once), which reads the request head (at most
-//! [`MAX_HEAD`] bytes), answers `GET /metrics` with the Prometheus text
-//! produced by a render closure (in practice `Runtime::metrics().to_prometheus()`,
-//! which must never run on a core thread) and anything else with 404, then
-//! closes the connection. The whole exchange has one deadline
-//! ([`Limits::deadline`], reading and writing together), so a scraper that
-//! trickles its request or never reads holds only its own thread, and only
-//! until the deadline: it cannot block other scrapes. No keep-alive, no
-//! chunking: scrapers open one connection per scrape anyway.
+//! [`MAX_HEAD`] bytes), answers `GET /metrics` (and `HEAD`) with the
+//! Prometheus text produced by a render closure (in practice
+//! `Runtime::metrics().to_prometheus()`, which must never run on a core
+//! thread), any other path with 404 and other methods with 405, then closes
+//! the connection. The whole exchange has one deadline ([`Limits::deadline`],
+//! reading and writing together), so a scraper that trickles its request or
+//! never reads holds only its own thread, and only until the deadline: it
+//! cannot block other scrapes. No keep-alive, no chunking: scrapers open one
+//! connection per scrape anyway.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), ringrpc::Error> {
+//! use ringrpc::metrics::http::Endpoint;
+//!
+//! let runtime = ringrpc::Runtime::builder().build()?;
+//! // ... serve and call on `runtime` ...
+//! let endpoint = Endpoint::bind("127.0.0.1:9464".parse().unwrap())?;
+//! std::thread::scope(|scope| {
+//!     // Blocks its thread until `stop`; scrapes never touch a core thread.
+//!     scope.spawn(|| endpoint.serve_runtime(&runtime));
+//!     // ... run until it is time to stop ...
+//!     endpoint.stop();
+//! });
+//! # Ok(()) }
+//! ```
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::Runtime;
 
 /// Largest request head accepted (request line + headers).
 pub const MAX_HEAD: usize = 8 << 10;
@@ -74,9 +101,18 @@ impl Endpoint {
         self.addr
     }
 
-    /// Answers requests, each connection on its own thread, until
-    /// [`stop`](Self::stop) (which waits for the connections being served,
-    /// each bounded by the deadline).
+    /// Serves `runtime`'s metrics ([`Runtime::metrics`] rendered with
+    /// [`to_prometheus`](crate::MetricsSnapshot::to_prometheus)) until
+    /// [`stop`](Self::stop). Call it on a plain thread, never on one of the
+    /// runtime's cores.
+    pub fn serve_runtime(&self, runtime: &Runtime) {
+        self.serve(|| runtime.metrics().to_prometheus());
+    }
+
+    /// Answers requests, each connection on its own thread, with the text
+    /// `render` returns, until [`stop`](Self::stop) (which waits for the
+    /// connections being served, each bounded by the deadline). Blocks the
+    /// calling thread.
     pub fn serve(&self, render: impl Fn() -> String + Sync) {
         let render = &render;
         std::thread::scope(|scope| {
@@ -93,7 +129,7 @@ impl Endpoint {
                 scope.spawn(move || {
                     let deadline = Instant::now() + self.limits.deadline;
                     if let Err(e) = respond(stream, deadline, render) {
-                        eprintln!("ringrpc serve: metrics request failed: {e}");
+                        tracing::warn!(error = %e, "metrics request failed");
                     }
                     self.active.fetch_sub(1, Ordering::AcqRel);
                 });
