@@ -147,14 +147,20 @@ mod test_waker;
 #[cfg(feature = "otel")]
 mod trace_context;
 
+// Every type a user names when configuring, calling, serving or handling
+// errors is here at the root; the modules hold the rest (metrics details,
+// the wire protocol, the runtime's I/O functions).
 pub use app_error::{AppError, HandlerError, Typed};
 pub use client::{
-    shard_of, CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy, ShardedClient,
+    shard_of, AdaptivePool, CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy,
+    ShardedClient,
 };
 pub use error::Error;
 pub use message::{BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString};
 pub use metrics::{MetricsSnapshot, Phase};
-pub use protocol::ErrorCode;
+pub use protocol::{ErrorCode, ProtocolError};
 pub use ringrpc_macros::service;
-pub use runtime::{Runtime, RuntimeBuilder};
-pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service};
+pub use runtime::{CoreTask, RingFlags, Runtime, RuntimeBuilder};
+pub use server::{
+    Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service,
+};

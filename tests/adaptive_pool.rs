@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{client_builder, finish, Msg, TestClient, TestServer};
-use ringrpc::client::AdaptivePool;
 use ringrpc::runtime::io;
+use ringrpc::AdaptivePool;
 use ringrpc::{Method, Request};
 
 const SLOW_ECHO: Method<Msg, Msg> = Method::new("Test.slow_echo");

@@ -14,10 +14,9 @@ use common::{
     base_server, client_builder, text_for, wait_until, ArchivedMsg, Msg, TestClient, TestServer,
     ECHO,
 };
-use ringrpc::client::AdaptivePool;
 use ringrpc::metrics::CoreSnapshot;
 use ringrpc::runtime::io;
-use ringrpc::{Client, ClientStats, Error, Method, Request, Runtime, ServerBuilder};
+use ringrpc::{AdaptivePool, Client, ClientStats, Error, Method, Request, Runtime, ServerBuilder};
 
 /// Sleeps `id` milliseconds (async), then echoes.
 const SLOW: Method<Msg, Msg> = Method::new("Test.slow");
