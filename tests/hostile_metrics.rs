@@ -117,3 +117,28 @@ fn connections_over_the_cap_get_503_at_once_and_oversized_heads_are_refused() {
         assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     });
 }
+
+#[test]
+fn serves_metrics_and_404_then_stops() {
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr();
+    std::thread::scope(|s| {
+        s.spawn(|| endpoint.serve(|| "x_total 1\n".to_string()));
+        let ok = fetch(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
+        assert!(ok.contains("Content-Length: 10\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nx_total 1\n"), "{ok}");
+        let head = fetch(addr, "HEAD /metrics HTTP/1.1\r\n\r\n");
+        assert!(head.ends_with("Content-Length: 10\r\nConnection: close\r\n\r\n"));
+        let missing = fetch(addr, "GET /nope HTTP/1.1\r\n\r\n");
+        assert!(
+            missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{missing}"
+        );
+        endpoint.stop();
+    });
+}

@@ -318,38 +318,4 @@ mod tests {
         assert_eq!(get("GET /metrics"), Route::BadRequest);
         assert_eq!(route(""), Route::BadRequest);
     }
-
-    fn fetch(addr: SocketAddr, request: &str) -> String {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-
-    #[test]
-    fn serves_metrics_and_404_then_stops() {
-        let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = endpoint.local_addr();
-        std::thread::scope(|s| {
-            s.spawn(|| endpoint.serve(|| "x_total 1\n".to_string()));
-            let ok = fetch(addr, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
-            assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-            assert!(
-                ok.contains("Content-Type: text/plain; version=0.0.4"),
-                "{ok}"
-            );
-            assert!(ok.contains("Content-Length: 10\r\n"), "{ok}");
-            assert!(ok.ends_with("\r\n\r\nx_total 1\n"), "{ok}");
-            let head = fetch(addr, "HEAD /metrics HTTP/1.1\r\n\r\n");
-            assert!(head.ends_with("Content-Length: 10\r\nConnection: close\r\n\r\n"));
-            let missing = fetch(addr, "GET /nope HTTP/1.1\r\n\r\n");
-            assert!(
-                missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
-                "{missing}"
-            );
-            endpoint.stop();
-        });
-    }
 }
