@@ -21,10 +21,14 @@ mod timer;
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
 
 use crate::metrics::MetricsSnapshot;
 use crate::Error;
@@ -413,16 +417,18 @@ impl Runtime {
 
     /// Runs `make()` on core `core` and spawns the future it returns there.
     ///
-    /// The returned [`CoreTask`] yields the output; dropping it does not cancel the task.
-    /// Fails with [`Error::NoSuchCore`] for a core index the runtime does not
-    /// have, and [`Error::Shutdown`] once the core has stopped.
+    /// The returned [`CoreTask`] yields the output, either blocking
+    /// ([`CoreTask::join`]) or awaited from any executor (it is a `Future`);
+    /// dropping it does not cancel the task. Fails with
+    /// [`Error::NoSuchCore`] for a core index the runtime does not have, and
+    /// [`Error::Shutdown`] once the core has stopped.
     pub fn spawn_on<F, Fut>(&self, core: usize, make: F) -> Result<CoreTask<Fut::Output>, Error>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future + 'static,
         Fut::Output: Send + 'static,
     {
-        let (tx, rx) = std_mpsc::channel();
+        let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             io::spawn(async move {
                 let output = make().await;
@@ -458,8 +464,18 @@ impl Runtime {
 
     /// Collects every core's metrics (each core copies its own, on its thread).
     ///
-    /// Blocks until all cores answered; call it from outside the runtime's cores.
+    /// Blocks until all cores answered; call it from outside the runtime's
+    /// cores. From an async context use [`metrics_async`](Self::metrics_async).
     pub fn metrics(&self) -> MetricsSnapshot {
+        wait(self.metrics_async())
+    }
+
+    /// Collects every core's metrics without blocking: the request goes to
+    /// every core now, and the returned future (`Send`, borrowing nothing from
+    /// the runtime) resolves once they all answered. Await it from any
+    /// executor (a tokio task, or a task on one of this runtime's cores). A
+    /// core that has stopped is left out of the snapshot.
+    pub fn metrics_async(&self) -> impl Future<Output = MetricsSnapshot> + Send + 'static {
         let tasks: Vec<_> = (0..self.cores.len())
             .filter_map(|core| {
                 self.spawn_on(core, move || async move {
@@ -470,13 +486,21 @@ impl Runtime {
                 .ok()
             })
             .collect();
-        let mut cores: Vec<_> = tasks.into_iter().filter_map(|t| t.join().ok()).collect();
-        for snap in &mut cores {
-            if let Some(beat) = snap.core.and_then(|c| self.beats.get(c)) {
-                snap.stalls = beat.stalls();
+        let beats = self.beats.clone();
+        async move {
+            let mut cores = Vec::with_capacity(tasks.len());
+            for task in tasks {
+                if let Ok(snap) = task.await {
+                    cores.push(snap);
+                }
             }
+            for snap in &mut cores {
+                if let Some(beat) = snap.core.and_then(|c| beats.get(c)) {
+                    snap.stalls = beat.stalls();
+                }
+            }
+            MetricsSnapshot { cores }
         }
-        MetricsSnapshot { cores }
     }
 
     /// Runs a future on `core` and blocks the calling thread until it finishes.
@@ -513,6 +537,34 @@ impl Runtime {
         self.stop();
     }
 
+    /// [`shutdown`](Self::shutdown) without blocking the caller: the cores
+    /// are told to stop at once, and their threads are joined on a helper
+    /// thread; the returned future (`Send`) resolves once every core thread
+    /// has exited. For a tokio application, whose executor threads must not
+    /// block on the cores' last turn (up to a few seconds while the kernel
+    /// finishes their operations). Dropping the future does not undo the stop.
+    pub fn shutdown_async(mut self) -> impl Future<Output = ()> + Send + 'static {
+        self.watchdog = None;
+        for core in &self.cores {
+            core.inbox.stop();
+        }
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let joiner = std::thread::Builder::new()
+            .name("ringrpc-shutdown".into())
+            .spawn(move || {
+                drop(self); // joins every core thread
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = joiner {
+            // The closure, and with it the runtime, was dropped on this
+            // thread (joining the cores here); the future is ready at once.
+            tracing::warn!(error = %e, "no helper thread for shutdown_async");
+        }
+        async move {
+            let _ = done_rx.await;
+        }
+    }
+
     fn stop(&mut self) {
         self.watchdog = None;
         for core in &self.cores {
@@ -547,12 +599,14 @@ impl CoreRemote {
 
 /// The result of work sent to a core with [`Runtime::spawn_on`].
 ///
-/// Dropping it does **not** cancel the task: the future runs to completion on
-/// its core and its output is discarded. [`join`](Self::join) waits for the
-/// output.
-#[must_use = "dropping a CoreTask discards the task's output (the task still runs); call .join() for it"]
+/// Wait for it by blocking ([`join`](Self::join)) or by awaiting it: a
+/// `CoreTask` is a `Send` future that any executor can poll (a tokio task
+/// does not block its worker thread on it). Dropping it does **not** cancel
+/// the task: the future runs to completion on its core and its output is
+/// discarded.
+#[must_use = "dropping a CoreTask discards the task's output (the task still runs); await it or call .join()"]
 pub struct CoreTask<T> {
-    rx: std_mpsc::Receiver<T>,
+    rx: oneshot::Receiver<T>,
 }
 
 impl<T> std::fmt::Debug for CoreTask<T> {
@@ -563,9 +617,51 @@ impl<T> std::fmt::Debug for CoreTask<T> {
 
 impl<T> CoreTask<T> {
     /// Blocks until the task finishes. Fails with [`Error::Shutdown`] if the task
-    /// panicked or its core stopped first.
+    /// panicked or its core stopped first. Do not call it on a thread that
+    /// runs an async executor (await the `CoreTask` there instead).
     pub fn join(self) -> Result<T, Error> {
-        self.rx.recv().map_err(|_| Error::Shutdown)
+        wait(self)
+    }
+}
+
+impl<T> Future for CoreTask<T> {
+    /// The task's output, or [`Error::Shutdown`] as for [`CoreTask::join`].
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.map_err(|_| Error::Shutdown))
+    }
+}
+
+/// Wakes a thread parked in [`wait`].
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `future` to completion on the calling thread, parking it between
+/// polls: a minimal executor for a thread that has none, e.g. to wait for a
+/// `Handle` call or a [`CoreTask`] from plain synchronous
+/// code. Not for a thread that runs an executor (a tokio worker: await there)
+/// nor a ringrpc core (it would stop the core's loop).
+pub fn wait<F: Future>(future: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
     }
 }
 

@@ -736,6 +736,31 @@ impl ServerHandle {
             }
         }
     }
+
+    /// [`shutdown`](Self::shutdown) without blocking: the returned future
+    /// (`Send`, borrowing nothing) asks every core to drain, then resolves once
+    /// every core has closed its listener and connections. Await it from any
+    /// executor (a tokio task, say); the cores drain at the same time, so it
+    /// takes about `drain` at most. Nothing happens until it is first polled:
+    /// dropping it unpolled aborts the server (as dropping the handle does),
+    /// dropping it later lets the drain finish in the background.
+    pub fn shutdown_async(mut self, drain: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let cores = std::mem::take(&mut self.cores);
+        async move {
+            let mut stopping = Vec::with_capacity(cores.len());
+            for core in cores {
+                let stop = core.stop;
+                if core.remote.run(move || {
+                    let _ = stop.send(Stop::Drain(drain));
+                }) {
+                    stopping.push(core.task);
+                }
+            }
+            for task in stopping {
+                let _ = task.await;
+            }
+        }
+    }
 }
 
 impl Drop for ServerHandle {
