@@ -152,8 +152,8 @@ mod trace_context;
 // the wire protocol, the runtime's I/O functions).
 pub use app_error::{AppError, HandlerError, Typed};
 pub use client::{
-    shard_of, AdaptivePool, CallOptions, Client, ClientBuilder, ClientStats, OverloadPolicy,
-    ShardedClient,
+    shard_of, AdaptivePool, CallOptions, Client, ClientBuilder, ClientStats, Handle,
+    OverloadPolicy, OwnedReply, ShardedClient,
 };
 pub use error::Error;
 pub use message::{BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString};
@@ -161,6 +161,4 @@ pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::{ErrorCode, ProtocolError};
 pub use ringrpc_macros::service;
 pub use runtime::{CoreTask, RingFlags, Runtime, RuntimeBuilder};
-pub use server::{
-    Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service,
-};
+pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service};

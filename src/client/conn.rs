@@ -20,9 +20,8 @@ use std::time::Instant;
 
 use super::{ClientConfig, Counters};
 use crate::conn::{ClientCore, ClientCoreConfig, Finished};
-use crate::message::Message;
 use crate::protocol::metadata::Metadata;
-use crate::protocol::{CallId, Decoded, HEADER_LEN};
+use crate::protocol::{CallId, Decoded, ProtocolError, HEADER_LEN};
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
 use crate::runtime::ReadChunk;
@@ -138,16 +137,17 @@ impl ClientConn {
     /// must then poll [`poll_reply`](Self::poll_reply) and call
     /// [`forget`](Self::forget) if it gives up. The call fails with
     /// [`Error::Timeout`] at `deadline`.
-    pub fn start_call<Req: Message>(
+    /// The payload is written by `encode` (see `ClientCore::start_call_with`).
+    pub fn start_call(
         &self,
         method: u32,
         deadline: Instant,
         now: Instant,
-        req: &Req,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
         metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         let mut core = self.core.borrow_mut();
-        let id = core.start_call(now, method, deadline, req, metadata)?;
+        let id = core.start_call_with(now, method, deadline, encode, metadata)?;
         self.sync(&core);
         Ok(id)
     }

@@ -2,6 +2,9 @@
 //!
 //! A [`Client`] belongs to the core that created it (it is `!Send`); create one
 //! per core per endpoint, from a [`ClientBuilder`] (which is `Send + Clone`).
+//! Threads that are not ringrpc cores (a tokio application's) call through a
+//! [`Handle`] (`Send + Sync + Clone`), which owns a `Client` per core and gets
+//! back [`OwnedReply`]s.
 //! The call path is `call()` → pool picks a connection → slab slot + request
 //! frame in the send buffer → writer task sends the batch → reader task decodes
 //! the reply, completes the slot and wakes the caller → [`Reply`] derefs to the
@@ -12,6 +15,7 @@
 mod adaptive;
 mod conn;
 mod counters;
+mod handle;
 mod options;
 mod pool;
 mod sharded;
@@ -21,12 +25,14 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::message::{Message, Method, Reply};
+use crate::message::{serialize_into, Message, Method, Reply};
 use crate::protocol::metadata::Metadata;
-use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::protocol::{ProtocolError, DEFAULT_MAX_FRAME};
+use crate::runtime::buf::FrameBytes;
 use crate::runtime::io;
 use crate::Error;
 pub(crate) use counters::Counters;
+pub use handle::{Handle, OwnedReply};
 pub use options::{CallOptions, DEFAULT_PROPAGATION_MARGIN};
 use pool::Pool;
 pub use sharded::{shard_of, ShardedClient};
@@ -213,7 +219,7 @@ impl ClientBuilder {
     /// A client belongs to the core it was made on. Off a ringrpc core (any
     /// thread that is not running inside [`Runtime::spawn_on`](crate::Runtime::spawn_on)
     /// or [`Runtime::block_on`](crate::Runtime::block_on)) this fails with
-    /// [`Error::NotOnCore`].
+    /// [`Error::NotOnCore`]; there, use [`connect_handle`](Self::connect_handle).
     pub fn connect(&self, addr: SocketAddr) -> Result<Client, Error> {
         if crate::runtime::current_core().is_none() {
             return Err(Error::NotOnCore);
@@ -352,6 +358,28 @@ impl Client {
         deadline: Duration,
         metadata: Option<&Metadata>,
     ) -> Result<Reply<Resp>, Error> {
+        self.call_encoded(
+            (method.id(), method.name()),
+            deadline,
+            |out| serialize_into(req, out),
+            |bytes| Ok(Reply::new(bytes)?),
+            metadata,
+        )
+        .await
+    }
+
+    /// The call path under [`call`](Self::call) and [`Handle`]'s calls: the
+    /// request payload is written by `encode` (into the send buffer), the
+    /// reply's bytes are turned into the result by `finish` (on this core,
+    /// before the call is counted as ended).
+    pub(crate) async fn call_encoded<R>(
+        &self,
+        (method_id, method_name): (u32, &'static str),
+        deadline: Duration,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+        finish: impl FnOnce(FrameBytes) -> Result<R, Error>,
+        metadata: Option<&Metadata>,
+    ) -> Result<R, Error> {
         // A fresh reading, not the turn's clock: a call must never time out
         // before its deadline counted from when it was made.
         let started = Instant::now();
@@ -362,7 +390,7 @@ impl Client {
         // The budget sent to the server counts from now; metrics from `started`.
         let now = if waited { Instant::now() } else { started };
         let id = conn
-            .start_call(method.id(), deadline_at, now, req, metadata)
+            .start_call(method_id, deadline_at, now, encode, metadata)
             .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
         struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
         impl Drop for Forget<'_> {
@@ -374,19 +402,13 @@ impl Client {
         // No timer per call: the connection's expiry task completes overdue calls.
         let finished = poll_fn(|cx| conn.poll_reply(id, cx)).await;
         let counters = &pool.counters;
-        let result = finished.result.and_then(|bytes| Ok(Reply::new(bytes)?));
+        let result = finished.result.and_then(finish);
         counters.call_ended(result.as_ref().map(|_| ()));
         // Every successful call is counted under its method; the clock is only
         // read for the timed ones.
-        if counters.timing && result.is_ok() && counters.call_ok(method.id(), method.name()) {
+        if counters.timing && result.is_ok() && counters.call_ok(method_id, method_name) {
             let (started, received) = (finished.started, finished.received);
-            counters.delivered(
-                method.id(),
-                method.name(),
-                started,
-                received,
-                Instant::now(),
-            );
+            counters.delivered(method_id, method_name, started, received, Instant::now());
         }
         result
     }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::app_error::AppError;
 use crate::client::Counters;
+#[cfg(test)]
 use crate::message::{serialize_into, Message};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::{
@@ -221,12 +222,34 @@ impl ClientCore {
     /// `deadline`, and queues its request frame. The caller must then poll
     /// [`poll_reply`](Self::poll_reply), and call [`forget`](Self::forget) if
     /// it gives up first. A closed connection refuses with `ConnectionLost`.
+    #[cfg(test)]
     pub fn start_call<Req: Message>(
         &mut self,
         now: Instant,
         method: u32,
         deadline: Instant,
         req: &Req,
+        metadata: Option<&Metadata>,
+    ) -> Result<CallId, Error> {
+        self.start_call_with(
+            now,
+            method,
+            deadline,
+            |out| serialize_into(req, out),
+            metadata,
+        )
+    }
+
+    /// Like `start_call` (which serialises a typed request, used by the
+    /// tests) with the payload written by `encode` at the end of the send
+    /// buffer (16-byte aligned there): the request serialised in place, or an
+    /// archive serialised earlier on another thread.
+    pub fn start_call_with(
+        &mut self,
+        now: Instant,
+        method: u32,
+        deadline: Instant,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
         metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         if self.state == State::Closed {
@@ -250,7 +273,7 @@ impl ClientCore {
             header.flags |= FrameHeader::METADATA;
             md.encode_into(&mut self.out);
         }
-        let encoded = serialize_into(req, &mut self.out)
+        let encoded = encode(&mut self.out)
             .and_then(|()| finish_frame(&mut self.out, start, header, self.cfg.max_frame));
         if let Err(e) = encoded {
             self.out.truncate(start);
