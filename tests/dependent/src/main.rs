@@ -2,9 +2,13 @@
 //!
 //! Builds against `ringrpc = { path = "../.." }` (default features) from its own
 //! workspace, so it sees exactly what a user's crate sees: no `[patch]` of the
-//! root workspace applies here. Starts a two-core runtime (server on core 1,
-//! client on core 0), makes typed calls, checks every reply and the heap
-//! allocations per call in steady state on each core, then shuts down.
+//! root workspace applies here. A `#[tokio::main]` program: it starts a
+//! two-core ringrpc runtime (server on core 1, client on core 0), makes typed
+//! calls on the client core, checks every reply and the heap allocations per
+//! call in steady state on each core; then makes the same calls from tokio
+//! tasks through a `ringrpc::Handle` (client on core 0), checks every reply
+//! and the allocations per call on the cores again; then shuts down with the
+//! async forms.
 //!
 //! Allocations are counted the way `tests/alloc_per_call.rs` counts them (a
 //! counting global allocator with per-thread counters, read on each core), and
@@ -16,7 +20,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Runtime, Server, SliceAsVec};
+use ringrpc::{Client, Handle, Method, Runtime, Server, SliceAsVec};
 
 #[path = "../../support/thread_allocs.rs"]
 mod thread_allocs;
@@ -64,6 +68,10 @@ const PAYLOAD: usize = 48;
 /// callers' own tasks and request vectors (a few per run) and the odd heartbeat.
 const MAX_PER_CALL_ONE: f64 = 0.02;
 const MAX_PER_CALL_MANY: f64 = 0.03;
+/// A call through a `Handle` allocates on its core the task that makes it and
+/// the reply's owned copy (the caller's thread allocates the request buffer
+/// and the oneshot): 2 per call, with the same slack.
+const HANDLE_MAX_PER_CALL_CORE: f64 = 2.03;
 
 thread_local! {
     /// The client core's client, kept across `block_on` runs (warm-up, measured run).
@@ -191,7 +199,86 @@ fn measure(rt: &Runtime, addr: SocketAddr, kind: Kind, callers: u64) -> (u64, f6
     )
 }
 
-fn main() {
+/// Runs on a tokio worker: `callers` tasks make `calls` calls each through
+/// `handle` and check every reply. Returns the number of correct replies.
+async fn run_handle(handle: &Handle, kind: Kind, callers: u64, calls: u64) -> Result<u64, String> {
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let req = Echo {
+                    id: i,
+                    payload: (0..PAYLOAD).map(|k| (i as usize + k) as u8).collect(),
+                };
+                for call in 0..calls {
+                    match kind {
+                        Kind::Echo => match handle.call(&ECHO, &req).await {
+                            Ok(r)
+                                if r.id.to_native() == i
+                                    && r.payload.as_slice() == req.payload.as_slice() => {}
+                            Ok(r) => return Err(format!("handle caller {i}: wrong echo {r:?}")),
+                            Err(e) => return Err(format!("handle caller {i}: echo failed: {e}")),
+                        },
+                        Kind::Inc => {
+                            let n = (i << 32) + call;
+                            match handle.call(&INC, &Count { n }).await {
+                                Ok(r) if r.n.to_native() == n + 1 => {}
+                                Ok(r) => {
+                                    return Err(format!(
+                                        "handle caller {i}: inc({n}) returned {}",
+                                        r.n.to_native()
+                                    ))
+                                }
+                                Err(e) => {
+                                    return Err(format!("handle caller {i}: inc failed: {e}"))
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(calls)
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for task in tasks {
+        done += task
+            .await
+            .map_err(|e| format!("handle caller panicked: {e}"))??;
+    }
+    Ok(done)
+}
+
+/// Like [`measure`], through `handle` from tokio tasks.
+async fn measure_handle(
+    rt: &Runtime,
+    handle: &Handle,
+    kind: Kind,
+    callers: u64,
+) -> Result<(u64, f64, f64), String> {
+    let per_caller = CALLS.div_ceil(callers);
+    let total = per_caller * callers;
+    let warm = run_handle(handle, kind, callers, (per_caller / 4).max(1)).await?;
+    if warm != (per_caller / 4).max(1) * callers {
+        return Err(format!("{kind:?} x{callers} warm-up: {warm} replies"));
+    }
+    let (c0, s0) = (allocs_on(rt, CLIENT_CORE), allocs_on(rt, SERVER_CORE));
+    let done = run_handle(handle, kind, callers, per_caller).await?;
+    let (c1, s1) = (allocs_on(rt, CLIENT_CORE), allocs_on(rt, SERVER_CORE));
+    if done != total {
+        return Err(format!(
+            "{kind:?} x{callers}: {done} replies, expected {total}"
+        ));
+    }
+    Ok((
+        total,
+        (c1 - c0) as f64 / total as f64,
+        (s1 - s0) as f64 / total as f64,
+    ))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let runtime = Runtime::builder()
         .cores(2)
         .pin(false)
@@ -225,6 +312,8 @@ fn main() {
         "ringrpc-dependent: server on {addr} (core {SERVER_CORE}), client on core {CLIENT_CORE}"
     );
 
+    // On the client core (blocking this thread, tokio's main thread, while
+    // the core works; tokio's workers are idle meanwhile).
     let mut failed = Vec::new();
     for (kind, callers, bound) in [
         (Kind::Echo, 1, MAX_PER_CALL_ONE),
@@ -245,16 +334,41 @@ fn main() {
         }
     }
 
-    // Clean shutdown: the client (on its core), the server (drains), the runtime.
+    // From tokio tasks through a Handle (its client on the client core).
+    let handle = Client::builder()
+        .max_in_flight(4096)
+        .connect_handle_on(&runtime, &[CLIENT_CORE], addr)
+        .unwrap_or_else(|e| fail(&format!("handle: {e}")));
+    for (kind, callers) in [(Kind::Echo, 1), (Kind::Echo, 64), (Kind::Inc, 64)] {
+        let (calls, client, server) = measure_handle(&runtime, &handle, kind, callers)
+            .await
+            .unwrap_or_else(|e| fail(&format!("through the handle: {e}")));
+        let ok = client <= HANDLE_MAX_PER_CALL_CORE && server <= MAX_PER_CALL_MANY;
+        println!(
+            "ringrpc-dependent: Handle from tokio, {kind:?}, {callers} in flight, {calls} calls: allocations per call on the cores: client core {client:.4} (bound {HANDLE_MAX_PER_CALL_CORE}), server {server:.4} (bound {MAX_PER_CALL_MANY}) {}",
+            if ok { "ok" } else { "TOO MANY" }
+        );
+        if !ok {
+            failed.push(format!(
+                "Handle {kind:?} x{callers}: client core {client} > {HANDLE_MAX_PER_CALL_CORE} or server {server} > {MAX_PER_CALL_MANY}"
+            ));
+        }
+    }
+    drop(handle);
+
+    // Clean shutdown: the client (on its core), the server (drains), the
+    // runtime; the last two without blocking tokio.
     runtime
-        .block_on(CLIENT_CORE, || async {
+        .spawn_on(CLIENT_CORE, || async {
             if let Some(client) = CLIENT.with(|c| c.borrow_mut().take()) {
                 client.close();
             }
         })
+        .unwrap_or_else(|e| fail(&format!("closing the client: {e}")))
+        .await
         .unwrap_or_else(|e| fail(&format!("closing the client: {e}")));
-    server.shutdown(Duration::from_secs(1));
-    runtime.shutdown();
+    server.shutdown_async(Duration::from_secs(1)).await;
+    runtime.shutdown_async().await;
 
     if !failed.is_empty() {
         fail(&format!(
