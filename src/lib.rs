@@ -42,6 +42,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A [`Client`] and its [`Reply`] belong to their core. Other threads (a
+//! tokio application's) call through a [`Handle`] (`Send + Sync + Clone`,
+//! made by [`ClientBuilder::connect_handle`]), whose calls any executor can
+//! await and whose replies are [`OwnedReply`]s; the runtime's blocking calls
+//! have async forms too ([`runtime::CoreTask`] is a future,
+//! [`Runtime::metrics_async`], [`Runtime::shutdown_async`],
+//! [`ServerHandle::shutdown_async`]).
+//!
 //! Handlers come in three kinds: [`ServerBuilder::register`] (inline, returns an
 //! owned response), [`ServerBuilder::register_responder`] (inline, answers
 //! through a [`Responder`] while it holds the request, so the response can borrow
