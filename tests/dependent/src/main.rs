@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Handle, Method, Runtime, Server, SliceAsVec};
+use ringrpc::{Client, Ctx, Handle, Method, Request, Runtime, Server, SliceAsVec};
 
 #[path = "../../support/thread_allocs.rs"]
 mod thread_allocs;
@@ -51,6 +51,25 @@ struct EchoRef<'a> {
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Count {
     n: u64,
+}
+
+/// A typed service (`#[ringrpc::service]`): its trait, method constants
+/// (`greeter::HELLO`), `GreeterService` and `GreeterClient`.
+#[ringrpc::service]
+pub trait Greeter {
+    /// Greets the caller by name, saying which core answered.
+    async fn hello(&self, ctx: Ctx, req: Request<Count>) -> Result<Count, String>;
+}
+
+/// The implementation: `n` → `n * 2` plus the serving core.
+struct Doubler;
+
+impl Greeter for Doubler {
+    async fn hello(&self, ctx: Ctx, req: Request<Count>) -> Result<Count, String> {
+        Ok(Count {
+            n: req.n.to_native() * 2 + ctx.core() as u64,
+        })
+    }
 }
 
 /// Echoes the request (a `register_responder` handler).
@@ -300,6 +319,7 @@ async fn main() {
                 })
             })
         })
+        .and_then(|b| b.add_service(GreeterService::new(Doubler)))
         .unwrap_or_else(|e| fail(&format!("register: {e}")))
         .serve_on(
             &runtime,
@@ -311,6 +331,24 @@ async fn main() {
     println!(
         "ringrpc-dependent: server on {addr} (core {SERVER_CORE}), client on core {CLIENT_CORE}"
     );
+
+    // The typed service, through the generated client on the client core.
+    let typed = runtime
+        .block_on(CLIENT_CORE, move || async move {
+            let client = Client::builder().connect(addr).map_err(|e| e.to_string())?;
+            let greeter = GreeterClient::new(client);
+            let reply = greeter
+                .hello(&Count { n: 20 })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<u64, String>(reply.n.to_native())
+        })
+        .unwrap_or_else(|e| fail(&format!("client core: {e}")))
+        .unwrap_or_else(|e| fail(&format!("typed call: {e}")));
+    if typed != 40 + SERVER_CORE as u64 {
+        fail(&format!("typed service answered {typed}"));
+    }
+    println!("ringrpc-dependent: #[ringrpc::service] client -> server: ok");
 
     // On the client core (blocking this thread, tokio's main thread, while
     // the core works; tokio's workers are idle meanwhile).
@@ -339,6 +377,17 @@ async fn main() {
         .max_in_flight(4096)
         .connect_handle_on(&runtime, &[CLIENT_CORE], addr)
         .unwrap_or_else(|e| fail(&format!("handle: {e}")));
+    // The typed service's method constant works through the Handle too, from
+    // a tokio task.
+    let h = handle.clone();
+    let typed = tokio::spawn(async move { h.call(&greeter::HELLO, &Count { n: 1 }).await })
+        .await
+        .unwrap_or_else(|e| fail(&format!("tokio task: {e}")))
+        .unwrap_or_else(|e| fail(&format!("typed call through the Handle: {e}")));
+    if typed.n.to_native() != 2 + SERVER_CORE as u64 {
+        fail("typed call through the Handle: wrong answer");
+    }
+    println!("ringrpc-dependent: greeter::HELLO through a Handle from tokio: ok");
     for (kind, callers) in [(Kind::Echo, 1), (Kind::Echo, 64), (Kind::Inc, 64)] {
         let (calls, client, server) = measure_handle(&runtime, &handle, kind, callers)
             .await
