@@ -134,6 +134,9 @@ fn expand(item: &ItemTrait) -> syn::Result<Tokens> {
     let client_doc =
         format!("A typed client of the `{trait_name}` service, over a `ringrpc::Client`.");
     Ok(quote! {
+        // Handlers run on one core: their futures need not be `Send`, which
+        // is what this lint warns about for public traits.
+        #[allow(async_fn_in_trait)]
         #item
 
         #[doc = #mod_doc]

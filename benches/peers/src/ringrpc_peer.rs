@@ -77,3 +77,177 @@ async fn caller(rec: Recorder, client: Client, window: Window, first_id: u64, pa
     };
     echo::call_loop(&client, first_id, payload, window.end, record).await;
 }
+
+/// The echo service as a `#[ringrpc::service]` trait: named `Bench` so its
+/// method is `Bench.echo`, the workload's [`echo::ECHO`]; only the generated
+/// client (`BenchClient`) is used here, against the same server.
+#[ringrpc::service]
+pub trait Bench {
+    /// Echoes the request.
+    async fn echo(
+        &self,
+        ctx: ringrpc::Ctx,
+        req: ringrpc::Request<echo::Echo>,
+    ) -> Result<echo::Echo, String>;
+}
+
+/// Runs the workload through the client `#[ringrpc::service]` generates
+/// (same server, same connection settings as [`run`]): what the typed layer
+/// costs over the closure API.
+pub fn run_typed(spec: &Spec, window: Window) -> Result<Tally, String> {
+    serve_and(spec, true, move |addr, spec| {
+        typed_client(addr, spec, window)
+    })
+}
+
+/// Starts the echo server on the server CPU, runs `client` on a client core
+/// pinned to the client CPU, and shuts both down.
+fn serve_and<F, Fut>(spec: &Spec, digest: bool, client: F) -> Result<Tally, String>
+where
+    F: FnOnce(SocketAddr, Spec) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Tally, String>> + 'static,
+{
+    let server_rt = Runtime::builder()
+        .cpus([spec.server_cpu])
+        .name("peers-rr-srv")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client_rt = Runtime::builder()
+        .cpus([spec.client_cpu])
+        .name("peers-rr-cli")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server = echo::register(Server::builder().data_digest(digest))
+        .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
+        .map_err(|e| e.to_string())?;
+    let addr = server.local_addr();
+    let spec = *spec;
+    let tally = client_rt
+        .block_on(0, move || client(addr, spec))
+        .map_err(|e| e.to_string())??;
+    server.shutdown(Duration::from_millis(200));
+    client_rt.shutdown();
+    server_rt.shutdown();
+    Ok(tally)
+}
+
+async fn typed_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
+    let client = Client::builder()
+        .pool_size(1)
+        .max_in_flight(spec.in_flight.max(1024))
+        .connect(addr)
+        .expect("connect on a ringrpc core");
+    if !client.wait_connected(Duration::from_secs(5)).await {
+        return Err(format!("ringrpc: no connection to {addr}"));
+    }
+    let typed = BenchClient::new(client.clone());
+    let total = run_callers(spec.in_flight, "ringrpc-typed", |rec, first_id| {
+        io::spawn(typed_caller(
+            rec,
+            typed.clone(),
+            window,
+            first_id,
+            spec.payload,
+        ))
+    })
+    .await;
+    client.close();
+    Ok(total)
+}
+
+async fn typed_caller(
+    rec: Recorder,
+    client: BenchClient,
+    window: Window,
+    first_id: u64,
+    payload: usize,
+) {
+    let mut req = echo::Echo {
+        id: first_id,
+        payload: vec![0xA5; payload],
+    };
+    loop {
+        let started = std::time::Instant::now();
+        if started >= window.end {
+            return;
+        }
+        match client.echo(&req).await {
+            Ok(reply) => match echo::matches(&reply, &req) {
+                Ok(()) => rec.ok(&window, started),
+                Err(e) => rec.error(|| e),
+            },
+            Err(e) => rec.error(|| e.to_string()),
+        }
+        req.id = req.id.wrapping_add(1);
+    }
+}
+
+/// Runs the workload from tokio: `in_flight` tasks on a current-thread tokio
+/// runtime call through a [`ringrpc::Handle`] whose client core runs on the
+/// same (client) CPU, the way a tokio service would use ringrpc.
+pub fn run_handle(spec: &Spec, window: Window) -> Result<Tally, String> {
+    let server_rt = Runtime::builder()
+        .cpus([spec.server_cpu])
+        .name("peers-rr-srv")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client_rt = Runtime::builder()
+        .cpus([spec.client_cpu])
+        .name("peers-rr-cli")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server = echo::register(Server::builder())
+        .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
+        .map_err(|e| e.to_string())?;
+    let handle = Client::builder()
+        .pool_size(1)
+        .max_in_flight(spec.in_flight.max(1024))
+        .connect_handle(&client_rt, server.local_addr())
+        .map_err(|e| e.to_string())?;
+    let spec = *spec;
+    let tokio_side = crate::measure::spawn_pinned(spec.client_cpu, "peers-rrh-cli", move || {
+        crate::measure::tokio_runtime()
+            .map_err(|e| e.to_string())?
+            .block_on(handle_callers(handle, spec, window))
+    });
+    let tally = tokio_side.join().map_err(|_| "handle client panicked")??;
+    server.shutdown(Duration::from_millis(200));
+    client_rt.shutdown();
+    server_rt.shutdown();
+    Ok(tally)
+}
+
+async fn handle_callers(
+    handle: ringrpc::Handle,
+    spec: Spec,
+    window: Window,
+) -> Result<Tally, String> {
+    // Let the handle's connection come up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(
+        run_callers(spec.in_flight, "ringrpc-handle", |rec, first_id| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let mut req = echo::Echo {
+                    id: first_id,
+                    payload: vec![0xA5; spec.payload],
+                };
+                loop {
+                    let started = std::time::Instant::now();
+                    if started >= window.end {
+                        return;
+                    }
+                    match handle.call(&echo::ECHO, &req).await {
+                        Ok(reply) => match echo::matches(&reply, &req) {
+                            Ok(()) => rec.ok(&window, started),
+                            Err(e) => rec.error(|| e),
+                        },
+                        Err(e) => rec.error(|| e.to_string()),
+                    }
+                    req.id = req.id.wrapping_add(1);
+                }
+            })
+        })
+        .await,
+    )
+}
