@@ -164,7 +164,9 @@ pub use client::{
     OverloadPolicy, OwnedReply, ShardedClient,
 };
 pub use error::Error;
-pub use message::{BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString};
+pub use message::{
+    ArchivesAs, BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString,
+};
 pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::{ErrorCode, ProtocolError};
 pub use ringrpc_macros::service;

@@ -260,7 +260,26 @@ pub struct Method<Req, Resp> {
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
+/// A request type that archives exactly like `Req`: `Req` itself, or a
+/// borrowing twin declared with `#[rkyv(as = ArchivedReq)]` and
+/// [`SliceAsVec`] / [`StrAsString`] fields, so a caller holding a `&str` or a
+/// `&[u8]` sends it without building an owned `Req` first (see
+/// [`Client::call_borrowed`](crate::Client::call_borrowed)).
+pub trait ArchivesAs<Req: Archive>: Message + Archive<Archived = Req::Archived> {}
+
+impl<Req: Archive, B> ArchivesAs<Req> for B where B: Message + Archive<Archived = Req::Archived> {}
+
 impl<Req, Resp> Method<Req, Resp> {
+    /// The same method (name, id, response) with the request type `B`, which
+    /// archives like `Req` (see [`ArchivesAs`]).
+    pub(crate) fn with_request<B>(&self) -> Method<B, Resp> {
+        Method {
+            name: self.name,
+            id: self.id,
+            _types: PhantomData,
+        }
+    }
+
     /// Declares a method; the id is derived from the name at compile time.
     pub const fn new(name: &'static str) -> Self {
         Self {

@@ -31,6 +31,19 @@ pub struct Put {
     pub value: Vec<u8>,
 }
 
+/// A put that borrows its key and value (archives exactly like [`Put`]): the
+/// client sends what it holds without building an owned `Put`.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedPut, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+pub struct PutRef<'a> {
+    /// The key.
+    #[rkyv(with = ringrpc::StrAsString, omit_bounds)]
+    pub key: &'a str,
+    /// The value.
+    #[rkyv(with = ringrpc::SliceAsVec, omit_bounds)]
+    pub value: &'a [u8],
+}
+
 /// A lookup's answer.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct Value {
@@ -132,12 +145,22 @@ pub async fn demo(addrs: Vec<SocketAddr>, n: usize) -> Result<Vec<usize>, Error>
     let client_for = |key: &str| KvClient::new(sharded.for_key(key.as_bytes()).clone());
     for i in 0..n {
         let key = format!("key-{i}");
-        let put = Put {
-            key: key.clone(),
-            value: i.to_le_bytes().to_vec(),
+        let value = i.to_le_bytes();
+        let stored = if i % 2 == 0 {
+            // Borrowed: the key and value go out without an owned copy.
+            let put = PutRef {
+                key: &key,
+                value: &value,
+            };
+            client_for(&key).put_borrowed(&put).await?
+        } else {
+            let put = Put {
+                key: key.clone(),
+                value: value.to_vec(),
+            };
+            let opts = CallOptions::new().metadata("request-id", i.to_string())?;
+            client_for(&key).put_with(&put, &opts).await?
         };
-        let opts = CallOptions::new().metadata("request-id", i.to_string())?;
-        let stored = client_for(&key).put_with(&put, &opts).await?;
         assert!(!stored.replaced);
     }
     let mut per_core = vec![0; addrs.len()];

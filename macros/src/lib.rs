@@ -20,7 +20,8 @@
 //!   `ringrpc::Service` (register it with `ServerBuilder::add_service`): each
 //!   method runs as an async handler with its [`Ctx`];
 //! - `KvClient`, built with `KvClient::new(client)`, with one method per
-//!   trait method (`get(&req)` and `get_with(&req, &CallOptions)`) returning
+//!   trait method (`get(&req)`, `get_with(&req, &CallOptions)` and
+//!   `get_borrowed(&borrowing_req)`) returning
 //!   the zero-copy `Reply<Resp>`.
 //!
 //! [`Ctx`]: https://docs.rs/ringrpc/latest/ringrpc/struct.Ctx.html
@@ -111,12 +112,24 @@ fn expand(item: &ItemTrait) -> syn::Result<Tokens> {
     let client_methods = methods.iter().zip(&consts).map(|(m, c)| {
         let (name, req, resp) = (&m.name, &m.req, &m.resp);
         let with = format_ident!("{}_with", name);
+        let borrowed = format_ident!("{}_borrowed", name);
+        let doc_borrowed = format!(
+            "Calls `{trait_name}.{name}` with a request that borrows its data (any type that archives like the request: `ringrpc::ArchivesAs`)."
+        );
         let doc = format!("Calls `{trait_name}.{name}` with the client's default deadline.");
         let doc_with = format!("Calls `{trait_name}.{name}` with per-call options.");
         quote! {
             #[doc = #doc]
             pub async fn #name(&self, req: &#req) -> ::core::result::Result<::ringrpc::Reply<#resp>, ::ringrpc::Error> {
                 self.client.call(&#module::#c, req).await
+            }
+
+            #[doc = #doc_borrowed]
+            pub async fn #borrowed<B: ::ringrpc::ArchivesAs<#req>>(
+                &self,
+                req: &B,
+            ) -> ::core::result::Result<::ringrpc::Reply<#resp>, ::ringrpc::Error> {
+                self.client.call_borrowed(&#module::#c, req).await
             }
 
             #[doc = #doc_with]

@@ -291,6 +291,45 @@ impl Client {
             .await
     }
 
+    /// Calls `method` with a request that borrows its data: any `B` that
+    /// archives exactly like `Req` ([`ArchivesAs`](crate::ArchivesAs)), so a
+    /// `&str` or `&[u8]` the caller holds is serialised straight into the
+    /// send buffer, never cloned into an owned `Req`.
+    ///
+    /// ```
+    /// use ringrpc::{Method, StrAsString};
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize)]
+    /// struct Key { key: String }
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize)]
+    /// #[rkyv(as = ArchivedKey, serialize_bounds(__S: ringrpc::BorrowSerializer))]
+    /// struct KeyRef<'a> {
+    ///     #[rkyv(with = StrAsString, omit_bounds)]
+    ///     key: &'a str,
+    /// }
+    ///
+    /// const GET: Method<Key, u64> = Method::new("Kv.get");
+    /// async fn get(client: &ringrpc::Client, key: &str) -> Result<u64, ringrpc::Error> {
+    ///     let reply = client.call_borrowed(&GET, &KeyRef { key }).await?;
+    ///     Ok(reply.to_native())
+    /// }
+    /// ```
+    pub async fn call_borrowed<Req, Resp, B>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &B,
+    ) -> Result<Reply<Resp>, Error>
+    where
+        Req: Message,
+        Resp: Message,
+        B: crate::ArchivesAs<Req>,
+    {
+        let method = method.with_request::<B>();
+        self.call_with_deadline(&method, req, self.pool.shared.cfg.deadline)
+            .await
+    }
+
     /// Calls `method` with per-call settings: a deadline (for example the
     /// remaining budget of the handler making this call, see
     /// [`CallOptions::inherit`]) and metadata.
