@@ -23,28 +23,9 @@ pub fn run_no_digest(spec: &Spec, window: Window) -> Result<Tally, String> {
 }
 
 fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> {
-    let server_rt = Runtime::builder()
-        .cpus([spec.server_cpu])
-        .name("peers-rr-srv")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client_rt = Runtime::builder()
-        .cpus([spec.client_cpu])
-        .name("peers-rr-cli")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let server = echo::register(Server::builder().data_digest(digest))
-        .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
-        .map_err(|e| e.to_string())?;
-    let addr = server.local_addr();
-    let spec = *spec;
-    let tally = client_rt
-        .block_on(0, move || client(addr, spec, window, digest))
-        .map_err(|e| e.to_string())??;
-    server.shutdown(Duration::from_millis(200));
-    client_rt.shutdown();
-    server_rt.shutdown();
-    Ok(tally)
+    serve_and(spec, digest, move |addr, spec| {
+        client(addr, spec, window, digest)
+    })
 }
 
 async fn client(
@@ -107,28 +88,49 @@ where
     F: FnOnce(SocketAddr, Spec) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Tally, String>> + 'static,
 {
-    let server_rt = Runtime::builder()
-        .cpus([spec.server_cpu])
-        .name("peers-rr-srv")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client_rt = Runtime::builder()
-        .cpus([spec.client_cpu])
-        .name("peers-rr-cli")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let server = echo::register(Server::builder().data_digest(digest))
-        .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
-        .map_err(|e| e.to_string())?;
-    let addr = server.local_addr();
-    let spec = *spec;
-    let tally = client_rt
+    let setup = Setup::start(spec, digest)?;
+    let (addr, spec) = (setup.server.local_addr(), *spec);
+    let tally = setup
+        .client_rt
         .block_on(0, move || client(addr, spec))
-        .map_err(|e| e.to_string())??;
-    server.shutdown(Duration::from_millis(200));
-    client_rt.shutdown();
-    server_rt.shutdown();
-    Ok(tally)
+        .map_err(|e| e.to_string());
+    setup.stop();
+    tally?
+}
+
+/// The echo server on its pinned runtime, and a client runtime on the client CPU.
+struct Setup {
+    server_rt: Runtime,
+    client_rt: Runtime,
+    server: ringrpc::ServerHandle,
+}
+
+impl Setup {
+    fn start(spec: &Spec, digest: bool) -> Result<Self, String> {
+        let runtime = |cpu, name| {
+            Runtime::builder()
+                .cpus([cpu])
+                .name(name)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let server_rt = runtime(spec.server_cpu, "peers-rr-srv")?;
+        let client_rt = runtime(spec.client_cpu, "peers-rr-cli")?;
+        let server = echo::register(Server::builder().data_digest(digest))
+            .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            server_rt,
+            client_rt,
+            server,
+        })
+    }
+
+    fn stop(self) {
+        self.server.shutdown(Duration::from_millis(200));
+        self.client_rt.shutdown();
+        self.server_rt.shutdown();
+    }
 }
 
 async fn typed_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
@@ -186,23 +188,11 @@ async fn typed_caller(
 /// runtime call through a [`ringrpc::Handle`] whose client core runs on the
 /// same (client) CPU, the way a tokio service would use ringrpc.
 pub fn run_handle(spec: &Spec, window: Window) -> Result<Tally, String> {
-    let server_rt = Runtime::builder()
-        .cpus([spec.server_cpu])
-        .name("peers-rr-srv")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client_rt = Runtime::builder()
-        .cpus([spec.client_cpu])
-        .name("peers-rr-cli")
-        .build()
-        .map_err(|e| e.to_string())?;
-    let server = echo::register(Server::builder())
-        .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
-        .map_err(|e| e.to_string())?;
+    let setup = Setup::start(spec, true)?;
     let handle = Client::builder()
         .pool_size(1)
         .max_in_flight(spec.in_flight.max(1024))
-        .connect_handle(&client_rt, server.local_addr())
+        .connect_handle(&setup.client_rt, setup.server.local_addr())
         .map_err(|e| e.to_string())?;
     let spec = *spec;
     let tokio_side = crate::measure::spawn_pinned(spec.client_cpu, "peers-rrh-cli", move || {
@@ -210,11 +200,9 @@ pub fn run_handle(spec: &Spec, window: Window) -> Result<Tally, String> {
             .map_err(|e| e.to_string())?
             .block_on(handle_callers(handle, spec, window))
     });
-    let tally = tokio_side.join().map_err(|_| "handle client panicked")??;
-    server.shutdown(Duration::from_millis(200));
-    client_rt.shutdown();
-    server_rt.shutdown();
-    Ok(tally)
+    let tally = tokio_side.join().map_err(|_| "handle client panicked");
+    setup.stop();
+    tally?
 }
 
 async fn handle_callers(
