@@ -2,7 +2,7 @@
 //! timers and spawning, as plain async functions.
 //!
 //! Client, server and pool see only these functions and the opaque
-//! [`Stream`]/[`Listener`] types; the io_uring driver behind them lives in
+//! `Stream`/`Listener` types; the io_uring driver behind them lives in
 //! `runtime::driver`, so another driver (epoll) plugs in by reimplementing
 //! this module's functions. All of them must be called on a ringrpc core
 //! thread; off a core, I/O functions return an error and `spawn` panics.
