@@ -507,15 +507,28 @@ impl<C: Clock> ServerCore<C> {
         if self.closed {
             return;
         }
+        let text = message.to_string();
+        let text = &text.as_bytes()[..text.len().min(4096)];
+        let _ = self.push_error_frame(call_id, code, 0, text);
+    }
+
+    /// Counts and queues one Error frame for `call_id` with `code`, extra
+    /// header `flags` and `payload` (the closed check is the caller's).
+    fn push_error_frame(
+        &mut self,
+        call_id: u64,
+        code: ErrorCode,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<(), ProtocolError> {
         self.read_clock();
         self.count_error(code);
         self.note_batch_start();
         let mut header = self.header(FrameKind::Error);
         header.call_id = call_id;
         header.method = code.to_u32();
-        let text = message.to_string();
-        let text = &text.as_bytes()[..text.len().min(4096)];
-        let _ = encode_frame(&mut self.out, header, text, self.cfg.max_frame);
+        header.flags |= flags;
+        encode_frame(&mut self.out, header, payload, self.cfg.max_frame)
     }
 
     /// Appends the Error frame of a handler's error: its text, or its typed
@@ -530,14 +543,9 @@ impl<C: Clock> ServerCore<C> {
         if self.closed {
             return;
         }
-        self.read_clock();
-        self.count_error(ErrorCode::Application);
-        self.note_batch_start();
-        let mut header = self.header(FrameKind::Error);
-        header.call_id = call_id;
-        header.method = ErrorCode::Application.to_u32();
-        header.flags |= FrameHeader::TYPED;
-        if encode_frame(&mut self.out, header, &bytes, self.cfg.max_frame).is_err() {
+        let typed =
+            self.push_error_frame(call_id, ErrorCode::Application, FrameHeader::TYPED, &bytes);
+        if typed.is_err() {
             let message = "typed error over the frame limit";
             self.push_error(call_id, ErrorCode::Application, &message);
         }

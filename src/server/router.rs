@@ -47,6 +47,30 @@ impl Payload<'_> {
             state: conn.user_state(),
         }
     }
+
+    /// The handler's `rpc.server` span, continuing the caller's trace.
+    #[cfg(feature = "otel")]
+    fn span(&self, method: &'static str) -> tracing::Span {
+        let metadata = (self.metadata)();
+        let view = crate::protocol::metadata::MetadataView::from_validated(
+            metadata.as_deref().unwrap_or_default(),
+        );
+        crate::trace_context::server_span(view, method)
+    }
+}
+
+/// Answers a call with what its handler ended with: the response, the
+/// handler's error, or `Panicked`.
+fn answer<Resp: Message, E: HandlerError>(
+    conn: &ConnShared,
+    ctx: &CallCtx,
+    outcome: std::thread::Result<Result<Resp, E>>,
+) {
+    match outcome {
+        Ok(Ok(resp)) => conn.push_response(ctx, &resp),
+        Ok(Err(e)) => conn.push_app_error(ctx.call_id, &e),
+        Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
+    }
 }
 
 /// A handler with its types erased, callable by method id.
@@ -74,13 +98,7 @@ where
         };
         let sent = Cell::new(false);
         #[cfg(feature = "otel")]
-        let _span = crate::trace_context::server_span(
-            crate::protocol::metadata::MetadataView::from_validated(
-                (payload.metadata)().as_deref().unwrap_or_default(),
-            ),
-            ctx.name,
-        )
-        .entered();
+        let _span = payload.span(ctx.name).entered();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             (self.f)(req, Responder::new(conn, &ctx, &sent))
         }));
@@ -119,11 +137,11 @@ where
         let handler_ctx = payload.ctx(conn, &ctx, None);
         #[cfg(feature = "otel")]
         let _span = crate::trace_context::server_span(handler_ctx.metadata(), ctx.name).entered();
-        match catch_unwind(AssertUnwindSafe(|| (self.f)(&handler_ctx, req))) {
-            Ok(Ok(resp)) => conn.push_response(&ctx, &resp),
-            Ok(Err(e)) => conn.push_app_error(ctx.call_id, &e),
-            Err(_) => conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked"),
-        }
+        answer(
+            conn,
+            &ctx,
+            catch_unwind(AssertUnwindSafe(|| (self.f)(&handler_ctx, req))),
+        );
     }
 }
 
@@ -164,15 +182,7 @@ where
             }
         };
         #[cfg(feature = "otel")]
-        let future = tracing::Instrument::instrument(
-            future,
-            crate::trace_context::server_span(
-                crate::protocol::metadata::MetadataView::from_validated(
-                    (payload.metadata)().as_deref().unwrap_or_default(),
-                ),
-                ctx.name,
-            ),
-        );
+        let future = tracing::Instrument::instrument(future, payload.span(ctx.name));
         let (future, abort) = abortable(future);
         conn.track_async(ctx.call_id, cancel, abort);
         let conn = conn.clone();
@@ -182,11 +192,7 @@ where
                 None => Some(future.await),
             };
             match outcome {
-                Some(Ok(Ok(Ok(resp)))) => conn.push_response(&ctx, &resp),
-                Some(Ok(Ok(Err(e)))) => conn.push_app_error(ctx.call_id, &e),
-                Some(Ok(Err(_))) => {
-                    conn.push_error(ctx.call_id, ErrorCode::Panicked, &"handler panicked")
-                }
+                Some(Ok(finished)) => answer(&conn, &ctx, finished),
                 // Cancelled by the caller: it no longer waits for an answer.
                 Some(Err(Aborted)) => {}
                 None => conn.push_error(
