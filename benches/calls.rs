@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringrpc::runtime::io;
-use ringrpc::{Client, Method, Runtime, ServerHandle};
+use ringrpc::{Client, Method};
 use ringrpc_workload::echo::{self, Echo, ECHO, ECHO_OWNED};
+use ringrpc_workload::pair::Pair;
 
 /// CPUs of the server and client runtimes (the client falls back to CPU 0 on one CPU).
 fn cpus() -> (usize, usize) {
@@ -45,31 +46,24 @@ fn cpus() -> (usize, usize) {
 struct Env {
     /// `/proc/.../schedstat` of the server core's thread (its CPU time).
     server_stat: PathBuf,
-    server: Option<ServerHandle>,
-    server_rt: Option<Runtime>,
-    client_rt: Option<Runtime>,
+    /// Taken (and stopped) on drop.
+    pair: Option<Pair>,
     addr: SocketAddr,
 }
 
 impl Env {
     fn new() -> Self {
         let (server_cpu, client_cpu) = cpus();
-        let server_rt = Runtime::builder()
-            .cpus([server_cpu])
-            .name("calls-srv")
-            .build()
-            .expect("server runtime");
-        let client_rt = Runtime::builder()
-            .cpus([client_cpu])
-            .name("calls-cli")
-            .build()
-            .expect("client runtime");
-        let server = echo::server()
-            .expect("register")
-            .serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("serve");
-        let addr = server.local_addr();
-        let server_stat = server_rt
+        let pair = Pair::start(
+            server_cpu,
+            client_cpu,
+            "calls",
+            echo::server().expect("register"),
+        )
+        .expect("server and client");
+        let addr = pair.addr();
+        let server_stat = pair
+            .server_rt
             .block_on(0, || async {
                 // "<pid>/task/<tid>": this core thread's entry in /proc.
                 std::fs::read_link("/proc/thread-self").expect("/proc/thread-self")
@@ -77,9 +71,7 @@ impl Env {
             .expect("server core");
         Self {
             server_stat: Path::new("/proc").join(server_stat).join("schedstat"),
-            server: Some(server),
-            server_rt: Some(server_rt),
-            client_rt: Some(client_rt),
+            pair: Some(pair),
             addr,
         }
     }
@@ -107,7 +99,7 @@ impl Env {
         iters: u64,
     ) -> Duration {
         let addr = self.addr;
-        let rt = self.client_rt.as_ref().expect("client runtime");
+        let rt = &self.pair.as_ref().expect("running").client_rt;
         rt.block_on(0, move || {
             calls(method, addr, pool, in_flight, payload, iters)
         })
@@ -119,14 +111,8 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         // Clients live in a client-core thread local; stopping the runtime drops them.
-        if let Some(rt) = self.client_rt.take() {
-            rt.shutdown();
-        }
-        if let Some(server) = self.server.take() {
-            server.shutdown(Duration::from_millis(200));
-        }
-        if let Some(rt) = self.server_rt.take() {
-            rt.shutdown();
+        if let Some(pair) = self.pair.take() {
+            pair.stop();
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use ringrpc::runtime::io;
 use ringrpc::{Client, Handle, Runtime};
 use ringrpc_workload::echo::{self, Echo, ECHO};
+use ringrpc_workload::pair::Pair;
 
 const PAYLOAD: usize = 64;
 const ROUNDS: usize = 3;
@@ -145,23 +146,11 @@ fn main() {
     let run = Duration::from_secs_f64(secs);
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let client_cpu = usize::from(cpus > 1);
-    let server_rt = Runtime::builder()
-        .cpus([0])
-        .name("hb-srv")
-        .build()
-        .expect("server runtime");
-    let client_rt = Runtime::builder()
-        .cpus([client_cpu])
-        .name("hb-cli")
-        .build()
-        .expect("client runtime");
-    let server = echo::server()
-        .expect("register")
-        .serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("serve");
-    let addr = server.local_addr();
+    let pair = Pair::start(0, client_cpu, "hb", echo::server().expect("register"))
+        .expect("server and client");
+    let (client_rt, addr) = (&pair.client_rt, pair.addr());
     let handle = Client::builder()
-        .connect_handle(&client_rt, addr)
+        .connect_handle(client_rt, addr)
         .expect("handle");
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -171,7 +160,7 @@ fn main() {
 
     // Warm-up: both paths, connections up.
     let warm = Duration::from_millis(300);
-    core_latency(&client_rt, addr, warm);
+    core_latency(client_rt, addr, warm);
     tokio.block_on(handle_latency(&handle, warm));
 
     println!("64 B echo, server core on CPU 0, client core on CPU {client_cpu}, tokio: 1 worker; {secs} s per measurement, {ROUNDS} rounds");
@@ -180,8 +169,8 @@ fn main() {
         "round", "path", "p50 (us)", "p99 (us)", "128: calls/s"
     );
     for round in 1..=ROUNDS {
-        let (p50, p99) = percentiles(core_latency(&client_rt, addr, run));
-        let rate = core_throughput(&client_rt, addr, 128, run);
+        let (p50, p99) = percentiles(core_latency(client_rt, addr, run));
+        let rate = core_throughput(client_rt, addr, 128, run);
         println!(
             "{round:<6} {:<26} {p50:>10.1} {p99:>10.1} {rate:>14.0}",
             "Client on the core"
@@ -194,7 +183,5 @@ fn main() {
         );
     }
     drop(handle);
-    client_rt.shutdown();
-    server.shutdown(Duration::from_millis(200));
-    server_rt.shutdown();
+    pair.stop();
 }

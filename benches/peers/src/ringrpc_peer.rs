@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Runtime, Server};
+use ringrpc::{Client, Server};
 use ringrpc_workload::echo;
+use ringrpc_workload::pair::Pair;
 
 use crate::measure::{run_callers, Recorder, Spec, Tally, Window};
 
@@ -34,15 +35,7 @@ async fn client(
     window: Window,
     digest: bool,
 ) -> Result<Tally, String> {
-    let client = Client::builder()
-        .data_digest(digest)
-        .pool_size(1)
-        .max_in_flight(spec.in_flight.max(1024))
-        .connect(addr)
-        .expect("connect on a ringrpc core");
-    if !client.wait_connected(Duration::from_secs(5)).await {
-        return Err(format!("ringrpc: no connection to {addr}"));
-    }
+    let client = connected(addr, &spec, digest).await?;
     let total = run_callers(spec.in_flight, "ringrpc", |rec, first_id| {
         io::spawn(caller(rec, client.clone(), window, first_id, spec.payload))
     })
@@ -88,8 +81,8 @@ where
     F: FnOnce(SocketAddr, Spec) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Tally, String>> + 'static,
 {
-    let setup = Setup::start(spec, digest)?;
-    let (addr, spec) = (setup.server.local_addr(), *spec);
+    let setup = setup(spec, digest)?;
+    let (addr, spec) = (setup.addr(), *spec);
     let tally = setup
         .client_rt
         .block_on(0, move || client(addr, spec))
@@ -98,50 +91,34 @@ where
     tally?
 }
 
-/// The echo server on its pinned runtime, and a client runtime on the client CPU.
-struct Setup {
-    server_rt: Runtime,
-    client_rt: Runtime,
-    server: ringrpc::ServerHandle,
+/// The echo server (data digest as asked) and the client runtime.
+fn setup(spec: &Spec, digest: bool) -> Result<Pair, String> {
+    let server =
+        echo::register(Server::builder().data_digest(digest)).map_err(|e| e.to_string())?;
+    Pair::start(spec.server_cpu, spec.client_cpu, "peers-rr", server).map_err(|e| e.to_string())
 }
 
-impl Setup {
-    fn start(spec: &Spec, digest: bool) -> Result<Self, String> {
-        let runtime = |cpu, name| {
-            Runtime::builder()
-                .cpus([cpu])
-                .name(name)
-                .build()
-                .map_err(|e| e.to_string())
-        };
-        let server_rt = runtime(spec.server_cpu, "peers-rr-srv")?;
-        let client_rt = runtime(spec.client_cpu, "peers-rr-cli")?;
-        let server = echo::register(Server::builder().data_digest(digest))
-            .and_then(|b| b.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0))))
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
-            server_rt,
-            client_rt,
-            server,
-        })
-    }
-
-    fn stop(self) {
-        self.server.shutdown(Duration::from_millis(200));
-        self.client_rt.shutdown();
-        self.server_rt.shutdown();
-    }
-}
-
-async fn typed_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
-    let client = Client::builder()
-        .pool_size(1)
-        .max_in_flight(spec.in_flight.max(1024))
+/// A client of `addr` with the peers' settings (one connection), connected.
+async fn connected(addr: SocketAddr, spec: &Spec, digest: bool) -> Result<Client, String> {
+    let client = client_builder(spec)
+        .data_digest(digest)
         .connect(addr)
         .expect("connect on a ringrpc core");
     if !client.wait_connected(Duration::from_secs(5)).await {
         return Err(format!("ringrpc: no connection to {addr}"));
     }
+    Ok(client)
+}
+
+/// One connection, room for every caller.
+fn client_builder(spec: &Spec) -> ringrpc::ClientBuilder {
+    Client::builder()
+        .pool_size(1)
+        .max_in_flight(spec.in_flight.max(1024))
+}
+
+async fn typed_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
+    let client = connected(addr, &spec, true).await?;
     let typed = BenchClient::new(client.clone());
     let total = run_callers(spec.in_flight, "ringrpc-typed", |rec, first_id| {
         io::spawn(typed_caller(
@@ -188,11 +165,9 @@ async fn typed_caller(
 /// runtime call through a [`ringrpc::Handle`] whose client core runs on the
 /// same (client) CPU, the way a tokio service would use ringrpc.
 pub fn run_handle(spec: &Spec, window: Window) -> Result<Tally, String> {
-    let setup = Setup::start(spec, true)?;
-    let handle = Client::builder()
-        .pool_size(1)
-        .max_in_flight(spec.in_flight.max(1024))
-        .connect_handle(&setup.client_rt, setup.server.local_addr())
+    let setup = setup(spec, true)?;
+    let handle = client_builder(spec)
+        .connect_handle(&setup.client_rt, setup.addr())
         .map_err(|e| e.to_string())?;
     let spec = *spec;
     let tokio_side = crate::measure::spawn_pinned(spec.client_cpu, "peers-rrh-cli", move || {

@@ -1,0 +1,58 @@
+//! The benches' setup: an echo server on a runtime pinned to one CPU and a
+//! client runtime pinned to another ([`Pair`]), used by the `calls`, `handle`
+//! and `peers` benches.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringrpc::{Runtime, ServerBuilder, ServerHandle};
+
+/// An echo server on its pinned runtime, and a client runtime on the client CPU.
+#[derive(Debug)]
+pub struct Pair {
+    /// The server's runtime (one core, on the server CPU).
+    pub server_rt: Runtime,
+    /// The client's runtime (one core, on the client CPU).
+    pub client_rt: Runtime,
+    /// The server, on 127.0.0.1 with a free port.
+    pub server: ServerHandle,
+}
+
+impl Pair {
+    /// Starts `server` (its methods registered) on `server_cpu` and a client
+    /// runtime on `client_cpu`; threads are named `{name}-srv` / `{name}-cli`.
+    pub fn start(
+        server_cpu: usize,
+        client_cpu: usize,
+        name: &str,
+        server: ServerBuilder,
+    ) -> Result<Self, ringrpc::Error> {
+        let runtime = |cpu, side| {
+            Runtime::builder()
+                .cpus([cpu])
+                .name(format!("{name}-{side}"))
+                .build()
+        };
+        let server_rt = runtime(server_cpu, "srv")?;
+        let client_rt = runtime(client_cpu, "cli")?;
+        let server = server.serve(&server_rt, SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        Ok(Self {
+            server_rt,
+            client_rt,
+            server,
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stops the client runtime (dropping the clients it holds), then the
+    /// server (200 ms drain) and its runtime.
+    pub fn stop(self) {
+        self.client_rt.shutdown();
+        self.server.shutdown(Duration::from_millis(200));
+        self.server_rt.shutdown();
+    }
+}
