@@ -170,5 +170,5 @@ pub use message::{
 pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::{ErrorCode, ProtocolError};
 pub use ringrpc_macros::service;
-pub use runtime::{CoreTask, RingFlags, Runtime, RuntimeBuilder};
+pub use runtime::{CoreTask, Driver, DriverInfo, RingFlags, Runtime, RuntimeBuilder};
 pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service};

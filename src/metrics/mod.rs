@@ -419,6 +419,7 @@ impl CoreMetrics {
             server_methods,
             stalls: 0,
             recv_ring_dry: 0,
+            driver: None,
         }
     }
 }
@@ -450,6 +451,10 @@ pub struct CoreSnapshot {
     /// Receives that found the core's provided-buffer ring empty and fell
     /// back to a plain receive into the connection's own buffer.
     pub recv_ring_dry: u64,
+    /// The I/O driver the core runs ([`Driver::IoUring`](crate::Driver::IoUring)
+    /// or [`Driver::Epoll`](crate::Driver::Epoll); `None` for a merged view
+    /// of cores on different drivers, or off a runtime).
+    pub driver: Option<crate::Driver>,
 }
 
 impl CoreSnapshot {
@@ -477,6 +482,9 @@ impl CoreSnapshot {
         self.server.merge(&other.server);
         self.stalls += other.stalls;
         self.recv_ring_dry += other.recv_ring_dry;
+        if self.driver != other.driver {
+            self.driver = None;
+        }
         for p in &other.pools {
             match self.pools.iter_mut().find(|q| q.endpoint == p.endpoint) {
                 Some(q) => {
@@ -523,7 +531,17 @@ impl MetricsSnapshot {
         for core in &self.cores {
             total.merge(core);
         }
+        total.driver = self.driver();
         total
+    }
+
+    /// The driver every core runs (`None` without cores, or if they differ).
+    pub fn driver(&self) -> Option<crate::Driver> {
+        let first = self.cores.first()?.driver;
+        self.cores
+            .iter()
+            .all(|c| c.driver == first)
+            .then_some(first)?
     }
 
     /// Prometheus text exposition (format 0.0.4): counters and gauges per core,

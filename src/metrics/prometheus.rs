@@ -14,6 +14,28 @@ use std::fmt::Write;
 use super::counters::MetricInfo;
 use super::{LatencyHistogram, MetricsSnapshot, Phase};
 
+/// `ringrpc_driver{kind="io_uring"|"epoll"}`: 1 for the driver the cores run.
+fn driver_gauge(out: &mut String, snapshot: &MetricsSnapshot) {
+    if snapshot.cores.iter().all(|c| c.driver.is_none()) {
+        return;
+    }
+    header(
+        out,
+        "ringrpc_driver",
+        "gauge",
+        "The I/O driver the runtime's cores run (1) and the one they do not (0).",
+    );
+    for kind in [crate::Driver::IoUring, crate::Driver::Epoll] {
+        let on = snapshot.cores.iter().any(|c| c.driver == Some(kind));
+        let _ = writeln!(
+            out,
+            "ringrpc_driver{{kind=\"{}\"}} {}",
+            kind.name(),
+            u8::from(on)
+        );
+    }
+}
+
 const QUANTILES: [f64; 4] = [0.5, 0.95, 0.99, 0.999];
 
 pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
@@ -46,6 +68,7 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
         help: "Receives that found the core's buffer ring empty (fell back to a plain receive).",
     }];
     counter_family(&mut out, &dry_info, &cores, &dry);
+    driver_gauge(&mut out, snapshot);
     pools(&mut out, snapshot, &cores);
 
     let merged = snapshot.merged();

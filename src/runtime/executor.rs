@@ -5,8 +5,9 @@
 //! wake from another thread goes through the core's [`Inbox`]. One turn:
 //! read the clock once, take the inbox, fire due timers, run the tasks that
 //! were ready when the turn began, run the end-of-turn hooks, then submit all
-//! queued operations in one `io_uring_enter`, which also waits (up to the
-//! nearest timer) when no task is ready. Every live task is listed in a
+//! queued operations in one `io_uring_enter` (on an epoll core: one
+//! `epoll_wait`), which also waits (up to the nearest timer) when no task is
+//! ready. Every live task is listed in a
 //! registry so that stopping the core can cancel them all, which drops their
 //! futures, closes their sockets and cancels their operations before the ring
 //! goes away.
@@ -26,7 +27,7 @@ use async_task::Runnable;
 use futures_util::FutureExt;
 use slab::Slab;
 
-use super::driver;
+use super::backend as driver;
 use super::inbox::{Inbox, Job};
 use super::timer;
 
@@ -185,7 +186,7 @@ pub(crate) fn run(inbox: Arc<Inbox>) {
             publish_turn(None);
         }
         if let Err(e) = driver::turn(wait) {
-            tracing::error!(error = %e, "io_uring wait failed");
+            tracing::error!(error = %e, driver = %driver::current(), "driver wait failed");
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -2,10 +2,13 @@
 //! timers and spawning, as plain async functions.
 //!
 //! Client, server and pool see only these functions and the opaque
-//! `Stream`/`Listener` types; the io_uring driver behind them lives in
-//! `runtime::driver`, so another driver (epoll) plugs in by reimplementing
-//! this module's functions. All of them must be called on a ringrpc core
-//! thread; off a core, I/O functions return an error and `spawn` panics.
+//! `Stream`/`Listener` types. Two drivers sit behind them: io_uring
+//! (`runtime::driver`, the code in this file) and epoll (`runtime::epoll`,
+//! readiness-based, on `mio`); each function dispatches on the driver the
+//! calling core runs (`runtime::backend`), one branch per call. Timers,
+//! spawning and yielding are the executor's and the same for both. All of
+//! them must be called on a ringrpc core thread; off a core, I/O functions
+//! return an error and `spawn` panics.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -18,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 
+use super::backend::is_epoll;
 use super::buf::RecvBuf;
 use super::bufring;
 use super::driver::{self, Hold, Multishot, Op, Received};
+use super::epoll::{self, Source};
 use super::executor;
 use super::timer::Sleep;
 
@@ -28,20 +33,39 @@ pub(crate) use super::executor::{observe_turns, TURN_WAITING};
 pub use super::executor::{Panic, Task};
 
 /// A connected TCP socket owned by one core, with its multishot receive
-/// (armed on the first read when the core has a buffer ring).
+/// (io_uring: armed on the first read when the core has a buffer ring) or its
+/// epoll registration (epoll: made here, dropped before the descriptor).
 #[derive(Debug)]
 pub(crate) struct Stream {
     recv: RefCell<Option<Multishot>>,
+    source: Option<Source>,
     fd: OwnedFd,
 }
 
 impl Stream {
-    fn new(fd: OwnedFd) -> Self {
-        Self {
+    /// Wraps a connected socket (registered with the core's epoll instance
+    /// on an epoll core: it must then be non-blocking).
+    pub(super) fn new(fd: OwnedFd) -> io::Result<Self> {
+        let source = if is_epoll() {
+            Some(Source::register(fd.as_raw_fd())?)
+        } else {
+            None
+        };
+        Ok(Self {
             recv: RefCell::new(None),
+            source,
             fd,
-        }
+        })
     }
+
+    /// The socket's epoll registration (an error on an io_uring core).
+    pub(super) fn source(&self) -> io::Result<&Source> {
+        self.source.as_ref().ok_or_else(not_registered)
+    }
+}
+
+fn not_registered() -> io::Error {
+    io::Error::other("socket not registered with an epoll core")
 }
 
 impl AsFd for Stream {
@@ -56,10 +80,25 @@ impl AsRawFd for Stream {
     }
 }
 
-/// A listening TCP socket owned by one core.
+/// A listening TCP socket owned by one core (registered with its epoll
+/// instance on an epoll core).
 #[derive(Debug)]
 pub(crate) struct Listener {
+    source: Option<Source>,
     inner: std::net::TcpListener,
+}
+
+impl Listener {
+    /// The listener's epoll registration (an error on an io_uring core).
+    pub(super) fn source(&self) -> io::Result<&Source> {
+        self.source.as_ref().ok_or_else(not_registered)
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.inner.as_raw_fd()
+    }
 }
 
 fn fd_of(s: &impl AsRawFd) -> types::Fd {
@@ -143,6 +182,9 @@ async fn ready(fd: types::Fd, events: i16) -> io::Result<()> {
 
 /// Connects to `addr` with `TCP_NODELAY` set.
 pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    if is_epoll() {
+        return epoll::io::connect(addr).await;
+    }
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
@@ -158,7 +200,7 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
     }
     socket.set_nonblocking(false)?;
     socket.set_tcp_nodelay(true)?;
-    Ok(Stream::new(OwnedFd::from(socket)))
+    Stream::new(OwnedFd::from(socket))
 }
 
 /// Binds a non-blocking listener with `SO_REUSEADDR` and `SO_REUSEPORT`, so every
@@ -175,28 +217,28 @@ pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListen
 
 /// Adopts a std listener (bound elsewhere) into the current core.
 pub(crate) fn listener_from_std(listener: std::net::TcpListener) -> io::Result<Listener> {
-    listener.set_nonblocking(false)?;
-    Ok(Listener { inner: listener })
+    let epoll = is_epoll();
+    listener.set_nonblocking(epoll)?;
+    let source = if epoll {
+        Some(Source::register(listener.as_raw_fd())?)
+    } else {
+        None
+    };
+    Ok(Listener {
+        source,
+        inner: listener,
+    })
 }
 
 /// Accepts one connection, with `TCP_NODELAY` and TCP keepalive (probes after
 /// 30 s idle, every 10 s, 3 tries), so a client that vanished without FIN or RST
 /// does not hold its server connection forever.
 pub(crate) async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAddr)> {
-    let entry = opcode::Accept::new(
-        fd_of(&listener.inner),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-    )
-    .flags(libc::SOCK_CLOEXEC)
-    .build();
-    // SAFETY: no address buffer is passed; `Hold::Accept` closes a descriptor
-    // that arrives after this future is gone.
-    let op = unsafe { Op::submit(entry, Hold::Accept) }.map_err(|(e, _)| e)?;
-    let fd = op.await.0?;
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("accept: bad descriptor"))?;
-    // SAFETY: a successful accept returns a new descriptor that we now own.
-    let stream = Stream::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    let stream = if is_epoll() {
+        epoll::io::accept(listener).await?
+    } else {
+        accept_uring(listener).await?
+    };
     let sock = socket2::SockRef::from(&stream);
     let peer = sock
         .peer_addr()?
@@ -211,12 +253,34 @@ pub(crate) async fn accept(listener: &Listener) -> io::Result<(Stream, SocketAdd
     Ok((stream, peer))
 }
 
+async fn accept_uring(listener: &Listener) -> io::Result<Stream> {
+    let entry = opcode::Accept::new(
+        fd_of(&listener.inner),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .flags(libc::SOCK_CLOEXEC)
+    .build();
+    // SAFETY: no address buffer is passed; `Hold::Accept` closes a descriptor
+    // that arrives after this future is gone.
+    let op = unsafe { Op::submit(entry, Hold::Accept) }.map_err(|(e, _)| e)?;
+    let fd = op.await.0?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("accept: bad descriptor"))?;
+    // SAFETY: a successful accept returns a new descriptor that we now own.
+    Stream::new(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Receives the next bytes into `buf`; returns the byte count (0 = end of stream).
 ///
 /// On a core with a buffer ring the socket's multishot receive delivers leased
 /// ring segments (armed on first use, re-armed when it ends); when the ring
 /// is dry, or without a ring, this is a plain receive into `buf`'s chunk.
+/// On an epoll core it is a non-blocking `recv` into `buf`'s chunk, waiting
+/// for readability when the socket has nothing.
 pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
+    if is_epoll() {
+        return epoll::io::read(stream, buf).await;
+    }
     if !bufring::enabled() {
         return read_plain(stream, buf).await;
     }
@@ -311,6 +375,10 @@ pub(crate) async fn sends_first() {
 /// it is submitted to the kernel at once instead of with the core's next wait,
 /// so the peer can start on these bytes while this core works on the rest
 /// (one extra non-blocking `io_uring_enter`; none when the core is idle).
+///
+/// On an epoll core the bytes go out in non-blocking `send`s straight from
+/// the task, waiting for writability when the socket is full (`SEND_ZC` does
+/// not apply).
 pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
     write_all_tracked(stream, data, &Cell::new(None)).await
 }
@@ -322,6 +390,9 @@ pub(crate) async fn write_all_tracked(
     data: Vec<u8>,
     progress: &Cell<Option<Instant>>,
 ) -> (io::Result<()>, Vec<u8>) {
+    if is_epoll() {
+        return epoll::io::write_all_tracked(stream, data, progress).await;
+    }
     let mut data = data;
     let mut sent = 0;
     let mut first = true;

@@ -1,7 +1,10 @@
-//! Thread-per-core runtime: one pinned thread per core, each with its own io_uring.
+//! Thread-per-core runtime: one pinned thread per core, each with its own
+//! io_uring (or, where io_uring is refused, its own epoll instance).
 //!
 //! [`Runtime`] starts N threads; thread `i` is pinned to CPU `cpus[i]` and runs
-//! its own executor (`executor`) over its own ring (`driver`). Work is sent to a
+//! its own executor (`executor`) over its own ring (`driver`) or epoll
+//! instance (`epoll`), chosen once at start-up for every core ([`Driver`],
+//! `backend`). Work is sent to a
 //! core through its `inbox` as a `Send` closure that builds a (possibly `!Send`)
 //! future there, so everything a core owns (listeners, pools, metrics) stays on
 //! that core and is never shared on the hot path. Invariants: a core thread only
@@ -9,22 +12,24 @@
 //! every core, cancelling their tasks, closing their sockets and waiting for the
 //! kernel to finish their operations.
 
+mod backend;
 pub(crate) mod buf;
 mod bufring;
 mod busy;
+mod core_task;
 mod driver;
+mod epoll;
 mod executor;
 mod inbox;
 pub mod io;
+mod read_chunk;
 mod stall;
 mod timer;
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::{pin, Pin};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,44 +37,13 @@ use futures_channel::oneshot;
 
 use crate::metrics::MetricsSnapshot;
 use crate::Error;
+pub use backend::{Driver, DriverInfo, DRIVER_ENV};
+pub use core_task::{wait, CoreTask};
 use driver::RingConfig;
 pub use driver::RingFlags;
 use inbox::{Inbox, Job};
+pub(crate) use read_chunk::ReadChunk;
 use stall::{Beat, Watchdog};
-
-/// Counts what a connection's reader handled from one receive and says when
-/// to let the core's other tasks (its writer, the callers it woke) run.
-///
-/// With 128 calls arriving in one receive, handling them all before the first
-/// send made client and server take turns on the whole batch; in chunks of
-/// [`ReadChunk::FRAMES`] frames or [`ReadChunk::BYTES`] bytes, the writer sends
-/// the first replies (see [`io::write_all`]) while the reader works on the
-/// rest, so both sides work at once.
-#[derive(Debug, Default)]
-pub(crate) struct ReadChunk {
-    frames: usize,
-    bytes: usize,
-}
-
-impl ReadChunk {
-    /// Frames per chunk.
-    pub const FRAMES: usize = 32;
-    /// Bytes per chunk (large frames hand over sooner).
-    pub const BYTES: usize = 64 << 10;
-
-    /// Notes one handled frame of `len` bytes; `true` when the chunk is full
-    /// (the count starts again).
-    pub fn handled(&mut self, len: usize) -> bool {
-        self.frames += 1;
-        self.bytes += len;
-        if self.frames >= Self::FRAMES || self.bytes >= Self::BYTES {
-            *self = Self::default();
-            true
-        } else {
-            false
-        }
-    }
-}
 
 thread_local! {
     static CURRENT_CORE: Cell<Option<usize>> = const { Cell::new(None) };
@@ -86,9 +60,11 @@ pub fn current_core() -> Option<usize> {
 /// `COOP_TASKRUN`, `TASKRUN_FLAG`, `SINGLE_ISSUER` and `DEFER_TASKRUN` on
 /// (completions are processed only when the core asks for them, in one batch
 /// per wait, instead of interrupting it); `SQPOLL` off; stall detection at
-/// 10 ms; busy polling off.
+/// 10 ms; busy polling off; driver [`Driver::Auto`] (io_uring, epoll where
+/// io_uring is refused; [`DRIVER_ENV`] overrides it).
 #[derive(Debug, Clone)]
 pub struct RuntimeBuilder {
+    driver: Driver,
     cpus: Option<Vec<usize>>,
     pin: bool,
     ring_entries: u32,
@@ -105,6 +81,7 @@ pub struct RuntimeBuilder {
 impl Default for RuntimeBuilder {
     fn default() -> Self {
         Self {
+            driver: Driver::Auto,
             cpus: None,
             pin: true,
             ring_entries: 1024,
@@ -121,6 +98,18 @@ impl Default for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
+    /// The I/O driver every core runs (default [`Driver::Auto`]: io_uring,
+    /// or epoll when the kernel refuses io_uring). The environment variable
+    /// [`DRIVER_ENV`] (`RINGRPC_DRIVER`), when set, overrides this setting.
+    ///
+    /// The io_uring settings of this builder (ring entries, receive buffer
+    /// ring, `SEND_ZC`, `SQPOLL`, task-run flags) do not apply to epoll
+    /// cores; the rest (cores, pinning, stall detection, busy polling) does.
+    pub fn driver(mut self, driver: Driver) -> Self {
+        self.driver = driver;
+        self
+    }
+
     /// Runs `n` cores on CPUs `0..n` (default: every available CPU).
     pub fn cores(mut self, n: usize) -> Self {
         self.cpus = Some((0..n.max(1)).collect());
@@ -261,20 +250,55 @@ impl RuntimeBuilder {
     }
 
     /// Starts the cores. Fails with [`Error::Config`] for settings that cannot
-    /// work (no core, a CPU this process may not run on, a zero-sized ring),
-    /// and with [`Error::IoUringUnavailable`] when a ring cannot be created
-    /// (old kernel, seccomp, `io_uring_disabled` sysctl).
+    /// work (no core, a CPU this process may not run on, a zero-sized ring, a
+    /// bad [`DRIVER_ENV`] value), and, with [`Driver::IoUring`], with
+    /// [`Error::IoUringUnavailable`] when a ring cannot be created (old
+    /// kernel, seccomp, `io_uring_disabled` sysctl). With [`Driver::Auto`]
+    /// such a host runs epoll instead (a warning says so, once).
     pub fn build(self) -> Result<Runtime, Error> {
+        let env = std::env::var(DRIVER_ENV).ok();
+        self.build_with(env.as_deref())
+    }
+
+    /// [`build`](Self::build) with `env` as the value of [`DRIVER_ENV`].
+    fn build_with(self, env: Option<&str>) -> Result<Runtime, Error> {
         let cpus = self.cpus.clone().unwrap_or_else(|| {
             (0..std::thread::available_parallelism().map_or(1, usize::from)).collect()
         });
         self.validate(&cpus)?;
+        let requested = backend::requested(self.driver, env)?;
+        let mut info = DriverInfo {
+            kind: match requested {
+                Driver::Epoll => Driver::Epoll,
+                _ => Driver::IoUring,
+            },
+            requested,
+            fallback: None,
+        };
         let mut cores = Vec::with_capacity(cpus.len());
         for (index, &cpu) in cpus.iter().enumerate() {
-            cores.push(self.start_core(index, cpu)?);
+            let core = match self.start_core(index, cpu, info.kind) {
+                Err(Error::IoUringUnavailable(e))
+                    if index == 0 && requested == Driver::Auto && backend::falls_back(&e) =>
+                {
+                    tracing::warn!(
+                        error = %e,
+                        "io_uring is unavailable here; ringrpc runs on the epoll driver"
+                    );
+                    info.kind = Driver::Epoll;
+                    info.fallback = Some(e.to_string());
+                    self.start_core(index, cpu, Driver::Epoll)?
+                }
+                other => other?,
+            };
+            cores.push(core);
+        }
+        if info.fallback.is_none() {
+            tracing::info!(driver = %info.kind, requested = %requested, "ringrpc driver");
         }
         let mut runtime = Runtime {
             cores,
+            driver: info,
             beats: Vec::new(),
             watchdog: None,
         };
@@ -290,14 +314,18 @@ impl RuntimeBuilder {
         Ok(runtime)
     }
 
-    fn start_core(&self, index: usize, cpu: usize) -> Result<Core, Error> {
+    fn start_core(&self, index: usize, cpu: usize, kind: Driver) -> Result<Core, Error> {
         let inbox = Arc::new(Inbox::new().map_err(Error::Io)?);
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let (ring, pin, core_inbox) = (self.ring_config(), self.pin.then_some(cpu), inbox.clone());
-        let buffers = self.buffer_shape();
+        let setup = CoreSetup {
+            kind,
+            ring,
+            buffers: self.buffer_shape(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("{}-{index}", self.name))
-            .spawn(move || core_main(index, pin, (ring, buffers), core_inbox, ready_tx))
+            .spawn(move || core_main(index, pin, setup, core_inbox, ready_tx))
             .map_err(Error::Io)?;
         match ready_rx.recv() {
             Ok(Ok(flags)) => Ok(Core {
@@ -307,7 +335,10 @@ impl RuntimeBuilder {
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
-                Err(Error::IoUringUnavailable(e))
+                Err(match kind {
+                    Driver::Epoll => Error::Io(e),
+                    _ => Error::IoUringUnavailable(e),
+                })
             }
             Err(_) => Err(Error::Io(std::io::Error::other(
                 "core thread died at start",
@@ -346,10 +377,17 @@ fn pin_to(cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a core thread sets up before it runs.
+struct CoreSetup {
+    kind: Driver,
+    ring: RingConfig,
+    buffers: Option<bufring::RingShape>,
+}
+
 fn core_main(
     index: usize,
     pin: Option<usize>,
-    (ring, buffers): (RingConfig, Option<bufring::RingShape>),
+    setup: CoreSetup,
     inbox: Arc<Inbox>,
     ready: std_mpsc::Sender<std::io::Result<RingFlags>>,
 ) {
@@ -360,14 +398,19 @@ fn core_main(
     }
     // The ring is created here, on its thread: with SINGLE_ISSUER and
     // DEFER_TASKRUN only the creating thread may submit and reap.
-    let flags = match driver::install(&ring, buffers, inbox.event_fd()) {
+    let installed = match setup.kind {
+        Driver::Epoll => epoll::install(inbox.event_fd()).map(|()| RingFlags::default()),
+        _ => driver::install(&setup.ring, setup.buffers, inbox.event_fd()),
+    };
+    let flags = match installed {
         Ok(flags) => flags,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    tracing::info!(core = index, ?flags, "io_uring core started");
+    backend::set_current(setup.kind);
+    tracing::info!(core = index, driver = %setup.kind, ?flags, "core started");
     CURRENT_CORE.with(|c| c.set(Some(index)));
     let _ = ready.send(Ok(flags));
     executor::run(inbox);
@@ -380,7 +423,7 @@ struct Core {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A set of pinned io_uring cores.
+/// A set of pinned cores, each with its own io_uring or epoll driver.
 ///
 /// **Dropping it stops the runtime**, as [`shutdown`](Self::shutdown) does:
 /// every core stops, tasks still running on them (servers, clients, spawned
@@ -389,6 +432,7 @@ struct Core {
 #[must_use = "dropping a Runtime stops every core and cancels the tasks on them"]
 pub struct Runtime {
     cores: Vec<Core>,
+    driver: DriverInfo,
     beats: Vec<Arc<Beat>>,
     watchdog: Option<Watchdog>,
 }
@@ -398,6 +442,7 @@ impl std::fmt::Debug for Runtime {
         let flags: Vec<_> = self.cores.iter().map(|c| c.flags).collect();
         f.debug_struct("Runtime")
             .field("cores", &self.cores.len())
+            .field("driver", &self.driver)
             .field("ring_flags", &flags)
             .field("stall_watchdog", &self.watchdog.is_some())
             .finish()
@@ -413,6 +458,12 @@ impl Runtime {
     /// Number of cores.
     pub fn cores(&self) -> usize {
         self.cores.len()
+    }
+
+    /// The driver every core runs, what was asked for and, when
+    /// [`Driver::Auto`] fell back to epoll, why.
+    pub fn driver(&self) -> &DriverInfo {
+        &self.driver
     }
 
     /// Runs `make()` on core `core` and spawns the future it returns there.
@@ -443,7 +494,7 @@ impl Runtime {
         if !target.inbox.push_job(job) {
             return Err(Error::Shutdown);
         }
-        Ok(CoreTask { rx })
+        Ok(CoreTask::new(rx))
     }
 
     fn start_watchdog(&mut self, name: &str, threshold: Duration) -> Result<(), Error> {
@@ -481,6 +532,7 @@ impl Runtime {
                 self.spawn_on(core, move || async move {
                     let mut snap = crate::metrics::local().snapshot(Some(core));
                     snap.recv_ring_dry = bufring::dry_count();
+                    snap.driver = Some(backend::current());
                     snap
                 })
                 .ok()
@@ -518,7 +570,8 @@ impl Runtime {
     }
 
     /// The io_uring setup flags core `core`'s ring runs with (what the kernel
-    /// granted of those asked for; see [`RuntimeBuilder::defer_taskrun`]).
+    /// granted of those asked for; see [`RuntimeBuilder::defer_taskrun`]);
+    /// all off on an epoll core.
     pub fn ring_flags(&self, core: usize) -> Option<RingFlags> {
         self.cores.get(core).map(|c| c.flags)
     }
@@ -597,93 +650,9 @@ impl CoreRemote {
     }
 }
 
-/// The result of work sent to a core with [`Runtime::spawn_on`].
-///
-/// Wait for it by blocking ([`join`](Self::join)) or by awaiting it: a
-/// `CoreTask` is a `Send` future that any executor can poll (a tokio task
-/// does not block its worker thread on it). Dropping it does **not** cancel
-/// the task: the future runs to completion on its core and its output is
-/// discarded.
-#[must_use = "dropping a CoreTask discards the task's output (the task still runs); await it or call .join()"]
-pub struct CoreTask<T> {
-    rx: oneshot::Receiver<T>,
-}
-
-impl<T> std::fmt::Debug for CoreTask<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CoreTask").finish_non_exhaustive()
-    }
-}
-
-impl<T> CoreTask<T> {
-    /// Blocks until the task finishes. Fails with [`Error::Shutdown`] if the task
-    /// panicked or its core stopped first. Do not call it on a thread that
-    /// runs an async executor (await the `CoreTask` there instead).
-    pub fn join(self) -> Result<T, Error> {
-        wait(self)
-    }
-}
-
-impl<T> Future for CoreTask<T> {
-    /// The task's output, or [`Error::Shutdown`] as for [`CoreTask::join`].
-    type Output = Result<T, Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.map_err(|_| Error::Shutdown))
-    }
-}
-
-/// Wakes a thread parked in [`wait`].
-struct Unpark(std::thread::Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Polls `future` to completion on the calling thread, parking it between
-/// polls: a minimal executor for a thread that has none, e.g. to wait for a
-/// `Handle` call or a [`CoreTask`] from plain synchronous
-/// code. Not for a thread that runs an executor (a tokio worker: await there)
-/// nor a ringrpc core (it would stop the core's loop).
-pub fn wait<F: Future>(future: F) -> F::Output {
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn read_chunk_fills_by_frames_or_bytes() {
-        let mut chunk = ReadChunk::default();
-        for _ in 1..ReadChunk::FRAMES {
-            assert!(!chunk.handled(96));
-        }
-        assert!(chunk.handled(96), "the 32nd small frame fills the chunk");
-        assert!(!chunk.handled(96), "and the count starts again");
-        let mut chunk = ReadChunk::default();
-        assert!(!chunk.handled(ReadChunk::BYTES / 2));
-        assert!(
-            chunk.handled(ReadChunk::BYTES / 2),
-            "two half-chunk frames fill it"
-        );
-    }
 
     #[test]
     fn work_runs_on_the_chosen_core() {

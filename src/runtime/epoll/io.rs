@@ -1,0 +1,146 @@
+//! The epoll driver's socket operations behind `runtime::io`: each one tries
+//! its non-blocking system call first and waits for readiness only when the
+//! call would block.
+//!
+//! Reads land in the same aligned receive buffers as io_uring's plain
+//! receives (`RecvBuf::read_target`/`commit`); writes send from the caller's
+//! outgoing buffer and hand it back. A task that completes [`BUDGET`](super)
+//! operations in a row without the core turning yields once, so a peer that
+//! keeps a socket full cannot starve the core's timers and other sockets.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
+
+use super::{spend, Dir};
+use crate::runtime::buf::RecvBuf;
+use crate::runtime::io::{self as rio, Listener, Stream};
+
+/// Yields once when this core's budget of operations without a turn is spent.
+async fn pace() {
+    if spend() {
+        rio::yield_now().await;
+    }
+}
+
+/// Receives the next bytes into `buf`'s chunk; the byte count (0 = end of stream).
+pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
+    pace().await;
+    loop {
+        let tail = buf.read_target();
+        let (ptr, len) = tail.raw_parts();
+        // SAFETY: `ptr..ptr+len` is the chunk's free tail, ours alone until
+        // `commit` (RecvBuf hands out one tail at a time).
+        let n = unsafe { libc::recv(stream.as_raw_fd(), ptr.cast(), len, libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(n) {
+            buf.commit(tail, n);
+            crate::runtime::busy::note_receive();
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        buf.commit(tail, 0);
+        match e.kind() {
+            io::ErrorKind::WouldBlock => stream.source()?.blocked(Dir::Read).await?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Sends all of `data` (handed back for reuse), setting `progress` to the
+/// core's time after every send that moved bytes.
+pub(crate) async fn write_all_tracked(
+    stream: &Stream,
+    data: Vec<u8>,
+    progress: &Cell<Option<Instant>>,
+) -> (io::Result<()>, Vec<u8>) {
+    pace().await;
+    let mut sent = 0;
+    while sent < data.len() {
+        let rest = &data[sent..];
+        // SAFETY: `rest` is a live buffer of its length for the call.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
+            Ok(n) => {
+                sent += n;
+                progress.set(Some(rio::now()));
+                continue;
+            }
+            Err(_) => {}
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => {
+                let waited = match stream.source() {
+                    Ok(source) => source.blocked(Dir::Write).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = waited {
+                    return (Err(e), data);
+                }
+            }
+            io::ErrorKind::Interrupted => {}
+            _ => return (Err(e), data),
+        }
+    }
+    (Ok(()), data)
+}
+
+/// Connects a non-blocking socket to `addr`, waiting for writability while
+/// the handshake runs.
+pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    let pending = match socket.connect(&addr.into()) {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+        Err(e) => return Err(e),
+    };
+    socket.set_tcp_nodelay(true)?;
+    let stream = Stream::new(OwnedFd::from(socket))?;
+    if pending {
+        stream.source()?.blocked(Dir::Write).await?;
+        if let Some(e) = socket2::SockRef::from(&stream).take_error()? {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}
+
+/// Accepts one connection (non-blocking, close-on-exec).
+pub(crate) async fn accept(listener: &Listener) -> io::Result<Stream> {
+    pace().await;
+    loop {
+        // SAFETY: no address buffer is passed; the result is checked.
+        let fd = unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a successful accept returns a new descriptor that we now own.
+            return Stream::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => listener.source()?.blocked(Dir::Read).await?,
+            // A connection that died in the backlog: take the next one.
+            Some(libc::EINTR | libc::ECONNABORTED) => {}
+            _ => return Err(e),
+        }
+    }
+}
