@@ -20,11 +20,12 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ringrpc::runtime::io;
-use ringrpc::{Client, MetricsSnapshot, Runtime, Server, ServerHandle};
+use ringrpc::{Client, Driver, MetricsSnapshot, Runtime, Server, ServerHandle};
 use ringrpc_floor::Mode;
 use ringrpc_workload::cpu::{self, CpuShares, Naming};
 use ringrpc_workload::echo;
 
+use crate::driver::{parse_driver, say_once};
 use crate::floor::{self, FloorSpec};
 use crate::measure::{parse_positive, parse_rate, parse_secs, Switch, Tally, Window};
 use crate::report::{self, Row, Shape};
@@ -122,6 +123,11 @@ pub struct BenchArgs {
     /// Runs per setting for `--compare metrics`.
     #[arg(long, default_value = "5", value_parser = parse_positive, value_name = "N")]
     pub rounds: usize,
+    /// The I/O driver of the client and the embedded server: `auto`
+    /// (io_uring, or epoll where it is refused), `io_uring` or `epoll`
+    /// (`RINGRPC_DRIVER`, when set, overrides it).
+    #[arg(long, default_value = "auto", value_parser = parse_driver, value_name = "auto|io_uring|epoll")]
+    pub driver: Driver,
 }
 
 impl BenchArgs {
@@ -186,7 +192,9 @@ impl EmbeddedServer {
             .name(SIDES.server())
             .busy_poll(args.busy())
             .send_zc(args.send_zc)
+            .driver(args.driver)
             .build()?;
+        say_once(runtime.driver());
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let builder = Server::builder().data_digest(args.data_digest.is_on());
         let handle = echo::register(builder)?
@@ -360,7 +368,9 @@ fn with_runtimes(
         .name(SIDES.client())
         .busy_poll(args.busy())
         .send_zc(args.send_zc)
+        .driver(args.driver)
         .build()?;
+    say_once(runtime.driver());
     let row = measure(Target {
         runtime: &runtime,
         addr,

@@ -10,12 +10,16 @@
 //!   measures what they cost.
 //! - `ringrpc serve --listen ADDR [--metrics ADDR]`: serves the benchmark's
 //!   `Bench.echo` method, and Prometheus metrics at `http://ADDR/metrics`.
+//! - `bench` and `serve` take `--driver auto|io_uring|epoll` (default `auto`:
+//!   io_uring, or epoll where the kernel refuses it) and say once which
+//!   driver ran; `RINGRPC_DRIVER` overrides `--driver`.
 //! - `ringrpc tune`: sweeps pool size × in-flight calls, recommends a pool size
 //!   and writes CSV and an SVG plot.
 //! - `ringrpc plot`: SVG charts from the `peers` bench CSV and `bench --csv`.
 
 mod bench;
 mod compare;
+mod driver;
 mod export;
 mod floor;
 mod measure;

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use clap::Args;
 use ringrpc::metrics::http::Endpoint;
-use ringrpc::{Runtime, ServerHandle};
+use ringrpc::{Driver, Runtime, ServerHandle};
 use ringrpc_workload::echo;
 
+use crate::driver::{describe, parse_driver};
 use crate::measure::{parse_positive, parse_secs, Switch};
 use crate::CliResult;
 
@@ -43,11 +44,15 @@ pub struct ServeArgs {
     /// Per-phase and per-method latency histograms (counters are always kept).
     #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
     histograms: Switch,
+    /// The I/O driver: `auto` (io_uring, or epoll where it is refused),
+    /// `io_uring` or `epoll` (`RINGRPC_DRIVER`, when set, overrides it).
+    #[arg(long, default_value = "auto", value_parser = parse_driver, value_name = "auto|io_uring|epoll")]
+    driver: Driver,
 }
 
 /// Runs the server until killed (or for `--duration`).
 pub fn run(args: &ServeArgs) -> CliResult<()> {
-    let mut builder = Runtime::builder().name("serve");
+    let mut builder = Runtime::builder().name("serve").driver(args.driver);
     if let Some(cpus) = &args.cpus {
         builder = builder.cpus(cpus.iter().copied());
     } else if let Some(n) = args.cores {
@@ -58,9 +63,10 @@ pub fn run(args: &ServeArgs) -> CliResult<()> {
         .metrics(args.histograms.is_on())
         .serve(&runtime, args.listen)?;
     println!(
-        "ringrpc serve: Bench.echo on {} ({} cores)",
+        "ringrpc serve: Bench.echo on {} ({} cores, {})",
         handle.local_addr(),
-        runtime.cores()
+        runtime.cores(),
+        describe(runtime.driver())
     );
     let endpoint = args.metrics.map(Endpoint::bind).transpose()?;
     std::thread::scope(|scope| {

@@ -105,6 +105,7 @@ impl TuneArgs {
             rounds: 1,
             busy_poll: 0,
             send_zc: None,
+            driver: ringrpc::Driver::Auto,
         }
     }
 

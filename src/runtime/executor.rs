@@ -128,6 +128,14 @@ pub(crate) fn turn_now() -> Instant {
     NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
+/// Reads the clock again for the rest of the turn: the epoll driver calls it
+/// after a read that completed in the middle of a turn (its bytes may have
+/// arrived long after the turn began, say behind a handler that blocked the
+/// core), so that `turn_now` stays no earlier than any data the turn handles.
+pub(crate) fn refresh_now() {
+    NOW.with(|n| n.set(Some(Instant::now())));
+}
+
 /// Makes this core publish into `state` when each turn begins (nanoseconds
 /// since `epoch`) or [`TURN_WAITING`] while it waits in the kernel.
 pub(crate) fn observe_turns(epoch: Instant, state: Arc<AtomicU64>) {

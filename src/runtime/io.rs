@@ -153,7 +153,8 @@ pub async fn until<F: Future>(deadline: Instant, future: F) -> Option<F::Output>
 /// The time the core's current scheduler turn began: one clock read per turn,
 /// shared by everything that runs in it. It is never earlier than any
 /// completion the turn handles (completions are reaped before the turn
-/// starts), and at most one turn behind the true time.
+/// starts; on an epoll core, a read that completes during the turn reads the
+/// clock again), and at most one turn behind the true time.
 pub(crate) fn now() -> Instant {
     executor::turn_now()
 }

@@ -4,7 +4,11 @@
 //!
 //! Reads land in the same aligned receive buffers as io_uring's plain
 //! receives (`RecvBuf::read_target`/`commit`); writes send from the caller's
-//! outgoing buffer and hand it back. A task that completes [`BUDGET`](super)
+//! outgoing buffer and hand it back. A read completes in the middle of a
+//! turn rather than before it, so it reads the clock again
+//! (`executor::refresh_now`): the turn's clock (`io::now`) must never be
+//! earlier than bytes the turn handles, or a server would date a request's
+//! arrival, and so its deadline, too early. A task that completes [`BUDGET`](super)
 //! operations in a row without the core turning yields once, so a peer that
 //! keeps a socket full cannot starve the core's timers and other sockets.
 
@@ -36,6 +40,8 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
         let n = unsafe { libc::recv(stream.as_raw_fd(), ptr.cast(), len, libc::MSG_DONTWAIT) };
         if let Ok(n) = usize::try_from(n) {
             buf.commit(tail, n);
+            // The bytes may have come in long after the turn began.
+            crate::runtime::executor::refresh_now();
             crate::runtime::busy::note_receive();
             return Ok(n);
         }
@@ -119,8 +125,12 @@ pub(crate) async fn connect(addr: SocketAddr) -> io::Result<Stream> {
 }
 
 /// Accepts one connection (non-blocking, close-on-exec).
+///
+/// One accept per scheduler turn, as under io_uring: the tasks that the
+/// previous connection woke (an evicted connection closing its descriptor)
+/// run first, so a flood of connections cannot outrun the server's limits.
 pub(crate) async fn accept(listener: &Listener) -> io::Result<Stream> {
-    pace().await;
+    rio::yield_now().await;
     loop {
         // SAFETY: no address buffer is passed; the result is checked.
         let fd = unsafe {
