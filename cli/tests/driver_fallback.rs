@@ -147,7 +147,7 @@ fn the_default_bench_runs_on_epoll_and_says_so_once() {
     // One row per in-flight value (1 and 16), each with calls and no errors.
     let rows: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.starts_with("ringrpc "))
+        .filter(|l| l.starts_with("ringrpc ") && !l.starts_with("ringrpc bench"))
         .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
     for row in rows {
