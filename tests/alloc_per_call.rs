@@ -154,7 +154,14 @@ fn allocations_per_call_in_steady_state() {
     let (c1, s1) = measure(1, 4000, Handler::Sum);
     let (c128, s128) = measure(128, 200, Handler::Sum);
     let (ce, se) = measure(128, 200, Handler::Echo);
-    println!("allocations per call: 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}; responder echo at 128: client {ce:.3}, server {se:.3}");
+    let driver = Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .build()
+        .expect("rt")
+        .driver()
+        .kind;
+    println!("allocations per call ({driver}): 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}; responder echo at 128: client {ce:.3}, server {se:.3}");
     // Steady state allocates nothing per call; the bounds leave room for the
     // test's own spawned callers and request vectors (128 of each per run at
     // 128 in flight = 0.01 per call) and the odd heartbeat or buffer growth.
