@@ -90,7 +90,7 @@ fn not_on_core() -> stdio::Error {
 }
 
 fn key(token: Token) -> (usize, u32) {
-    ((token.0 & 0xffff_ffff) as usize, (token.0 >> 32) as u32)
+    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
 }
 
 /// Creates this thread's epoll instance; `wake_fd` is the eventfd that other
