@@ -11,7 +11,7 @@ use futures_channel::oneshot;
 
 use crate::Error;
 
-/// The result of work sent to a core with [`Runtime::spawn_on`].
+/// The result of work sent to a core with [`Runtime::spawn_on`](super::Runtime::spawn_on).
 ///
 /// Wait for it by blocking ([`join`](Self::join)) or by awaiting it: a
 /// `CoreTask` is a `Send` future that any executor can poll (a tokio task
