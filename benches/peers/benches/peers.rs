@@ -1,5 +1,6 @@
 //! `cargo bench -p ringrpc-peers --bench peers`: the same echo workload against the raw-socket
-//! floors, ringrpc, tarpc and tonic, in one run, printed side by side.
+//! floors, ringrpc (on io_uring, and on epoll as `ringrpc-epoll`), tarpc and
+//! tonic, in one run, printed side by side.
 //!
 //! A hand-written closed-loop harness (criterion's per-iteration model does not
 //! give per-call latency percentiles under concurrency): for each cell of the
@@ -482,11 +483,11 @@ fn versus_peers(out: &mut String, results: &Results, opts: &Options) {
         let Some(r) = median_round(results, cell, "ringrpc") else {
             continue;
         };
-        for other in ["tarpc", "tonic"] {
+        for other in ["ringrpc-epoll", "tarpc", "tonic"] {
             if let Some(o) = median_round(results, cell, other) {
                 let _ = writeln!(
                     out,
-                    "ringrpc vs {other:<5} [{}]: {:.2}x calls/s, p50 {:.2}x",
+                    "ringrpc vs {other:<13} [{}]: {:.2}x calls/s, p50 {:.2}x",
                     cell_name(cell.0, cell.1),
                     r.calls_per_s / o.calls_per_s,
                     r.p50_us / o.p50_us

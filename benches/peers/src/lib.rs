@@ -10,7 +10,7 @@
 //! - [`raw`]: blocking ping-pong and a pipelined loop over a plain socket (the
 //!   floors), and the pipelined loop with a CRC32 on every message (`raw-crc`);
 //! - [`ringrpc_peer`]: ringrpc (io_uring, thread per core, rkyv); also
-//!   `ringrpc-typed` (the client `#[ringrpc::service]` generates) and
+//!   `ringrpc-epoll` (the same on the epoll driver), `ringrpc-typed` (the client `#[ringrpc::service]` generates) and
 //!   `ringrpc-handle` (tokio tasks calling through a `Handle`);
 //! - [`tarpc_peer`]: tarpc with its bincode serde transport on tokio;
 //! - [`tonic_peer`]: tonic gRPC (HTTP/2, prost) on tokio.
@@ -34,6 +34,7 @@ pub const PEERS: &[(&str, RunFn)] = &[
     ("raw-pipelined", raw::run_pipelined),
     ("raw-crc", raw::run_pipelined_crc),
     ("ringrpc", ringrpc_peer::run),
+    ("ringrpc-epoll", ringrpc_peer::run_epoll),
     ("ringrpc-nodigest", ringrpc_peer::run_no_digest),
     ("ringrpc-typed", ringrpc_peer::run_typed),
     ("ringrpc-handle", ringrpc_peer::run_handle),

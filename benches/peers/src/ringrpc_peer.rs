@@ -1,12 +1,14 @@
 //! ringrpc: server runtime pinned to the server CPU, client runtime pinned to
 //! the client CPU, one connection (`pool_size(1)`), `in_flight` caller tasks on
-//! the client core, each looping call → check → record.
+//! the client core, each looping call → check → record. `ringrpc` runs the
+//! default driver (io_uring where the kernel allows it), `ringrpc-epoll` the
+//! same workload with both runtimes on the epoll driver.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Server};
+use ringrpc::{Client, Driver, Server};
 use ringrpc_workload::echo;
 use ringrpc_workload::pair::Pair;
 
@@ -15,6 +17,21 @@ use crate::measure::{run_callers, Recorder, Spec, Tally, Window};
 /// Runs the workload against a ringrpc server (data digests on, the default).
 pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
     run_with(spec, window, true)
+}
+
+/// [`run`] with the client and the server on the epoll driver.
+pub fn run_epoll(spec: &Spec, window: Window) -> Result<Tally, String> {
+    let setup = setup_on(Driver::Epoll, spec, true)?;
+    let (addr, spec) = (setup.addr(), *spec);
+    if setup.client_rt.driver().kind != Driver::Epoll {
+        return Err("ringrpc-epoll: the runtime did not start on epoll".into());
+    }
+    let tally = setup
+        .client_rt
+        .block_on(0, move || client(addr, spec, window, true))
+        .map_err(|e| e.to_string());
+    setup.stop();
+    tally?
 }
 
 /// Runs the workload with the payload CRC32 (data digest) off on both sides,
@@ -93,9 +110,15 @@ where
 
 /// The echo server (data digest as asked) and the client runtime.
 fn setup(spec: &Spec, digest: bool) -> Result<Pair, String> {
+    setup_on(Driver::Auto, spec, digest)
+}
+
+/// [`setup`] on `driver`.
+fn setup_on(driver: Driver, spec: &Spec, digest: bool) -> Result<Pair, String> {
     let server =
         echo::register(Server::builder().data_digest(digest)).map_err(|e| e.to_string())?;
-    Pair::start(spec.server_cpu, spec.client_cpu, "peers-rr", server).map_err(|e| e.to_string())
+    Pair::start_on(driver, spec.server_cpu, spec.client_cpu, "peers-rr", server)
+        .map_err(|e| e.to_string())
 }
 
 /// A client of `addr` with the peers' settings (one connection), connected.

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ringrpc::{Runtime, ServerBuilder, ServerHandle};
+use ringrpc::{Driver, Runtime, ServerBuilder, ServerHandle};
 
 /// An echo server on its pinned runtime, and a client runtime on the client CPU.
 #[derive(Debug)]
@@ -21,7 +21,20 @@ pub struct Pair {
 impl Pair {
     /// Starts `server` (its methods registered) on `server_cpu` and a client
     /// runtime on `client_cpu`; threads are named `{name}-srv` / `{name}-cli`.
+    /// Both run the default driver ([`Driver::Auto`]).
     pub fn start(
+        server_cpu: usize,
+        client_cpu: usize,
+        name: &str,
+        server: ServerBuilder,
+    ) -> Result<Self, ringrpc::Error> {
+        Self::start_on(Driver::Auto, server_cpu, client_cpu, name, server)
+    }
+
+    /// [`start`](Self::start) with both runtimes on `driver`
+    /// (`RINGRPC_DRIVER`, when set, overrides it).
+    pub fn start_on(
+        driver: Driver,
         server_cpu: usize,
         client_cpu: usize,
         name: &str,
@@ -31,6 +44,7 @@ impl Pair {
             Runtime::builder()
                 .cpus([cpu])
                 .name(format!("{name}-{side}"))
+                .driver(driver)
                 .build()
         };
         let server_rt = runtime(server_cpu, "srv")?;
