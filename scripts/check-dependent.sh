@@ -26,6 +26,10 @@ echo "== check: build and run tests/dependent (release, --target-dir $target_dir
 cargo run --release --manifest-path "$manifest" --target-dir "$target_dir"
 echo "ok: ringrpc-dependent built and ran (replies correct, no allocation per call on a core, 2 per Handle call)"
 
+echo "== check: tests/dependent again on the epoll driver (RINGRPC_DRIVER=epoll)"
+RINGRPC_DRIVER=epoll cargo run --release --manifest-path "$manifest" --target-dir "$target_dir"
+echo "ok: ringrpc-dependent ran on epoll (same replies and allocation bounds)"
+
 echo "== check: root Cargo.toml has no [patch] section"
 if grep -nE '^[[:space:]]*\[patch' Cargo.toml; then
   echo "FAIL: root Cargo.toml has a [patch] section (dependents of ringrpc do not get it)" >&2

@@ -6,6 +6,12 @@
 //! the receive buffer; in-flight calls kept in a slab whose index + generation
 //! is the wire call id.
 //!
+//! Where the kernel refuses io_uring (container seccomp profiles, gVisor,
+//! `kernel.io_uring_disabled`), the default [`Driver::Auto`] runs every core
+//! on epoll instead, with the same API; [`RuntimeBuilder::driver`] and the
+//! `RINGRPC_DRIVER` environment variable choose, [`Runtime::driver`] says
+//! which runs and why.
+//!
 //! Where things live (the call path, in order):
 //! [`client`] (`call()`) → `protocol::call_table` (slab slot) →
 //! `protocol::codec` (frame) → `runtime::io` (the ring) → `server`

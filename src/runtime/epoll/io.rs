@@ -30,8 +30,15 @@ async fn pace() {
 }
 
 /// Receives the next bytes into `buf`'s chunk; the byte count (0 = end of stream).
+///
+/// A receive that comes back shorter than the room it had emptied the
+/// socket's queue, so the next read waits for readability before it calls
+/// `recv` (saving a call that would only say `EAGAIN`); new bytes raise a new
+/// edge-triggered event.
 pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
     pace().await;
+    let source = stream.source()?;
+    source.ready(Dir::Read).await?;
     loop {
         let tail = buf.read_target();
         let (ptr, len) = tail.raw_parts();
@@ -39,6 +46,9 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
         // `commit` (RecvBuf hands out one tail at a time).
         let n = unsafe { libc::recv(stream.as_raw_fd(), ptr.cast(), len, libc::MSG_DONTWAIT) };
         if let Ok(n) = usize::try_from(n) {
+            if n > 0 && n < len {
+                source.drained(Dir::Read);
+            }
             buf.commit(tail, n);
             // The bytes may have come in long after the turn began.
             crate::runtime::executor::refresh_now();
@@ -48,7 +58,7 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
         let e = io::Error::last_os_error();
         buf.commit(tail, 0);
         match e.kind() {
-            io::ErrorKind::WouldBlock => stream.source()?.blocked(Dir::Read).await?,
+            io::ErrorKind::WouldBlock => source.blocked(Dir::Read).await?,
             io::ErrorKind::Interrupted => {}
             _ => return Err(e),
         }

@@ -248,7 +248,20 @@ impl Source {
     /// Waits until `dir` is ready, after a call that would have blocked:
     /// clears the flag and parks until the next event for it.
     pub async fn blocked(&self, dir: Dir) -> stdio::Result<()> {
+        self.drained(dir);
+        self.ready(dir).await
+    }
+
+    /// Notes that `dir` has nothing more for now (a call would block, or a
+    /// receive came back short: the socket's queue is empty); the next call
+    /// waits for an event first.
+    pub fn drained(&self, dir: Dir) {
         self.half(dir, |h| h.ready = false);
+    }
+
+    /// Waits until `dir` is ready (at once if no call found it drained since
+    /// its last event).
+    pub async fn ready(&self, dir: Dir) -> stdio::Result<()> {
         poll_fn(|cx| {
             let ready = self.half(dir, |h| {
                 if h.ready {

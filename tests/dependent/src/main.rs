@@ -352,6 +352,11 @@ async fn main() {
 
     // On the client core (blocking this thread, tokio's main thread, while
     // the core works; tokio's workers are idle meanwhile).
+    println!(
+        "ringrpc-dependent: driver {} (asked: {})",
+        runtime.driver().kind,
+        runtime.driver().requested
+    );
     let mut failed = Vec::new();
     for (kind, callers, bound) in [
         (Kind::Echo, 1, MAX_PER_CALL_ONE),
