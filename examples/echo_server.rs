@@ -22,7 +22,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })?
         .serve(&runtime, addr.parse()?)?;
-    println!("listening on {}", server.local_addr());
+    // io_uring, or epoll where the kernel refuses it (RINGRPC_DRIVER=epoll forces it).
+    println!(
+        "listening on {} (driver {})",
+        server.local_addr(),
+        runtime.driver().kind
+    );
     loop {
         std::thread::park();
     }

@@ -73,7 +73,10 @@ pub enum Error {
     /// failed, e.g. a custom `Deserialize` refused the value). **Not retryable**.
     #[error("could not deserialise the message: {0}")]
     Decode(#[source] rkyv::rancor::Error),
-    /// io_uring could not be set up on this machine. **Not retryable**.
+    /// io_uring could not be set up on this machine, and the runtime was
+    /// told to run nothing else ([`Driver::IoUring`](crate::Driver::IoUring);
+    /// the default, `Driver::Auto`, runs the epoll driver instead). **Not
+    /// retryable**.
     #[error("io_uring is unavailable (kernel too old, disabled, or blocked by seccomp): {0}")]
     IoUringUnavailable(io::Error),
     /// An OS-level I/O error (bind, listen, thread start, the metrics endpoint).

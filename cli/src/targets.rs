@@ -34,6 +34,8 @@ enum Peer {
     Ringrpc {
         /// Data digest on in client and server.
         digest: bool,
+        /// Forced onto the epoll driver (`ringrpc-epoll`); otherwise `--driver`.
+        epoll: bool,
     },
 }
 
@@ -43,8 +45,18 @@ fn peer(name: &str) -> Option<Peer> {
         "raw-blocking" => Peer::Floor(Mode::Blocking),
         "raw-pipelined" => Peer::Floor(Mode::Pipelined),
         "raw-crc" => Peer::Floor(Mode::PipelinedCrc),
-        "ringrpc" => Peer::Ringrpc { digest: true },
-        "ringrpc-nodigest" => Peer::Ringrpc { digest: false },
+        "ringrpc" => Peer::Ringrpc {
+            digest: true,
+            epoll: false,
+        },
+        "ringrpc-nodigest" => Peer::Ringrpc {
+            digest: false,
+            epoll: false,
+        },
+        "ringrpc-epoll" => Peer::Ringrpc {
+            digest: true,
+            epoll: true,
+        },
         _ => return None,
     })
 }
@@ -144,15 +156,18 @@ fn measure_cell(
                 let [row] = floor::run(&spec, [mode])?;
                 row
             }
-            Peer::Ringrpc { digest } => {
+            Peer::Ringrpc { digest, epoll } => {
                 let mut args = args.clone();
                 args.payload = cell.payload;
                 args.data_digest = if digest { Switch::On } else { Switch::Off };
+                if epoll {
+                    args.driver = ringrpc::Driver::Epoll;
+                }
                 let mut row = run_row(&args, cpus, cell.in_flight, args.metrics.is_on())?.row;
-                row.label = if digest {
-                    "ringrpc"
-                } else {
-                    "ringrpc-nodigest"
+                row.label = match (digest, epoll) {
+                    (_, true) => "ringrpc-epoll",
+                    (true, false) => "ringrpc",
+                    (false, false) => "ringrpc-nodigest",
                 };
                 row
             }

@@ -89,8 +89,16 @@ fn not_on_core() -> stdio::Error {
     stdio::Error::other("not on a ringrpc core thread")
 }
 
+/// A token's slab index and generation (the generation lives in the upper 32
+/// bits, where `usize` has them; a 32-bit target keeps the index only).
 fn key(token: Token) -> (usize, u32) {
-    (token.0 & 0xffff_ffff, (token.0 >> 32) as u32)
+    let generation = token.0.checked_shr(32).unwrap_or(0);
+    (token.0 & 0xffff_ffff, generation as u32)
+}
+
+fn token(index: usize, generation: u32) -> Token {
+    let generation = usize::try_from(generation).unwrap_or(0);
+    Token(generation.checked_shl(32).unwrap_or(0) | index)
 }
 
 /// Creates this thread's epoll instance; `wake_fd` is the eventfd that other
@@ -148,7 +156,7 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> stdio::Result<()> {
             let Some(source) = p
                 .sources
                 .get_mut(index)
-                .filter(|s| s.generation == generation)
+                .filter(|s| s.generation == generation || usize::BITS < 64)
             else {
                 continue;
             };
@@ -206,10 +214,9 @@ impl Source {
             p.next_generation = generation.wrapping_add(1);
             let entry = p.sources.vacant_entry();
             let index = entry.key();
-            let token = Token((usize::try_from(generation).unwrap_or(0) << 32) | index);
             p.poll.registry().register(
                 &mut SourceFd(&fd),
-                token,
+                token(index, generation),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             entry.insert(Registered {
@@ -315,8 +322,7 @@ mod tests {
 
     #[test]
     fn tokens_carry_index_and_generation() {
-        let token = Token((7usize << 32) | 42);
-        assert_eq!(key(token), (42, 7));
+        assert_eq!(key(token(42, 7)), (42, 7));
         assert_ne!(key(WAKE), key(Token(0)));
     }
 }
