@@ -116,6 +116,20 @@ pub(crate) fn falls_back(e: &io::Error) -> bool {
     ) || e.kind() == io::ErrorKind::Unsupported
 }
 
+/// Logs (once per process, as a warning; later runtimes at debug level) that
+/// io_uring is refused here and why, so the epoll driver runs.
+pub(crate) fn warn_fallback(e: &io::Error) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(error = %e, "io_uring is unavailable; this runtime runs on epoll too");
+    } else {
+        tracing::warn!(
+            error = %e,
+            "io_uring is unavailable here; ringrpc runs on the epoll driver"
+        );
+    }
+}
+
 thread_local! {
     /// This core runs the epoll driver (set once, when the core starts).
     static EPOLL: Cell<bool> = const { Cell::new(false) };

@@ -20,6 +20,8 @@ mod core_task;
 mod driver;
 mod epoll;
 mod executor;
+#[cfg(test)]
+mod fallback_tests;
 mod inbox;
 pub mod io;
 mod read_chunk;
@@ -281,10 +283,7 @@ impl RuntimeBuilder {
                 Err(Error::IoUringUnavailable(e))
                     if index == 0 && requested == Driver::Auto && backend::falls_back(&e) =>
                 {
-                    tracing::warn!(
-                        error = %e,
-                        "io_uring is unavailable here; ringrpc runs on the epoll driver"
-                    );
+                    backend::warn_fallback(&e);
                     info.kind = Driver::Epoll;
                     info.fallback = Some(e.to_string());
                     self.start_core(index, cpu, Driver::Epoll)?
