@@ -269,6 +269,33 @@ impl RuntimeBuilder {
         });
         self.validate(&cpus)?;
         let requested = backend::requested(self.driver, env)?;
+        let (cores, info) = self.start_cores(&cpus, requested)?;
+        let mut runtime = Runtime {
+            cores,
+            driver: info,
+            beats: Vec::new(),
+            watchdog: None,
+        };
+        if let Some(threshold) = self.stall_threshold {
+            runtime.start_watchdog(&self.name, threshold)?;
+        }
+        if let Some(window) = self.busy_poll {
+            for core in 0..runtime.cores() {
+                // Runs for the core's life; nothing to join.
+                let _spinner = runtime.spawn_on(core, move || busy::spinner(window))?;
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// Starts a core per CPU on the driver `requested` asks for: with
+    /// [`Driver::Auto`], io_uring, unless core 0's ring setup says io_uring
+    /// is unavailable here; then every core runs epoll.
+    fn start_cores(
+        &self,
+        cpus: &[usize],
+        requested: Driver,
+    ) -> Result<(Vec<Core>, DriverInfo), Error> {
         let mut info = DriverInfo {
             kind: match requested {
                 Driver::Epoll => Driver::Epoll,
@@ -295,22 +322,7 @@ impl RuntimeBuilder {
         if info.fallback.is_none() {
             tracing::info!(driver = %info.kind, requested = %requested, "ringrpc driver");
         }
-        let mut runtime = Runtime {
-            cores,
-            driver: info,
-            beats: Vec::new(),
-            watchdog: None,
-        };
-        if let Some(threshold) = self.stall_threshold {
-            runtime.start_watchdog(&self.name, threshold)?;
-        }
-        if let Some(window) = self.busy_poll {
-            for core in 0..runtime.cores() {
-                // Runs for the core's life; nothing to join.
-                let _spinner = runtime.spawn_on(core, move || busy::spinner(window))?;
-            }
-        }
-        Ok(runtime)
+        Ok((cores, info))
     }
 
     fn start_core(&self, index: usize, cpu: usize, kind: Driver) -> Result<Core, Error> {
