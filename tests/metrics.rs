@@ -410,6 +410,20 @@ fn check_prometheus(
     for gauge in ["ringrpc_client_in_flight", "ringrpc_client_connections"] {
         assert_eq!(one(&prom_c, gauge), 0.0, "{gauge}");
     }
+    // The driver gauge: 1 for the one the cores run (RINGRPC_DRIVER picks it
+    // in CI's second run), 0 for the other.
+    let running = client_snap.driver().expect("every core reports its driver");
+    assert_eq!(server_snap.driver(), Some(running));
+    for prom in [&prom_c, &prom_s] {
+        for kind in [ringrpc::Driver::IoUring, ringrpc::Driver::Epoll] {
+            let on = f64::from(u8::from(kind == running));
+            assert_eq!(
+                prom.sum("ringrpc_driver", &[("kind", kind.name())]),
+                on,
+                "{kind}"
+            );
+        }
+    }
     let endpoint = addr.to_string();
     let ep = [("endpoint", endpoint.as_str())];
     assert_eq!(
