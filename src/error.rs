@@ -35,6 +35,11 @@ pub enum Error {
     /// idempotent calls.
     #[error("connection lost")]
     ConnectionLost,
+    /// The connection closed before the call's request was handed to the
+    /// socket: the request never left this process, so **the call did not
+    /// run**. **Retryable** for any call, idempotent or not.
+    #[error("connection lost before the request was sent")]
+    NotSent,
     /// No connection to the endpoint could be established in time. The call was
     /// never sent. **Retryable**.
     #[error("endpoint unavailable")]
@@ -83,6 +88,17 @@ pub enum Error {
     /// **Not retryable** as a call error.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A cluster call failed with a retryable error and the cluster's retry
+    /// budget (see `ClusterBuilder::retry_budget`) had no retry left, so it
+    /// was not retried: the budget stops a failing endpoint from turning into
+    /// a retry storm. `last` is the last attempt's error. **Not retryable**
+    /// (retrying it is exactly what the budget refused).
+    #[error("retry budget exhausted; last attempt: {last}")]
+    RetryBudgetExhausted {
+        /// The error of the last attempt made.
+        #[source]
+        last: Box<Error>,
+    },
     /// Invalid configuration or registration (bad or duplicate method name,
     /// zero-sized ring, unknown CPU...). **Not retryable**.
     #[error("invalid configuration: {0}")]
@@ -112,19 +128,42 @@ pub enum Error {
 impl Error {
     /// True for errors after which making the same call again (later, on
     /// another connection or endpoint) may succeed: [`ConnectionLost`],
-    /// [`Unavailable`], [`Overloaded`], and [`Remote`] with
+    /// [`NotSent`], [`Unavailable`], [`Overloaded`], and [`Remote`] with
     /// [`ErrorCode::Unavailable`] (a draining or stopping server) or
     /// [`ErrorCode::Overloaded`]. See each variant for why; after
     /// `ConnectionLost` the first attempt may have run, so retry only calls
-    /// that are safe to run twice.
+    /// that are safe to run twice ([`did_not_run`](Self::did_not_run) says
+    /// which errors prove the call did not run).
     ///
     /// [`ConnectionLost`]: Error::ConnectionLost
+    /// [`NotSent`]: Error::NotSent
     /// [`Unavailable`]: Error::Unavailable
     /// [`Overloaded`]: Error::Overloaded
     /// [`Remote`]: Error::Remote
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::ConnectionLost | Self::Unavailable | Self::Overloaded => true,
+            Self::ConnectionLost => true,
+            _ => self.did_not_run(),
+        }
+    }
+
+    /// True for errors that prove the call did not run on any server, so
+    /// making it again is safe even when it is not idempotent: [`NotSent`]
+    /// (never written), [`Unavailable`] (no connection), [`Overloaded`]
+    /// (refused before it ran, here or by the server) and [`Remote`] with
+    /// [`ErrorCode::Unavailable`] (a draining server refused it) or
+    /// [`ErrorCode::Overloaded`]. Every such error is also
+    /// [`is_retryable`](Self::is_retryable); [`ConnectionLost`] is retryable
+    /// but not here (the request may have run).
+    ///
+    /// [`NotSent`]: Error::NotSent
+    /// [`Unavailable`]: Error::Unavailable
+    /// [`Overloaded`]: Error::Overloaded
+    /// [`Remote`]: Error::Remote
+    /// [`ConnectionLost`]: Error::ConnectionLost
+    pub fn did_not_run(&self) -> bool {
+        match self {
+            Self::NotSent | Self::Unavailable | Self::Overloaded => true,
             Self::Remote { code, .. } => {
                 matches!(code, ErrorCode::Unavailable | ErrorCode::Overloaded)
             }
@@ -148,6 +187,7 @@ mod tests {
     fn retryable_errors_are_the_ones_another_attempt_may_cure() {
         let retryable = [
             Error::ConnectionLost,
+            Error::NotSent,
             Error::Unavailable,
             Error::Overloaded,
             remote(ErrorCode::Unavailable),
@@ -155,6 +195,9 @@ mod tests {
         ];
         for e in &retryable {
             assert!(e.is_retryable(), "{e:?}");
+            // Only ConnectionLost is retryable without proof the call did not run.
+            let lost = matches!(e, Error::ConnectionLost);
+            assert_eq!(e.did_not_run(), !lost, "{e:?}");
         }
         let final_ = [
             Error::Timeout,
@@ -170,12 +213,16 @@ mod tests {
             Error::IoUringUnavailable(io::Error::other("old kernel")),
             Error::Io(io::Error::other("bind")),
             Error::Config("bad".into()),
+            Error::RetryBudgetExhausted {
+                last: Box::new(Error::Unavailable),
+            },
             Error::NoSuchCore { core: 3, cores: 2 },
             Error::NotOnCore,
             Error::Shutdown,
         ];
         for e in &final_ {
             assert!(!e.is_retryable(), "{e:?}");
+            assert!(!e.did_not_run(), "{e:?}");
         }
     }
 

@@ -83,7 +83,7 @@ impl Outcomes {
             Some(Ok(())) => self.ok += 1,
             Some(Err(Error::Timeout)) => self.timeout += 1,
             Some(Err(Error::Remote { .. })) => self.remote += 1,
-            Some(Err(Error::ConnectionLost)) => self.lost += 1,
+            Some(Err(Error::ConnectionLost | Error::NotSent)) => self.lost += 1,
             Some(Err(Error::Unavailable)) => self.unavailable += 1,
             Some(Err(Error::Overloaded)) => self.overloaded += 1,
             Some(Err(_)) => self.other += 1,

@@ -121,7 +121,10 @@ fn killed_server_fails_in_flight_calls_fast_and_client_reconnects_to_its_success
                 assert!(
                     matches!(
                         e,
-                        Error::Unavailable | Error::ConnectionLost | Error::Timeout
+                        Error::Unavailable
+                            | Error::ConnectionLost
+                            | Error::NotSent
+                            | Error::Timeout
                     ),
                     "unexpected error while reconnecting: {e:?}"
                 );

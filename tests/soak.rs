@@ -158,7 +158,7 @@ impl Counts {
         let restart_error = |e: &Error| {
             matches!(
                 e,
-                Error::ConnectionLost | Error::Unavailable | Error::Timeout
+                Error::ConnectionLost | Error::NotSent | Error::Unavailable | Error::Timeout
             ) || matches!(
                 e,
                 Error::Remote {

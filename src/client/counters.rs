@@ -119,7 +119,7 @@ impl Counters {
                 inc(&self.timeouts);
                 &c.timeouts
             }
-            Err(Error::ConnectionLost) => &c.connection_lost,
+            Err(Error::ConnectionLost | Error::NotSent) => &c.connection_lost,
             Err(Error::Unavailable) => &c.unavailable,
             Err(Error::Overloaded) => &c.overloaded,
             Err(Error::Remote { .. }) => &c.remote,

@@ -19,7 +19,8 @@
 //! (wake the writer) and [`is_closed`](ClientCore::is_closed) (shut the socket).
 //!
 //! Invariants: once closed, every call still in the table has been completed
-//! with `ConnectionLost`; a call fails with `Timeout` only when the `now` it
+//! with `ConnectionLost`, or `NotSent` when its request had not been handed
+//! to the driver yet (it never left the process); a call fails with `Timeout` only when the `now` it
 //! is handled at has reached its deadline, never before; a reply to a vacant,
 //! reused or already finished slot is counted as stale and dropped; a ping is
 //! sent `heartbeat_interval` after the last complete frame, and the connection
@@ -206,14 +207,22 @@ impl ClientCore {
         }
     }
 
-    /// Closes the connection and fails every call in flight with `ConnectionLost` at `now`.
+    /// Closes the connection at `now` and fails every call in flight: with
+    /// `NotSent` if its request is still in the batch being filled (never
+    /// handed to the socket, so it did not run), else with `ConnectionLost`.
     pub fn close(&mut self, now: Instant) {
         self.tick(now);
         if std::mem::replace(&mut self.state, State::Closed) == State::Closed {
             return;
         }
+        let filling = self.batch;
         for (_, slot) in self.calls.iter_mut() {
-            slot.state.complete(Err(Error::ConnectionLost), now);
+            let error = if slot.batch == filling {
+                Error::NotSent
+            } else {
+                Error::ConnectionLost
+            };
+            slot.state.complete(Err(error), now);
         }
         self.counters.conn_lost();
     }
@@ -221,7 +230,7 @@ impl ClientCore {
     /// Registers a call made at `now` that fails with [`Error::Timeout`] at
     /// `deadline`, and queues its request frame. The caller must then poll
     /// [`poll_reply`](Self::poll_reply), and call [`forget`](Self::forget) if
-    /// it gives up first. A closed connection refuses with `ConnectionLost`.
+    /// it gives up first. A closed connection refuses with `NotSent`.
     #[cfg(test)]
     pub fn start_call<Req: Message>(
         &mut self,
@@ -253,7 +262,7 @@ impl ClientCore {
         metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         if self.state == State::Closed {
-            return Err(Error::ConnectionLost);
+            return Err(Error::NotSent);
         }
         self.tick(now);
         let budget = deadline.saturating_duration_since(now);

@@ -359,7 +359,7 @@ fn goaway_under_load_drains_then_closes() {
     assert_eq!(h.counters.lost.get(), 1);
     assert!(matches!(
         h.core.start_call(h.now, METHOD, h.now + MS, &1u64, None),
-        Err(Error::ConnectionLost)
+        Err(Error::NotSent)
     ));
 }
 
@@ -383,7 +383,28 @@ fn a_request_from_the_server_is_a_protocol_error() {
     let err = h.deliver(&frame(FrameKind::Request, 1, METHOD, b"x"));
     assert_eq!(err, Err(ProtocolError::Unexpected(FrameKind::Request)));
     assert!(h.core.is_closed());
-    assert!(matches!(h.finished(id).0, Err(Error::ConnectionLost)));
+    // Its request was never handed to the driver: it provably did not run.
+    assert!(matches!(h.finished(id).0, Err(Error::NotSent)));
+}
+
+/// A request handed to the driver may have run: `ConnectionLost`; one still
+/// in the batch being filled never left: `NotSent` (safe to retry anywhere).
+#[test]
+fn close_tells_sent_requests_from_unsent_ones() {
+    let mut h = Harness::new();
+    let sent = h.call(1, INTERVAL);
+    let batch = h.core.poll_transmit().expect("the first request");
+    let in_writer = h.call(2, INTERVAL);
+    h.core.transmit_done(h.now, batch);
+    let queued_after = h.call(3, INTERVAL);
+    let batch = h.core.poll_transmit().expect("the second batch");
+    let unsent = h.call(4, INTERVAL);
+    h.core.close(h.now);
+    drop(batch);
+    assert!(matches!(h.finished(sent).0, Err(Error::ConnectionLost)));
+    assert!(matches!(h.finished(in_writer).0, Err(Error::ConnectionLost)));
+    assert!(matches!(h.finished(queued_after).0, Err(Error::ConnectionLost)));
+    assert!(matches!(h.finished(unsent).0, Err(Error::NotSent)));
 }
 
 #[test]

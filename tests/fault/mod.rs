@@ -276,7 +276,9 @@ impl Outcome {
     fn from_error(e: &Error) -> Self {
         match e {
             Error::Timeout => Outcome::Timeout,
-            Error::ConnectionLost => Outcome::ConnectionLost,
+            // A loss that caught the request before it was written: still the
+            // connection's loss for these tests (it just provably did not run).
+            Error::ConnectionLost | Error::NotSent => Outcome::ConnectionLost,
             Error::Unavailable => Outcome::Unavailable,
             Error::Overloaded => Outcome::Overloaded,
             Error::Remote { code, .. } => Outcome::Remote(format!("{code:?}")),
