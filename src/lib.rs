@@ -16,6 +16,9 @@
 //! [`client`] (`call()`) → `protocol::call_table` (slab slot) →
 //! `protocol::codec` (frame) → `runtime::io` (the ring) → `server`
 //! (handler) → back through the codec → the slab slot → the caller's waker.
+//! A service with many endpoints is called through a [`cluster`]
+//! ([`Cluster`]: discovery, balancing, ejection, retries, hedging) on top of
+//! one client per endpoint.
 //!
 //! ## Quick start
 //!
@@ -149,6 +152,7 @@
 
 mod app_error;
 pub mod client;
+pub mod cluster;
 mod conn;
 mod error;
 mod message;
@@ -169,6 +173,7 @@ pub use client::{
     shard_of, AdaptivePool, CallOptions, Client, ClientBuilder, ClientStats, Handle,
     OverloadPolicy, OwnedReply, ShardedClient,
 };
+pub use cluster::{Cluster, ClusterBuilder};
 pub use error::Error;
 pub use message::{
     ArchivesAs, BorrowSerializer, Message, Method, Reply, Request, SliceAsVec, StrAsString,

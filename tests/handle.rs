@@ -161,7 +161,10 @@ fn errors_come_back_typed() {
     tokio.block_on(async {
         let gone = handle.call(&ECHO, &msg(4)).await;
         assert!(
-            matches!(gone, Err(Error::ConnectionLost | Error::NotSent | Error::Unavailable)),
+            matches!(
+                gone,
+                Err(Error::ConnectionLost | Error::NotSent | Error::Unavailable)
+            ),
             "{gone:?}"
         );
         assert!(gone.unwrap_err().is_retryable());

@@ -340,6 +340,18 @@ impl Client {
         opts: &CallOptions,
     ) -> Result<Reply<Resp>, Error> {
         let deadline = opts.deadline.unwrap_or(self.pool.shared.cfg.deadline);
+        self.call_opts(method, req, deadline, opts).await
+    }
+
+    /// [`call_with`](Self::call_with) with the deadline given (a cluster's
+    /// attempt: what is left of the call's deadline).
+    pub(crate) async fn call_opts<Req: Message, Resp: Message>(
+        &self,
+        method: &Method<Req, Resp>,
+        req: &Req,
+        deadline: Duration,
+        opts: &CallOptions,
+    ) -> Result<Reply<Resp>, Error> {
         #[cfg(feature = "otel")]
         {
             let mut metadata = opts.metadata.clone();
@@ -450,6 +462,17 @@ impl Client {
             counters.delivered(method_id, method_name, started, received, Instant::now());
         }
         result
+    }
+
+    /// True if at least one connection of the pool is up and takes calls
+    /// (cheap: no allocation; the cluster's balancer asks it per pick).
+    pub(crate) fn is_up(&self) -> bool {
+        self.pool.shared.is_up()
+    }
+
+    /// The endpoint this client calls.
+    pub fn endpoint(&self) -> SocketAddr {
+        self.pool.shared.addr
     }
 
     /// Waits until at least one connection of the pool is up, or `timeout` passes.

@@ -20,10 +20,12 @@ pub const DEFAULT_PROPAGATION_MARGIN: Duration = Duration::from_millis(1);
 /// |---|---|
 /// | `deadline` | the client's ([`ClientBuilder::deadline`](crate::ClientBuilder::deadline)) |
 /// | `metadata` | none |
+/// | `idempotent` (a [`Cluster`](crate::cluster::Cluster) may retry and hedge it) | the cluster's list ([`ClusterBuilder::idempotent`](crate::cluster::ClusterBuilder::idempotent)) |
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     pub(crate) deadline: Option<Duration>,
     pub(crate) metadata: Metadata,
+    pub(crate) idempotent: Option<bool>,
 }
 
 impl CallOptions {
@@ -36,6 +38,19 @@ impl CallOptions {
     #[must_use]
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Declares this call safe to run more than once (`true`) or not
+    /// (`false`), overriding the cluster's list of idempotent methods: a
+    /// [`Cluster`](crate::cluster::Cluster) retries an idempotent call after
+    /// any retryable error and may hedge it; a call that is not idempotent is
+    /// retried only after errors that prove it did not run
+    /// ([`Error::did_not_run`]) and never hedged. A plain
+    /// [`Client`](crate::Client) ignores it (it never retries).
+    #[must_use]
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
         self
     }
 
@@ -60,6 +75,7 @@ impl CallOptions {
         Self {
             deadline: ctx.remaining().map(|left| left.saturating_sub(margin)),
             metadata: Metadata::new(),
+            idempotent: None,
         }
     }
 }

@@ -124,6 +124,14 @@ impl PoolShared {
         error
     }
 
+    /// True if a connection is up and takes calls (it may be at its limit).
+    pub fn is_up(&self) -> bool {
+        self.slots
+            .borrow()
+            .iter()
+            .any(|s| matches!(s, SlotState::Live(c) if c.is_live()))
+    }
+
     pub fn set_slot(&self, index: usize, state: SlotState) {
         self.slots.borrow_mut()[index] = state;
         self.counters.notify_waiters();

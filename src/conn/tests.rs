@@ -402,8 +402,14 @@ fn close_tells_sent_requests_from_unsent_ones() {
     h.core.close(h.now);
     drop(batch);
     assert!(matches!(h.finished(sent).0, Err(Error::ConnectionLost)));
-    assert!(matches!(h.finished(in_writer).0, Err(Error::ConnectionLost)));
-    assert!(matches!(h.finished(queued_after).0, Err(Error::ConnectionLost)));
+    assert!(matches!(
+        h.finished(in_writer).0,
+        Err(Error::ConnectionLost)
+    ));
+    assert!(matches!(
+        h.finished(queued_after).0,
+        Err(Error::ConnectionLost)
+    ));
     assert!(matches!(h.finished(unsent).0, Err(Error::NotSent)));
 }
 

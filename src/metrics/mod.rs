@@ -16,6 +16,7 @@
 //! only for metrics (and the per-method counts).
 
 pub mod counters;
+mod endpoints;
 pub mod histogram;
 #[cfg(feature = "metrics-http")]
 pub mod http;
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use counters::{ClientCells, ServerCells};
 pub use counters::{ClientCounts, ServerCounts};
+pub(crate) use endpoints::EndpointCells;
+pub use endpoints::EndpointCounts;
 pub use histogram::LatencyHistogram;
 
 /// The phases a call's latency is split into.
@@ -201,6 +204,7 @@ pub(crate) struct CoreMetrics {
     rng: Cell<u32>,
     hists: RefCell<Histograms>,
     pools: RefCell<Vec<PoolCounts>>,
+    endpoints: RefCell<Vec<Rc<EndpointCells>>>,
 }
 
 impl Default for CoreMetrics {
@@ -213,6 +217,7 @@ impl Default for CoreMetrics {
             rng: Cell::new(SAMPLING_SEED),
             hists: RefCell::default(),
             pools: RefCell::default(),
+            endpoints: RefCell::default(),
         }
     }
 }
@@ -385,6 +390,20 @@ impl CoreMetrics {
         }
     }
 
+    /// The cluster cells of `endpoint` on this core (created on first use,
+    /// shared by every cluster calling it).
+    pub fn endpoint_cells(&self, endpoint: SocketAddr) -> Rc<EndpointCells> {
+        let mut list = self.endpoints.borrow_mut();
+        match list.iter().find(|e| e.endpoint == endpoint) {
+            Some(e) => e.clone(),
+            None => {
+                let cells = Rc::new(EndpointCells::new(endpoint));
+                list.push(cells.clone());
+                cells
+            }
+        }
+    }
+
     /// Copies everything (allocates; for readers only).
     pub fn snapshot(&self, core: Option<usize>) -> CoreSnapshot {
         let h = self.hists.borrow();
@@ -413,6 +432,12 @@ impl CoreMetrics {
             client: self.client.snapshot(),
             server: self.server.snapshot(),
             pools: self.pools.borrow().clone(),
+            endpoints: self
+                .endpoints
+                .borrow()
+                .iter()
+                .map(|e| e.snapshot())
+                .collect(),
             phases,
             phase_counts,
             client_methods,
@@ -436,6 +461,8 @@ pub struct CoreSnapshot {
     pub server: ServerCounts,
     /// Pool hit/miss counters per endpoint.
     pub pools: Vec<PoolCounts>,
+    /// Cluster counters per endpoint ([`crate::cluster`]).
+    pub endpoints: Vec<EndpointCounts>,
     /// Per-phase latency samples, indexed like [`Phase::ALL`] (about one
     /// event in [`PHASE_SAMPLING`]).
     pub phases: [LatencyHistogram; Phase::ALL.len()],
@@ -494,6 +521,7 @@ impl CoreSnapshot {
                 None => self.pools.push(*p),
             }
         }
+        endpoints::merge_into(&mut self.endpoints, &other.endpoints);
         for (mine, theirs) in self.phases.iter_mut().zip(&other.phases) {
             mine.merge(theirs);
         }

@@ -70,6 +70,7 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
     counter_family(&mut out, &dry_info, &cores, &dry);
     driver_gauge(&mut out, snapshot);
     pools(&mut out, snapshot, &cores);
+    super::endpoints::render(&mut out, snapshot, &cores);
 
     let merged = snapshot.merged();
     header(
@@ -142,7 +143,7 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -199,7 +200,13 @@ fn header_only_lines(
 }
 
 /// A summary of `count` events of which `samples` holds the timed ones.
-fn summary(out: &mut String, name: &str, labels: &str, samples: &LatencyHistogram, count: u64) {
+pub(super) fn summary(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    samples: &LatencyHistogram,
+    count: u64,
+) {
     for q in QUANTILES {
         let value = if samples.count() == 0 {
             f64::NAN

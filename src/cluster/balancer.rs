@@ -1,0 +1,145 @@
+//! Picking an endpoint for an attempt, per core, without locks.
+//!
+//! [`Balance::P2c`] (default): power of two choices — draw two distinct
+//! endpoints at random, take the one with the lower load (peak-EWMA latency ×
+//! (in-flight + 1), see `endpoint.rs`). [`Balance::RoundRobin`]: the next one
+//! in turn. Either way only *available* endpoints are candidates: not ejected,
+//! with a live connection (a new endpoint is warmed: it gets calls once its
+//! pool has connected), and not among the endpoints this call already tried
+//! (a retry or a hedge goes elsewhere when another endpoint exists).
+//! If no endpoint is available the pick relaxes in steps — endpoints not yet
+//! connected, then tried ones, then ejected ones (Envoy's panic mode) — so a
+//! call is only refused when the cluster has no endpoint at all.
+//! One endpoint: no draw, no load computed.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::endpoint::Endpoint;
+
+/// How a cluster spreads calls over its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Power of two choices over least load (peak-EWMA latency × in-flight).
+    P2c,
+    /// Each available endpoint in turn.
+    RoundRobin,
+}
+
+/// How strict a candidate check is (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Available,
+    Connecting,
+    Tried,
+    Any,
+}
+
+fn eligible(e: &Endpoint, tried: &[u64], level: Level) -> bool {
+    match level {
+        Level::Available => !e.health.is_ejected() && !tried.contains(&e.id) && e.client.is_up(),
+        Level::Connecting => !e.health.is_ejected() && !tried.contains(&e.id),
+        Level::Tried => !e.health.is_ejected(),
+        Level::Any => true,
+    }
+}
+
+/// The balancer's per-core state.
+pub(crate) struct Balancer {
+    pub mode: Balance,
+    rng: Cell<u64>,
+    next: Cell<usize>,
+}
+
+impl Balancer {
+    pub fn new(mode: Balance, seed: u64) -> Self {
+        Self {
+            mode,
+            rng: Cell::new(seed | 1),
+            next: Cell::new(0),
+        }
+    }
+
+    fn random(&self, n: usize) -> usize {
+        // xorshift64*
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        ((x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as usize) % n
+    }
+
+    /// The endpoint for the next attempt, avoiding `tried`; `None` only if
+    /// `endpoints` is empty.
+    pub fn pick(
+        &self,
+        endpoints: &[Rc<Endpoint>],
+        tried: &[u64],
+        now: Instant,
+    ) -> Option<Rc<Endpoint>> {
+        match endpoints {
+            [] => None,
+            [only] => Some(only.clone()),
+            _ => [
+                Level::Available,
+                Level::Connecting,
+                Level::Tried,
+                Level::Any,
+            ]
+            .into_iter()
+            .find_map(|level| match self.mode {
+                Balance::P2c => self.p2c(endpoints, tried, level, now),
+                Balance::RoundRobin => self.round_robin(endpoints, tried, level),
+            }),
+        }
+    }
+
+    fn p2c(
+        &self,
+        eps: &[Rc<Endpoint>],
+        tried: &[u64],
+        level: Level,
+        now: Instant,
+    ) -> Option<Rc<Endpoint>> {
+        let n = eps.len();
+        // A few draws of two distinct endpoints; both eligible: the lighter.
+        for _ in 0..3 {
+            let a = self.random(n);
+            let b = (a + 1 + self.random(n - 1)) % n;
+            let (ea, eb) = (&eps[a], &eps[b]);
+            match (eligible(ea, tried, level), eligible(eb, tried, level)) {
+                (true, true) => {
+                    let pick = if ea.load(now) <= eb.load(now) { ea } else { eb };
+                    return Some(pick.clone());
+                }
+                (true, false) => return Some(ea.clone()),
+                (false, true) => return Some(eb.clone()),
+                (false, false) => {}
+            }
+        }
+        // Few eligible ones: the lightest of them.
+        eps.iter()
+            .filter(|e| eligible(e, tried, level))
+            .min_by(|a, b| a.load(now).total_cmp(&b.load(now)))
+            .cloned()
+    }
+
+    fn round_robin(
+        &self,
+        eps: &[Rc<Endpoint>],
+        tried: &[u64],
+        level: Level,
+    ) -> Option<Rc<Endpoint>> {
+        let n = eps.len();
+        let start = self.next.get();
+        (0..n).map(|i| (start + i) % n).find_map(|i| {
+            let e = &eps[i];
+            eligible(e, tried, level).then(|| {
+                self.next.set(i + 1);
+                e.clone()
+            })
+        })
+    }
+}

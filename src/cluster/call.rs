@@ -1,0 +1,219 @@
+//! The cluster's call path: pick, attempt, and on failure maybe retry
+//! (budget, deadline, another endpoint); for idempotent methods with hedging
+//! on, an attempt is raced against a hedge sent after the method's quantile.
+//!
+//! Invariants: no attempt starts at or past the call's deadline, and each
+//! gets only what is left of it; a retry needs a retryable error (any
+//! [`Error::is_retryable`] one for an idempotent call, one that
+//! [`Error::did_not_run`] otherwise) and a token of the retry budget; the
+//! losing attempt of a hedge is dropped, which cancels it on its server.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Instant;
+
+use super::eject::{endpoint_failure, Verdict};
+use super::endpoint::Endpoint;
+use super::state::Inner;
+use crate::metrics::counters::inc;
+use crate::runtime::io;
+use crate::{CallOptions, Error, Message, Method, Reply};
+
+/// One call through the cluster (see the module docs).
+pub(crate) async fn call<Req: Message, Resp: Message>(
+    inner: &Inner,
+    method: &Method<Req, Resp>,
+    req: &Req,
+    opts: &CallOptions,
+) -> Result<Reply<Resp>, Error> {
+    let started = Instant::now();
+    let deadline = started + opts.deadline.unwrap_or(inner.cfg.deadline);
+    let idempotent = opts
+        .idempotent
+        .unwrap_or_else(|| inner.cfg.is_idempotent(method.id()));
+    inc(&inner.counts.calls);
+    inner.retry.deposit(started);
+    let hedged = match (&inner.hedge, idempotent) {
+        (Some(tokens), true) => {
+            tokens.deposit(started);
+            true
+        }
+        _ => false,
+    };
+    let mut tried: Vec<u64> = Vec::new();
+    let mut retries = 0;
+    loop {
+        let ep = inner.pick(&tried, deadline).await?;
+        if tried.contains(&ep.id) {
+            // No other endpoint to go to: give this one a moment.
+            let at = (Instant::now() + inner.cfg.retry_backoff).min(deadline);
+            io::sleep_until(at).await;
+        }
+        if retries > 0 {
+            inc(&ep.cells.retries);
+            inc(&inner.counts.retries);
+        }
+        tried.push(ep.id);
+        let result = if hedged {
+            hedged_attempt(inner, &ep, method, req, opts, deadline, &mut tried).await
+        } else {
+            attempt(inner, &ep, method, req, opts, deadline, false).await
+        };
+        let error = match result {
+            Ok(reply) => return Ok(reply),
+            Err(e) => e,
+        };
+        let retryable = if idempotent {
+            error.is_retryable()
+        } else {
+            error.did_not_run()
+        };
+        let now = Instant::now();
+        if !retryable || retries >= inner.cfg.max_retries || now >= deadline {
+            return Err(error);
+        }
+        if !inner.retry.try_withdraw(now) {
+            inc(&ep.cells.retry_budget_exhausted);
+            inc(&inner.counts.retry_budget_exhausted);
+            return Err(Error::RetryBudgetExhausted {
+                last: Box::new(error),
+            });
+        }
+        retries += 1;
+    }
+}
+
+/// One attempt at `ep`, with what is left of `deadline`; records its outcome
+/// (latency estimate, health, metrics, the method's quantiles if `timed`).
+async fn attempt<Req: Message, Resp: Message>(
+    inner: &Inner,
+    ep: &Rc<Endpoint>,
+    method: &Method<Req, Resp>,
+    req: &Req,
+    opts: &CallOptions,
+    deadline: Instant,
+    timed: bool,
+) -> Result<Reply<Resp>, Error> {
+    let start = Instant::now();
+    let left = deadline.saturating_duration_since(start);
+    if left.is_zero() {
+        return Err(Error::Timeout);
+    }
+    let _in_flight = ep.begin();
+    let result = ep.client.call_opts(method, req, left, opts).await;
+    let end = Instant::now();
+    let latency = end.saturating_duration_since(start);
+    let failed = result.as_ref().err().is_some_and(endpoint_failure);
+    if failed {
+        // A failure weighs like a peak at least twice the estimate, so an
+        // endpoint that fails fast does not attract the traffic.
+        let penalty = latency.max(std::time::Duration::from_nanos(
+            (2.0 * ep.ewma.cost(end)) as u64,
+        ));
+        ep.ewma.observe(penalty, end);
+    } else {
+        ep.ewma.observe(latency, end);
+        if timed && result.is_ok() {
+            inner.record_latency(method.id(), latency);
+        }
+    }
+    ep.cells.finished(!failed, latency);
+    if ep.health.record(&inner.cfg.ejection, failed, end) == Verdict::Eject {
+        inner.eject(ep, end);
+    }
+    result
+}
+
+/// An attempt at `first`, raced after the method's hedge delay against a
+/// copy at another endpoint (within the hedging budget); the first reply
+/// wins. Endpoints tried are added to `tried`.
+async fn hedged_attempt<Req: Message, Resp: Message>(
+    inner: &Inner,
+    first: &Rc<Endpoint>,
+    method: &Method<Req, Resp>,
+    req: &Req,
+    opts: &CallOptions,
+    deadline: Instant,
+    tried: &mut Vec<u64>,
+) -> Result<Reply<Resp>, Error> {
+    let primary = attempt(inner, first, method, req, opts, deadline, true);
+    let Some(delay) = inner.hedge_delay(method.id()) else {
+        return primary.await;
+    };
+    let hedge_at = Instant::now() + delay;
+    if hedge_at >= deadline {
+        return primary.await;
+    }
+    let mut primary = pin!(primary);
+    if let Some(result) = io::until(hedge_at, primary.as_mut()).await {
+        return result;
+    }
+    let now = Instant::now();
+    let second = match inner.pick_now(tried, now) {
+        Some(second) if !tried.contains(&second.id) => second,
+        _ => return primary.await,
+    };
+    let budget = inner.hedge.as_ref();
+    if !budget.is_some_and(|b| b.try_withdraw(now)) {
+        inc(&first.cells.hedge_budget_exhausted);
+        inc(&inner.counts.hedge_budget_exhausted);
+        return primary.await;
+    }
+    inc(&second.cells.hedges);
+    inc(&inner.counts.hedges);
+    tried.push(second.id);
+    let hedge = pin!(attempt(inner, &second, method, req, opts, deadline, true));
+    let winner = race(primary, hedge).await;
+    if let (Ok(_), Winner::Hedge) = (&winner.0, winner.1) {
+        inc(&second.cells.hedges_won);
+        inc(&inner.counts.hedges_won);
+    }
+    winner.0
+}
+
+#[derive(Clone, Copy)]
+enum Winner {
+    Primary,
+    Hedge,
+}
+
+/// The first success of `a` and `b`, or the later failure if both fail.
+/// The other future is dropped by the caller (which cancels its call).
+async fn race<T, A, B>(
+    mut a: std::pin::Pin<&mut A>,
+    mut b: std::pin::Pin<&mut B>,
+) -> (Result<T, Error>, Winner)
+where
+    A: std::future::Future<Output = Result<T, Error>>,
+    B: std::future::Future<Output = Result<T, Error>>,
+{
+    let (mut a_failed, mut b_failed) = (None, None);
+    poll_fn(|cx| {
+        if a_failed.is_none() {
+            if let Poll::Ready(r) = a.as_mut().poll(cx) {
+                match r {
+                    Ok(v) => return Poll::Ready((Ok(v), Winner::Primary)),
+                    Err(e) => a_failed = Some(e),
+                }
+            }
+        }
+        if b_failed.is_none() {
+            if let Poll::Ready(r) = b.as_mut().poll(cx) {
+                match r {
+                    Ok(v) => return Poll::Ready((Ok(v), Winner::Hedge)),
+                    Err(e) => b_failed = Some(e),
+                }
+            }
+        }
+        match (a_failed.take(), b_failed.take()) {
+            (Some(_), Some(e)) => Poll::Ready((Err(e), Winner::Hedge)),
+            (a, b) => {
+                (a_failed, b_failed) = (a, b);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}

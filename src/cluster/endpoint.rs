@@ -1,0 +1,132 @@
+//! One endpoint of a cluster on one core: its [`Client`] (the per-core pool
+//! of persistent connections, unchanged), the calls the cluster has in flight
+//! there, a peak-EWMA latency estimate, and its outlier-ejection state.
+//!
+//! Peak EWMA (Finagle, linkerd, tower): a latency above the estimate replaces
+//! it at once (the peak), one below is blended in with weight
+//! `1 − e^(−Δt/τ)`; between samples the estimate decays towards zero with the
+//! same factor, so an endpoint that stopped getting calls is tried again.
+//! The balancer's load is `estimate × (in_flight + 1)`.
+//! Invariants: `in_flight` counts attempts started and not yet finished or
+//! dropped (a guard decrements it); everything is core-local.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::eject::Health;
+use crate::metrics::EndpointCells;
+use crate::Client;
+
+/// Peak-EWMA latency estimate.
+pub(crate) struct PeakEwma {
+    tau_ns: f64,
+    cost_ns: Cell<f64>,
+    stamp: Cell<Instant>,
+}
+
+impl PeakEwma {
+    pub fn new(tau: Duration, initial: Duration, now: Instant) -> Self {
+        Self {
+            tau_ns: tau.as_nanos().max(1) as f64,
+            cost_ns: Cell::new(initial.as_nanos() as f64),
+            stamp: Cell::new(now),
+        }
+    }
+
+    fn decay(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.stamp.get()).as_nanos() as f64;
+        (-elapsed / self.tau_ns).exp()
+    }
+
+    /// The estimate at `now` (decayed since the last sample), in ns.
+    pub fn cost(&self, now: Instant) -> f64 {
+        self.cost_ns.get() * self.decay(now)
+    }
+
+    /// Blends in a latency observed at `now`.
+    pub fn observe(&self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_nanos() as f64;
+        let cost = self.cost_ns.get();
+        let next = if rtt > cost {
+            rtt
+        } else {
+            let w = self.decay(now);
+            cost * w + rtt * (1.0 - w)
+        };
+        self.cost_ns.set(next);
+        self.stamp.set(now.max(self.stamp.get()));
+    }
+}
+
+/// An endpoint of one cluster on one core.
+pub(crate) struct Endpoint {
+    /// Unique within the cluster (never reused, unlike indices).
+    pub id: u64,
+    pub client: Client,
+    pub in_flight: Cell<u32>,
+    pub ewma: PeakEwma,
+    pub health: Health,
+    pub cells: Rc<EndpointCells>,
+}
+
+impl Endpoint {
+    pub fn addr(&self) -> SocketAddr {
+        self.client.endpoint()
+    }
+
+    /// The balancer's load at `now`: latency estimate × (calls in flight + 1).
+    #[inline]
+    pub fn load(&self, now: Instant) -> f64 {
+        self.ewma.cost(now) * f64::from(self.in_flight.get() + 1)
+    }
+
+    /// Marks an attempt started; the guard marks it finished when dropped.
+    pub fn begin(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        let c = &self.cells.in_flight;
+        c.set(c.get() + 1);
+        InFlight(self.clone())
+    }
+}
+
+/// An attempt in flight at an endpoint (decrements its count when dropped).
+pub(crate) struct InFlight(pub Rc<Endpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let e = &self.0;
+        e.in_flight.set(e.in_flight.get().saturating_sub(1));
+        let c = &e.cells.in_flight;
+        c.set(c.get().saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_peak_is_taken_at_once_and_fades_with_time() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(Duration::from_secs(1), MS, t0);
+        e.observe(10 * MS, t0);
+        assert_eq!(e.cost(t0), (10 * MS).as_nanos() as f64, "the peak at once");
+        // Fast samples right after barely move it (the weight is ~Δt/τ).
+        e.observe(MS, t0 + MS);
+        assert!(e.cost(t0 + MS) > 9.0e6, "{}", e.cost(t0 + MS));
+        // One τ of fast samples brings it most of the way down.
+        let mut t = t0;
+        for _ in 0..1000 {
+            t += MS;
+            e.observe(MS, t);
+        }
+        let cost = e.cost(t);
+        assert!(cost < 5.0e6 && cost > 1.0e6, "{cost}");
+        // Without samples it decays towards zero (an idle endpoint is retried).
+        assert!(e.cost(t + Duration::from_secs(5)) < cost / 100.0);
+    }
+}
