@@ -53,7 +53,7 @@ impl ClusterConfig {
 /// | `hedging` (idempotent methods only) | on: after the method's p95, budget 5% of calls |
 /// | `ejection` | 5 failures in a row or > 50% of ≥ 20 in 1 s; 1 s doubling to 30 s; at most half the endpoints |
 /// | `ewma_decay` (τ of the peak-EWMA latency) | 10 s |
-/// | `ewma_initial` (latency assumed for an endpoint before its first reply) | 1 ms |
+/// | `ewma_initial` (latency assumed for the first endpoints before their first reply; later ones start at the others' mean) | 1 ms |
 /// | `refresh` (discovery: how often the name or [`Discover`] is asked again) | 5 s |
 /// | `tick` (how often a core applies discovery and ends ejections) | 10 ms |
 #[derive(Debug, Clone)]

@@ -120,7 +120,14 @@ async fn attempt<Req: Message, Resp: Message>(
         }
     }
     ep.cells.finished(!failed, latency);
-    if ep.health.record(&inner.cfg.ejection, failed, end) == Verdict::Eject {
+    let verdict = ep.health.record(&inner.cfg.ejection, failed, end);
+    // A connection failure that left the pool without a live connection: the
+    // endpoint is down, eject it now rather than after more failures.
+    let down = matches!(
+        result,
+        Err(Error::ConnectionLost | Error::NotSent | Error::Unavailable)
+    ) && !ep.client.is_up();
+    if verdict == Verdict::Eject || down {
         inner.eject(ep, end);
     }
     result
@@ -142,7 +149,8 @@ async fn hedged_attempt<Req: Message, Resp: Message>(
     let Some(delay) = inner.hedge_delay(method.id()) else {
         return primary.await;
     };
-    let hedge_at = Instant::now() + delay;
+    let started = Instant::now();
+    let hedge_at = started + delay;
     if hedge_at >= deadline {
         return primary.await;
     }
@@ -169,6 +177,9 @@ async fn hedged_attempt<Req: Message, Resp: Message>(
     if let (Ok(_), Winner::Hedge) = (&winner.0, winner.1) {
         inc(&second.cells.hedges_won);
         inc(&inner.counts.hedges_won);
+        // The cancelled primary took at least this long: keep the method's
+        // quantiles honest (else hedging hides the tail it is timed from).
+        inner.record_latency(method.id(), started.elapsed());
     }
     winner.0
 }

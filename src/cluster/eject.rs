@@ -5,6 +5,9 @@
 //! that doubles each time it is ejected again soon after coming back (up to
 //! `max_backoff`).
 //!
+//! An attempt that fails on a connection error (`ConnectionLost`, `NotSent`,
+//! `Unavailable`) and leaves the endpoint's pool without a live connection
+//! ejects it at once: it is down, not merely failing.
 //! Coming back is gated by active health: once its period ends, an ejected
 //! endpoint is re-admitted only if its pool has a live connection (the pool
 //! reconnects in the background and pings idle connections, see

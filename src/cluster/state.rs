@@ -127,6 +127,14 @@ impl Inner {
             }
             keep
         });
+        // A new endpoint starts at the others' mean estimate: as attractive
+        // as a typical one, so it is warmed with real calls at once.
+        let initial = if endpoints.is_empty() {
+            self.cfg.ewma_initial
+        } else {
+            let sum: f64 = endpoints.iter().map(|e| e.ewma.cost(now)).sum();
+            Duration::from_nanos((sum / endpoints.len() as f64) as u64)
+        };
         for &addr in list {
             if endpoints.iter().any(|e| e.addr() == addr) {
                 continue;
@@ -139,7 +147,7 @@ impl Inner {
                         id,
                         client,
                         in_flight: Cell::new(0),
-                        ewma: PeakEwma::new(self.cfg.ewma_decay, self.cfg.ewma_initial, now),
+                        ewma: PeakEwma::new(self.cfg.ewma_decay, initial, now),
                         health: Health::new(now),
                         cells: crate::metrics::local().endpoint_cells(addr),
                     }));

@@ -1,0 +1,428 @@
+//! The cluster client against several in-process servers on loopback: a
+//! server killed mid-load (fail-over, ejection, return), a slow server's tail
+//! cut by hedging within its budget, DNS re-resolution adding and removing
+//! endpoints (a test resolver, no network), and an exhausted retry budget.
+//! Timing assertions have wide margins: the machine is shared and noisy.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{base_server, client_builder, client_runtime, Msg, TestServer};
+use ringrpc::cluster::{Balance, Budget, Cluster, ClusterBuilder, Dns, Ejection, Hedging, Resolve};
+use ringrpc::runtime::io::{sleep, spawn};
+use ringrpc::{Error, Method, Request, ServerBuilder};
+
+/// Answers with the index of the server that handled it (and its request id).
+const WHO: Method<Msg, Msg> = Method::new("Cluster.who");
+
+/// A server whose `WHO` answers `index`; if `slow` is set, every 20th call
+/// (5%) takes 5 ms more while the flag is on.
+fn tagged(index: u64, slow: Option<Arc<AtomicBool>>) -> ServerBuilder {
+    let calls = Arc::new(AtomicU64::new(0));
+    base_server()
+        .register_async(WHO, move |req: Request<Msg>| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            let delay = slow
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed) && n % 20 == 19);
+            async move {
+                if delay {
+                    sleep(Duration::from_millis(5)).await;
+                }
+                Ok::<_, String>(Msg {
+                    id: index,
+                    text: req.id.to_native().to_string(),
+                })
+            }
+        })
+        .expect("register who")
+}
+
+fn cluster_builder() -> ClusterBuilder {
+    Cluster::builder()
+        .client(client_builder())
+        .deadline(Duration::from_secs(1))
+        .tick(Duration::from_millis(5))
+}
+
+/// How one call through the cluster ended.
+#[derive(Debug, Clone)]
+struct Outcome {
+    start: Instant,
+    elapsed: Duration,
+    /// The answering server's index, or the error.
+    result: Result<u64, String>,
+}
+
+async fn who(cluster: &Cluster, id: u64) -> Outcome {
+    let start = Instant::now();
+    let req = Msg {
+        id,
+        text: String::new(),
+    };
+    let result = cluster
+        .call(&WHO, &req)
+        .await
+        .map(|r| r.id.to_native())
+        .map_err(|e| format!("{e:?}"));
+    Outcome {
+        start,
+        elapsed: start.elapsed(),
+        result,
+    }
+}
+
+/// One server killed under load from 8 callers: every call still succeeds
+/// (in-flight ones are retried elsewhere, new ones avoid it), none outlives
+/// its deadline, the endpoint is ejected, and once a server is back on its
+/// address it is re-admitted and answers calls again.
+#[test]
+fn a_killed_server_is_failed_over_ejected_and_readmitted_after_it_recovers() {
+    let mut servers: Vec<TestServer> = (0..3).map(|i| TestServer::start(tagged(i, None))).collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr()).collect();
+    let victim = addrs[0];
+    let rt = client_runtime();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ejection = Ejection {
+        base_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+        ..Ejection::default()
+    };
+    let builder = cluster_builder()
+        .idempotent(&WHO)
+        .ejection(ejection)
+        .hedging(None);
+    let flag = stop.clone();
+    let load = rt
+        .spawn_on(0, move || async move {
+            let cluster = builder.connect_static(&addrs).expect("cluster");
+            assert!(cluster.wait_connected(3, Duration::from_secs(5)).await);
+            let callers: Vec<_> = (0..8u64)
+                .map(|c| {
+                    let (cluster, stop) = (cluster.clone(), flag.clone());
+                    spawn(async move {
+                        let mut out = Vec::new();
+                        let mut id = c << 32;
+                        while !stop.load(Ordering::Relaxed) {
+                            out.push(who(&cluster, id).await);
+                            id += 1;
+                        }
+                        out
+                    })
+                })
+                .collect();
+            // The victim's ejection state over time.
+            let mut timeline = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let stats = cluster.stats();
+                let v = stats.endpoints.iter().find(|e| e.addr == victim);
+                timeline.push((Instant::now(), v.is_some_and(|e| e.ejected)));
+                sleep(Duration::from_millis(2)).await;
+            }
+            let mut outcomes = Vec::new();
+            for caller in callers {
+                outcomes.extend(caller.await.expect("caller"));
+            }
+            (outcomes, timeline, cluster.stats())
+        })
+        .expect("client core");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    servers[0].abort();
+    std::thread::sleep(Duration::from_millis(500));
+    servers[0].serve_again(tagged(0, None));
+    let restarted = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let (outcomes, timeline, stats) = load.join().expect("load");
+
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(failed.is_empty(), "calls failed: {failed:?} ({stats:?})");
+    let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a call outlived its deadline: {slowest:?}"
+    );
+    assert!(outcomes.len() > 500, "only {} calls", outcomes.len());
+    let ejected_at = timeline
+        .iter()
+        .find(|(t, ejected)| *ejected && *t >= killed)
+        .map(|(t, _)| *t)
+        .expect("the killed endpoint was never ejected");
+    assert!(ejected_at < restarted, "ejected only after the restart");
+    let (_, still_ejected) = timeline.last().unwrap();
+    assert!(
+        !still_ejected,
+        "not re-admitted 1.5 s after its restart: {stats:?}"
+    );
+    let served_again = outcomes
+        .iter()
+        .filter(|o| o.start > restarted && o.result == Ok(0))
+        .count();
+    assert!(served_again > 0, "the restarted server got no call");
+    assert!(stats.ejections >= 1 && stats.retries >= 1, "{stats:?}");
+}
+
+fn p99(mut latencies: Vec<Duration>) -> Duration {
+    latencies.sort_unstable();
+    latencies[(latencies.len() * 99).div_ceil(100) - 1]
+}
+
+/// Runs `calls` calls from 4 callers after a warm-up of 300; returns their
+/// latencies and the cluster's stats.
+fn run_phase(
+    builder: ClusterBuilder,
+    addrs: Vec<SocketAddr>,
+    calls: u64,
+) -> (Vec<Duration>, ringrpc::cluster::ClusterStats) {
+    let rt = client_runtime();
+    rt.block_on(0, move || async move {
+        let cluster = builder.connect_static(&addrs).expect("cluster");
+        assert!(
+            cluster
+                .wait_connected(addrs.len(), Duration::from_secs(5))
+                .await
+        );
+        for id in 0..300 {
+            who(&cluster, id).await.result.expect("warm-up call");
+        }
+        let before = cluster.stats();
+        let callers: Vec<_> = (0..4u64)
+            .map(|c| {
+                let cluster = cluster.clone();
+                spawn(async move {
+                    let mut out = Vec::new();
+                    for id in 0..calls / 4 {
+                        let o = who(&cluster, (c << 32) + id).await;
+                        o.result.expect("call");
+                        out.push(o.elapsed);
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for c in callers {
+            latencies.extend(c.await.expect("caller"));
+        }
+        let mut stats = cluster.stats();
+        stats.calls -= before.calls;
+        stats.hedges -= before.hedges;
+        stats.hedges_won -= before.hedges_won;
+        (latencies, stats)
+    })
+    .expect("client core")
+}
+
+/// One of three servers takes 5 ms more on 5% of its calls. Round robin
+/// sends it a third of the calls, so ~1.7% of calls are slow and the p99
+/// is ~5 ms without hedging. With hedging (default: after the method's p95,
+/// 5% budget) the p99 comes back near the healthy p99, and the hedges sent
+/// stay within the 5% budget.
+#[test]
+fn hedging_cuts_a_slow_servers_tail_within_its_budget() {
+    let slow = Arc::new(AtomicBool::new(false));
+    let servers: Vec<TestServer> = (0..3)
+        .map(|i| TestServer::start(tagged(i, (i == 0).then(|| slow.clone()))))
+        .collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr()).collect();
+    let base = cluster_builder()
+        .balance(Balance::RoundRobin)
+        .idempotent(&WHO);
+    let calls = 4000;
+
+    let (healthy, _) = run_phase(base.clone().hedging(None), addrs.clone(), calls);
+    slow.store(true, Ordering::Relaxed);
+    let (unhedged, _) = run_phase(base.clone().hedging(None), addrs.clone(), calls);
+    let (hedged, stats) = run_phase(base.hedging(Some(Hedging::default())), addrs, calls);
+    let (healthy, unhedged, hedged) = (p99(healthy), p99(unhedged), p99(hedged));
+    eprintln!(
+        "p99 healthy {healthy:?}, slow unhedged {unhedged:?}, slow hedged {hedged:?}; {stats:?}"
+    );
+
+    assert!(
+        unhedged >= Duration::from_millis(4),
+        "the slow server shows in the p99: {unhedged:?}"
+    );
+    assert!(
+        hedged < unhedged / 2 && hedged < healthy + Duration::from_millis(2),
+        "hedging brings the p99 near the healthy one: {hedged:?} (healthy {healthy:?}, unhedged {unhedged:?})"
+    );
+    assert!(stats.hedges > 0, "{stats:?}");
+    // 5% of the calls made (warm-up included) plus one bucket's slack.
+    let budget = (stats.calls + 300) as f64 * 0.05 + 2.0;
+    assert!(
+        (stats.hedges as f64) <= budget,
+        "hedges over budget: {stats:?}"
+    );
+}
+
+/// A resolver whose answers the test changes.
+#[derive(Clone, Default)]
+struct TestResolver {
+    answer: Arc<Mutex<Vec<std::net::IpAddr>>>,
+    asked: Arc<AtomicU64>,
+}
+
+impl Resolve for TestResolver {
+    fn resolve(&mut self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        assert_eq!(host, "svc.test");
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let ips = self.answer.lock().unwrap().clone();
+        Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
+    }
+}
+
+/// Two servers on one port at 127.0.0.1 and 127.0.0.2, as a headless service
+/// lists pods. The name first resolves to A; B appears (it gets calls once
+/// connected), then A disappears: a call in flight to A finishes, and A gets
+/// no new calls.
+#[test]
+fn dns_re_resolution_adds_and_drains_endpoints() {
+    const PARK: Method<Msg, Msg> = Method::new("Cluster.park");
+    let parked = |i: u64| {
+        tagged(i, None)
+            .register_async(PARK, move |_req: Request<Msg>| async move {
+                sleep(Duration::from_millis(300)).await;
+                Ok::<_, String>(Msg {
+                    id: i,
+                    text: String::new(),
+                })
+            })
+            .unwrap()
+    };
+    let a_rt = TestServer::start(parked(0));
+    let port = a_rt.addr().port();
+    let b_rt = ringrpc::Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .build()
+        .unwrap();
+    let b_addr: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let _b = parked(1).serve(&b_rt, b_addr).expect("serve on 127.0.0.2");
+    let resolver = TestResolver::default();
+    *resolver.answer.lock().unwrap() = vec![a_rt.addr().ip()];
+    let dns = Dns::with_resolver(&format!("svc.test:{port}"), resolver.clone()).unwrap();
+    // Round robin: sequential calls must reach both (p2c would rightly keep
+    // them on whichever has the lower latency estimate).
+    let builder = cluster_builder()
+        .balance(Balance::RoundRobin)
+        .refresh(Duration::from_millis(10));
+    let rt = client_runtime();
+    let answer = resolver.answer.clone();
+    rt.block_on(0, move || async move {
+        let cluster = builder.discover(dns).expect("cluster");
+        let first = who(&cluster, 1).await;
+        assert_eq!(first.result, Ok(0), "only A is known");
+        *answer.lock().unwrap() = vec![a_rt.addr().ip(), b_addr.ip()];
+        assert!(
+            cluster.wait_connected(2, Duration::from_secs(5)).await,
+            "B connected"
+        );
+        let mut seen = [0; 2];
+        for id in 0..200 {
+            seen[who(&cluster, id).await.result.expect("call") as usize] += 1;
+        }
+        assert!(seen[0] > 0 && seen[1] > 0, "both serve: {seen:?}");
+
+        // A call parked on A, then A leaves the answer.
+        *answer.lock().unwrap() = vec![a_rt.addr().ip()];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cluster.stats().endpoints.len() != 1 {
+            assert!(Instant::now() < deadline, "B never removed");
+            sleep(Duration::from_millis(2)).await;
+        }
+        let c = cluster.clone();
+        let req = Msg {
+            id: 7,
+            text: String::new(),
+        };
+        let in_flight = spawn(async move {
+            c.call(&PARK, &req)
+                .await
+                .map(|r| r.id.to_native())
+                .map_err(|e| e.to_string())
+        });
+        sleep(Duration::from_millis(50)).await;
+        *answer.lock().unwrap() = vec![b_addr.ip()];
+        while cluster
+            .stats()
+            .endpoints
+            .iter()
+            .any(|e| e.addr.ip() == a_rt.addr().ip())
+        {
+            assert!(Instant::now() < deadline, "A never removed");
+            sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(
+            in_flight.await.unwrap(),
+            Ok(0),
+            "the call in flight to A finishes there"
+        );
+        for id in 0..100 {
+            assert_eq!(who(&cluster, id).await.result, Ok(1), "A gets no new call");
+        }
+        drop(a_rt);
+    })
+    .expect("client core");
+    assert!(resolver.asked.load(Ordering::Relaxed) >= 3);
+}
+
+/// Every endpoint refuses connections: each call fails at once with a
+/// retryable error. With a 10% budget and no floor, retries stay at 10% of
+/// the calls and the calls the budget refused fail with the typed error.
+#[test]
+fn an_exhausted_retry_budget_fails_calls_with_a_typed_error_and_no_storm() {
+    let dead: Vec<SocketAddr> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        })
+        .collect();
+    let builder = cluster_builder()
+        .max_retries(5)
+        .retry_budget(Budget::new(0.1, 0.0))
+        .retry_backoff(Duration::from_millis(1));
+    let rt = client_runtime();
+    let (outcomes, stats) = rt
+        .block_on(0, move || async move {
+            let cluster = builder.connect_static(&dead).expect("cluster");
+            // Let both pools fail their first connect.
+            sleep(Duration::from_millis(50)).await;
+            let mut outcomes = Vec::new();
+            for id in 0..500 {
+                let req = Msg {
+                    id,
+                    text: String::new(),
+                };
+                let start = Instant::now();
+                let r = cluster.call(&WHO, &req).await.map(|_| ());
+                outcomes.push((r, start.elapsed()));
+            }
+            (outcomes, cluster.stats())
+        })
+        .expect("client core");
+    let exhausted = outcomes
+        .iter()
+        .filter(
+            |(r, _)| matches!(r, Err(Error::RetryBudgetExhausted { last }) if last.did_not_run()),
+        )
+        .count();
+    assert!(outcomes.iter().all(|(r, _)| r.is_err()));
+    assert!(
+        exhausted >= 400,
+        "{exhausted} of 500 refused by the budget ({stats:?})"
+    );
+    assert_eq!(stats.retry_budget_exhausted as usize, exhausted);
+    assert!(stats.retries <= 51, "retry storm: {stats:?}");
+    let slowest = outcomes.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+}
