@@ -470,6 +470,12 @@ impl Client {
         self.pool.shared.is_up()
     }
 
+    /// True if no connection is up and the pool's last connect attempts all
+    /// failed (the cluster's active health check).
+    pub(crate) fn is_down(&self) -> bool {
+        self.pool.shared.is_down()
+    }
+
     /// The endpoint this client calls.
     pub fn endpoint(&self) -> SocketAddr {
         self.pool.shared.addr

@@ -132,6 +132,15 @@ impl PoolShared {
             .any(|s| matches!(s, SlotState::Live(c) if c.is_live()))
     }
 
+    /// True if no connection is up and every slot's last connect failed
+    /// (none is connecting): the endpoint is down.
+    pub fn is_down(&self) -> bool {
+        self.slots
+            .borrow()
+            .iter()
+            .all(|s| matches!(s, SlotState::Backoff | SlotState::Retired))
+    }
+
     pub fn set_slot(&self, index: usize, state: SlotState) {
         self.slots.borrow_mut()[index] = state;
         self.counters.notify_waiters();

@@ -8,7 +8,9 @@
 //! An attempt that fails on a connection error (`ConnectionLost`, `NotSent`,
 //! `Unavailable`) and leaves the endpoint's pool without a live connection
 //! ejects it at once: it is down, not merely failing.
-//! Coming back is gated by active health: once its period ends, an ejected
+//! Active health: an endpoint whose pool cannot connect (every slot's last
+//! connect attempt failed) is ejected on the cluster's next tick, even if no
+//! call failed there. Coming back is gated by active health too: once its period ends, an ejected
 //! endpoint is re-admitted only if its pool has a live connection (the pool
 //! reconnects in the background and pings idle connections, see
 //! `ClientBuilder::heartbeat_interval`); otherwise the period is extended.

@@ -45,6 +45,12 @@ impl PeakEwma {
         self.cost_ns.get() * self.decay(now)
     }
 
+    /// Starts over from `cost` at `now` (a re-admitted endpoint).
+    pub fn reset(&self, cost: Duration, now: Instant) {
+        self.cost_ns.set(cost.as_nanos() as f64);
+        self.stamp.set(now);
+    }
+
     /// Blends in a latency observed at `now`.
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;

@@ -89,9 +89,13 @@ impl Inner {
                 w.wake();
             }
         }
-        if self.ejected.get() > 0 {
-            for e in self.endpoints.borrow().iter() {
+        let endpoints = self.endpoints.borrow();
+        for e in endpoints.iter() {
+            if e.health.is_ejected() {
                 self.maybe_readmit(e, now);
+            } else if e.client.is_down() {
+                // Active health: its pool cannot connect.
+                self.eject(e, now);
             }
         }
     }
@@ -104,6 +108,9 @@ impl Inner {
             return;
         }
         if e.client.is_up() {
+            // Its estimate still carries the failures' penalties: start it
+            // at the typical (not ejected) endpoint's, as a new one.
+            e.ewma.reset(self.mean_cost(now), now);
             e.health.readmit(now);
             self.ejected.set(self.ejected.get().saturating_sub(1));
             e.cells.ejected.set(0);
@@ -129,12 +136,7 @@ impl Inner {
         });
         // A new endpoint starts at the others' mean estimate: as attractive
         // as a typical one, so it is warmed with real calls at once.
-        let initial = if endpoints.is_empty() {
-            self.cfg.ewma_initial
-        } else {
-            let sum: f64 = endpoints.iter().map(|e| e.ewma.cost(now)).sum();
-            Duration::from_nanos((sum / endpoints.len() as f64) as u64)
-        };
+        let initial = mean_cost(&endpoints, now).unwrap_or(self.cfg.ewma_initial);
         for &addr in list {
             if endpoints.iter().any(|e| e.addr() == addr) {
                 continue;
@@ -156,6 +158,11 @@ impl Inner {
                 Err(e) => tracing::warn!(endpoint = %addr, error = %e, "cannot add endpoint"),
             }
         }
+    }
+
+    /// The mean latency estimate of the endpoints that are not ejected.
+    fn mean_cost(&self, now: Instant) -> Duration {
+        mean_cost(&self.endpoints.borrow(), now).unwrap_or(self.cfg.ewma_initial)
     }
 
     /// Picks an endpoint for an attempt, waiting (until `deadline`) while the
@@ -278,4 +285,14 @@ impl Inner {
             w.wake();
         }
     }
+}
+
+/// The mean latency estimate of the endpoints not ejected, if any.
+fn mean_cost(endpoints: &[Rc<Endpoint>], now: Instant) -> Option<Duration> {
+    let costs = endpoints
+        .iter()
+        .filter(|e| !e.health.is_ejected())
+        .map(|e| e.ewma.cost(now));
+    let (sum, n) = costs.fold((0.0, 0u32), |(s, n), c| (s + c, n + 1));
+    (n > 0).then(|| Duration::from_nanos((sum / f64::from(n)) as u64))
 }
