@@ -45,9 +45,29 @@ const SIDES: Naming = Naming::Cores {
 /// Options of `ringrpc bench` (also the default command).
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Benchmark a running `ringrpc serve` at ADDR instead of an embedded server.
-    #[arg(long, value_name = "ADDR")]
-    pub connect: Option<SocketAddr>,
+    /// Benchmark running `ringrpc serve`s at ADDR instead of an embedded
+    /// server; several (`a,b,c`) are called through a cluster client.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub connect: Vec<SocketAddr>,
+    /// Embedded servers (on the server CPU, each its own listener); more than
+    /// one is called through a cluster client.
+    #[arg(long, default_value = "1", value_parser = parse_positive, value_name = "N")]
+    pub servers: usize,
+    /// Call through a cluster client even with one server.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Cluster balancing: `p2c` (peak-EWMA least load) or `round-robin`.
+    #[arg(long, value_enum, default_value_t = BalanceArg::P2c)]
+    pub balance: BalanceArg,
+    /// Cluster hedging of the echo (declared idempotent): after its p95, 5% budget.
+    #[arg(long, value_enum, default_value_t = Switch::On, value_name = "on|off")]
+    pub hedge: Switch,
+    /// Make the first embedded server slow: every N-th call waits --slow-ms (0: never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub slow_every: u64,
+    /// The delay of the slow server's slow calls, in milliseconds.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub slow_ms: u64,
     /// Client cores (pinned to CPUs from --client-cpu upward).
     #[arg(long, default_value = "1", value_parser = parse_positive)]
     pub cores: usize,
@@ -105,6 +125,7 @@ pub struct BenchArgs {
     /// `floor`: also measure raw-socket baselines with the same payload and
     /// duration. `metrics`: measure each row with metrics on and off, alternating,
     /// `--rounds` times each, and print the medians and the on/off ratio.
+    /// `cluster`: the same, a plain client vs a cluster of one endpoint.
     #[arg(long, value_enum)]
     pub compare: Option<Compare>,
     /// The targets file `--compare floor` checks [default: $RINGRPC_TARGETS,
@@ -130,7 +151,21 @@ pub struct BenchArgs {
     pub driver: Driver,
 }
 
+/// `--balance` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BalanceArg {
+    /// Power of two choices over peak-EWMA load.
+    P2c,
+    /// Round robin.
+    RoundRobin,
+}
+
 impl BenchArgs {
+    /// Whether calls go through a cluster client.
+    pub fn uses_cluster(&self) -> bool {
+        self.cluster || self.connect.len() > 1 || (self.connect.is_empty() && self.servers > 1)
+    }
+
     /// The busy-poll window, if any.
     pub fn busy(&self) -> Option<Duration> {
         (self.busy_poll > 0).then(|| Duration::from_micros(self.busy_poll))
@@ -154,6 +189,9 @@ pub enum Compare {
     Floor,
     /// The same rows with metrics on and off (medians of `--rounds` runs each).
     Metrics,
+    /// The same rows through a plain client and a cluster of one (medians of
+    /// `--rounds` runs each): what balancing costs.
+    Cluster,
 }
 
 /// Which CPUs the server and the client cores run on.
@@ -179,9 +217,9 @@ impl CpuPlan {
     }
 }
 
-/// A loopback server on its own pinned runtime.
+/// Loopback servers (`--servers`) on one pinned runtime.
 struct EmbeddedServer {
-    handle: ServerHandle,
+    handles: Vec<ServerHandle>,
     runtime: Runtime,
 }
 
@@ -196,40 +234,58 @@ impl EmbeddedServer {
             .build()?;
         say_once(runtime.driver());
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let builder = Server::builder().data_digest(args.data_digest.is_on());
-        let handle = echo::register(builder)?
-            .metrics(metrics)
-            .serve(&runtime, addr)?;
-        Ok(Self { handle, runtime })
+        let mut handles = Vec::new();
+        for i in 0..args.servers {
+            let builder = if i == 0 && args.slow_every > 0 {
+                let delay = Duration::from_millis(args.slow_ms);
+                echo::slow_server(args.slow_every, delay)?
+            } else {
+                echo::register(Server::builder())?
+            };
+            let builder = builder
+                .data_digest(args.data_digest.is_on())
+                .metrics(metrics);
+            handles.push(builder.serve(&runtime, addr)?);
+        }
+        Ok(Self { handles, runtime })
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.handles.iter().map(ServerHandle::local_addr).collect()
     }
 
     /// Reads the server runtime's metrics, then stops it.
     fn stop(self) -> MetricsSnapshot {
         let metrics = self.runtime.metrics();
-        self.handle.shutdown(Duration::from_millis(200));
+        for handle in self.handles {
+            handle.shutdown(Duration::from_millis(200));
+        }
         self.runtime.shutdown();
         metrics
     }
 }
 
-/// What a closed-loop measurement needs on each client core (`Send + Copy`).
-#[derive(Debug, Clone, Copy)]
-struct Spec {
-    addr: SocketAddr,
-    pool_size: usize,
-    in_flight: usize,
-    payload: usize,
-    window: Window,
-    metrics: bool,
-    digest: bool,
+/// What a closed-loop measurement needs on each client core (`Send + Clone`).
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub addrs: Vec<SocketAddr>,
+    pub cluster: Option<crate::cluster_bench::ClusterSpec>,
+    pub pool_size: usize,
+    pub in_flight: usize,
+    pub payload: usize,
+    pub window: Window,
+    pub metrics: bool,
+    pub digest: bool,
 }
 
 /// Where one row's client runtime sends its calls.
 pub struct Target<'a> {
     /// The client runtime (fresh for this row).
     pub runtime: &'a Runtime,
-    /// The server's address.
+    /// The (first) server's address.
     pub addr: SocketAddr,
+    /// Every server's address.
+    pub addrs: Vec<SocketAddr>,
     /// Whether metrics are on in client and server.
     pub metrics: bool,
 }
@@ -253,6 +309,8 @@ pub fn run(args: &BenchArgs) -> CliResult<bool> {
     let mut rows = Vec::new();
     let healthy = if args.compare == Some(Compare::Metrics) {
         compare::metrics(args, &cpus, &mut rows)?
+    } else if args.compare == Some(Compare::Cluster) {
+        compare::cluster(args, &cpus, &mut rows)?
     } else {
         run_table(args, &cpus, &mut rows)?
     };
@@ -262,13 +320,16 @@ pub fn run(args: &BenchArgs) -> CliResult<bool> {
 
 /// Rejects option combinations that cannot be measured.
 fn check_args(args: &BenchArgs) -> CliResult<()> {
-    if args.connect.is_some() && args.compare.is_some() {
+    if !args.connect.is_empty() && args.compare.is_some() {
         return Err("--compare measures against the embedded loopback server; \
                     it cannot be combined with --connect"
             .into());
     }
-    if args.compare == Some(Compare::Metrics) && !args.rate.is_empty() {
-        return Err("--compare metrics measures closed-loop rows; drop --rate".into());
+    if matches!(args.compare, Some(Compare::Metrics | Compare::Cluster)) && !args.rate.is_empty() {
+        return Err("--compare metrics|cluster measures closed-loop rows; drop --rate".into());
+    }
+    if args.uses_cluster() && !args.rate.is_empty() {
+        return Err("--rate (open loop) calls one server; drop --rate with several".into());
     }
     Ok(())
 }
@@ -298,14 +359,16 @@ fn run_table(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult
 fn show(measured: &Measured, rows: &mut Vec<Row>) {
     report::row(&measured.row);
     phases::print(&measured.client, measured.server.as_ref());
+    crate::cluster_bench::print(&measured.client);
     rows.push(measured.row.clone());
 }
 
 /// Prints what is about to run.
 fn describe(args: &BenchArgs, cpus: &CpuPlan) {
-    let server = match args.connect {
-        Some(addr) => format!("{addr} (remote)"),
-        None => format!("embedded on cpu {}", cpus.server),
+    let server = match args.connect.as_slice() {
+        [] if args.servers > 1 => format!("{} embedded on cpu {}", args.servers, cpus.server),
+        [] => format!("embedded on cpu {}", cpus.server),
+        addrs => format!("{addrs:?} (remote)"),
     };
     println!(
         "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}, busy poll {}{}",
@@ -326,9 +389,21 @@ pub fn run_row(
     in_flight: usize,
     metrics: bool,
 ) -> CliResult<Measured> {
+    run_row_with(args, cpus, in_flight, metrics, args.uses_cluster())
+}
+
+/// [`run_row`] through a cluster client (`cluster`) or a plain one.
+pub fn run_row_with(
+    args: &BenchArgs,
+    cpus: &CpuPlan,
+    in_flight: usize,
+    metrics: bool,
+    cluster: bool,
+) -> CliResult<Measured> {
     with_runtimes(args, cpus, metrics, |target| {
         let spec = Spec {
-            addr: target.addr,
+            addrs: target.addrs.clone(),
+            cluster: cluster.then(|| crate::cluster_bench::ClusterSpec::new(args)),
             pool_size: args.pool_size,
             in_flight,
             payload: args.payload,
@@ -355,14 +430,15 @@ fn with_runtimes(
     metrics: bool,
     measure: impl FnOnce(Target<'_>) -> CliResult<Row>,
 ) -> CliResult<Measured> {
-    let server = match args.connect {
-        Some(_) => None,
-        None => Some(EmbeddedServer::start(cpus.server, metrics, args)?),
+    let server = match args.connect.is_empty() {
+        false => None,
+        true => Some(EmbeddedServer::start(cpus.server, metrics, args)?),
     };
-    let addr = args
-        .connect
-        .or_else(|| server.as_ref().map(|s| s.handle.local_addr()))
-        .ok_or("no server address")?;
+    let addrs = match &server {
+        Some(s) => s.addrs(),
+        None => args.connect.clone(),
+    };
+    let addr = *addrs.first().ok_or("no server address")?;
     let runtime = Runtime::builder()
         .cpus(cpus.client.iter().copied())
         .name(SIDES.client())
@@ -374,6 +450,7 @@ fn with_runtimes(
     let row = measure(Target {
         runtime: &runtime,
         addr,
+        addrs,
         metrics,
     });
     // Read after every caller finished and every client closed.
@@ -416,7 +493,11 @@ where
 
 /// Runs one configuration on every core of `runtime` and merges the results.
 fn measure(runtime: &Runtime, spec: Spec) -> CliResult<Row> {
-    let (tallies, cpu) = on_every_core(runtime, &spec.window, move |core| run_core(core, spec))?;
+    let window = spec.window;
+    let (tallies, cpu) = on_every_core(runtime, &window, {
+        let spec = spec.clone();
+        move |core| run_core(core, spec.clone())
+    })?;
     let mut total = Tally::new();
     for tally in tallies {
         total.merge(tally);
@@ -431,7 +512,12 @@ fn measure(runtime: &Runtime, spec: Spec) -> CliResult<Row> {
         payload: spec.payload,
     };
     let duration = spec.window.end - spec.window.start;
-    Ok(Row::new("ringrpc", shape, &total, duration).with_cpu(cpu))
+    let label = if spec.cluster.is_some() {
+        "ringrpc/cluster"
+    } else {
+        "ringrpc"
+    };
+    Ok(Row::new(label, shape, &total, duration).with_cpu(cpu))
 }
 
 /// Connects a client on this core and waits for its first connection; on
@@ -457,8 +543,11 @@ async fn run_core(core: usize, spec: Spec) -> Tally {
         .pool_size(spec.pool_size)
         .metrics(spec.metrics)
         .data_digest(spec.digest);
+    if let Some(cluster) = &spec.cluster {
+        return crate::cluster_bench::run_core(core, &spec, cluster, builder).await;
+    }
     let mut total = Tally::new();
-    let Some(client) = connect(builder, spec.addr, core, &mut total).await else {
+    let Some(client) = connect(builder, spec.addrs[0], core, &mut total).await else {
         return total;
     };
     let callers: Vec<_> = (0..spec.in_flight)
@@ -478,7 +567,7 @@ async fn run_core(core: usize, spec: Spec) -> Tally {
 }
 
 /// One closed-loop caller: call, check the echo, record, until the window ends.
-async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -> Tally {
+pub async fn caller(client: Client, window: Window, first_id: u64, payload: usize) -> Tally {
     let mut tally = Tally::new();
     let record = |started, outcome| match outcome {
         Ok(()) => tally.ok(&window, started),

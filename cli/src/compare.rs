@@ -1,4 +1,6 @@
-//! `ringrpc bench --compare metrics`: what leaving metrics on costs.
+//! `ringrpc bench --compare metrics`: what leaving metrics on costs;
+//! `--compare cluster`: what a cluster client (balancing, ejection, retry and
+//! hedging bookkeeping) costs over a plain client, with one endpoint.
 //!
 //! For each `--in-flight` value, runs the same row `--rounds` times with
 //! metrics on and `--rounds` times with metrics off (the switch is applied to
@@ -30,12 +32,41 @@ impl Runs {
 /// Runs the on/off comparison, appending every run's row to `rows`;
 /// `Ok(false)` when any call failed.
 pub fn metrics(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult<bool> {
+    let cluster = args.uses_cluster();
+    alternate(
+        args,
+        rows,
+        ["metrics on", "metrics off"],
+        |in_flight, on| bench::run_row_with(args, cpus, in_flight, on, cluster),
+    )
+}
+
+/// Runs a cluster of one against a plain client, appending every run's row to
+/// `rows`; `Ok(false)` when any call failed.
+pub fn cluster(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResult<bool> {
+    let metrics = args.metrics.is_on();
+    alternate(
+        args,
+        rows,
+        ["cluster of 1", "plain client"],
+        |in_flight, cluster| bench::run_row_with(args, cpus, in_flight, metrics, cluster),
+    )
+}
+
+/// For each `--in-flight` value, `--rounds` runs of each setting (`true`:
+/// `labels[0]`, `false`: `labels[1]`), alternating the order, then the medians.
+fn alternate(
+    args: &BenchArgs,
+    rows: &mut Vec<Row>,
+    labels: [&'static str; 2],
+    run: impl Fn(usize, bool) -> CliResult<bench::Measured>,
+) -> CliResult<bool> {
     let mut healthy = true;
     for in_flight in args.in_flights() {
         println!();
         println!(
-            "metrics on vs off at {in_flight} in flight: {} runs each, alternating, fresh runtimes per run",
-            args.rounds
+            "{} vs {} at {in_flight} in flight: {} runs each, alternating, fresh runtimes per run",
+            labels[0], labels[1], args.rounds
         );
         report::header();
         let (mut on, mut off) = (Runs::default(), Runs::default());
@@ -45,12 +76,12 @@ pub fn metrics(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResu
             } else {
                 [false, true]
             };
-            for metrics in order {
-                let mut measured = bench::run_row(args, cpus, in_flight, metrics)?;
-                measured.row.label = if metrics { "metrics on" } else { "metrics off" };
+            for setting in order {
+                let mut measured = run(in_flight, setting)?;
+                measured.row.label = labels[usize::from(!setting)];
                 report::row(&measured.row);
                 healthy &= measured.row.errors == 0;
-                if metrics {
+                if setting {
                     on.push(&measured.row);
                 } else {
                     off.push(&measured.row);
@@ -58,19 +89,21 @@ pub fn metrics(args: &BenchArgs, cpus: &CpuPlan, rows: &mut Vec<Row>) -> CliResu
                 rows.push(measured.row);
             }
         }
-        summary(in_flight, &on, &off);
+        summary(in_flight, labels, &on, &off);
     }
     Ok(healthy)
 }
 
 /// Prints medians (with the spread) and the on/off ratio.
-fn summary(in_flight: usize, on: &Runs, off: &Runs) {
+fn summary(in_flight: usize, labels: [&str; 2], on: &Runs, off: &Runs) {
     let (t_on, t_off) = (median(&on.calls_per_sec), median(&off.calls_per_sec));
     let ratio = if t_off > 0.0 { t_on / t_off } else { f64::NAN };
     println!(
         "  at {in_flight} in flight, median of {} runs each:",
         on.calls_per_sec.len()
     );
+    let [a, b] = labels;
+    println!("    on = {a}, off = {b}");
     println!(
         "    calls/s  on {:>12} [{} .. {}]   off {:>12} [{} .. {}]",
         thousands(t_on),
@@ -91,7 +124,7 @@ fn summary(in_flight: usize, on: &Runs, off: &Runs) {
         median(&off.p99)
     );
     println!(
-        "    throughput on/off = {ratio:.4} ({:+.2}% with metrics on)",
+        "    throughput on/off = {ratio:.4} ({:+.2}% with {a})",
         (ratio - 1.0) * 100.0
     );
 }

@@ -160,15 +160,18 @@ fn json(args: &BenchArgs, cpus: &CpuPlan, rows: &[Row]) -> String {
 
 /// The run's settings as a JSON object.
 fn settings(args: &BenchArgs, cpus: &CpuPlan) -> String {
-    let server = match args.connect {
-        Some(addr) => json_string(&addr.to_string()),
-        None => json_string("embedded"),
+    let server = match args.connect.as_slice() {
+        [] => json_string("embedded"),
+        addrs => {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            json_string(&list.join(","))
+        }
     };
     let client_cpus: Vec<String> = cpus.client.iter().map(usize::to_string).collect();
     format!(
         "{{\"server\": {server}, \"server_cpu\": {}, \"client_cpus\": [{}], \"duration_s\": {}, \
          \"warmup_s\": {}, \"metrics\": {}, \"busy_poll_us\": {}, \"max_outstanding\": {}, \"send_spin_us\": {}}}",
-        if args.connect.is_some() {
+        if !args.connect.is_empty() {
             "null".to_string()
         } else {
             cpus.server.to_string()

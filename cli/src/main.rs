@@ -2,7 +2,8 @@
 //!
 //! - `ringrpc [bench] [OPTIONS]` (the default): closed-loop (`--in-flight`)
 //!   or open-loop (`--rate`) load generator against an embedded loopback
-//!   server or `--connect ADDR`, optionally compared with raw-socket floors
+//!   server or `--connect ADDR` (several, `a,b,c`, or `--servers N`, go
+//!   through a cluster client: `--balance`, `--hedge`), optionally compared with raw-socket floors
 //!   (`--compare floor`, which also measures and prints the P1–P3 targets);
 //!   `--csv`/`--json` export the rows.
 //!   Under each row: per-phase latency, pool hit rate and stalls read from the
@@ -18,6 +19,7 @@
 //! - `ringrpc plot`: SVG charts from the `peers` bench CSV and `bench --csv`.
 
 mod bench;
+mod cluster_bench;
 mod compare;
 mod driver;
 mod export;

@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// `io_uring` or `epoll` (`RINGRPC_DRIVER`, when set, overrides it).
     #[arg(long, default_value = "auto", value_parser = parse_driver, value_name = "auto|io_uring|epoll")]
     driver: Driver,
+    /// Be a slow server: every N-th `Bench.echo` call waits --slow-ms (0: never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    slow_every: u64,
+    /// The delay of the slow calls, in milliseconds.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    slow_ms: u64,
 }
 
 /// Runs the server until killed (or for `--duration`).
@@ -59,7 +65,12 @@ pub fn run(args: &ServeArgs) -> CliResult<()> {
         builder = builder.cores(n);
     }
     let runtime = builder.build()?;
-    let handle = echo::server()?
+    let builder = if args.slow_every > 0 {
+        echo::slow_server(args.slow_every, Duration::from_millis(args.slow_ms))?
+    } else {
+        echo::server()?
+    };
+    let handle = builder
         .metrics(args.histograms.is_on())
         .serve(&runtime, args.listen)?;
     println!(

@@ -22,9 +22,11 @@ use crate::{plot, CliResult};
 /// Options of `ringrpc tune`.
 #[derive(Debug, Clone, Args)]
 pub struct TuneArgs {
-    /// Tune against a running `ringrpc serve` at ADDR instead of an embedded server.
-    #[arg(long, value_name = "ADDR")]
-    pub connect: Option<SocketAddr>,
+    /// Tune against running `ringrpc serve`s at ADDR instead of an embedded
+    /// server; several (`a,b,c`) are called through a cluster client (the
+    /// pool size is then per endpoint).
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub connect: Vec<SocketAddr>,
     /// Largest pool size to try (1..=N connections per client core).
     #[arg(long, default_value = "4", value_parser = parse_positive)]
     pub max_pool: usize,
@@ -84,7 +86,13 @@ pub struct Point {
 impl TuneArgs {
     fn bench_args(&self, pool: usize, duration: Duration) -> BenchArgs {
         BenchArgs {
-            connect: self.connect,
+            connect: self.connect.clone(),
+            servers: 1,
+            cluster: false,
+            balance: crate::bench::BalanceArg::P2c,
+            hedge: Switch::On,
+            slow_every: 0,
+            slow_ms: 5,
             cores: self.cores,
             pool_size: pool,
             in_flight: self.in_flight.clone(),

@@ -8,9 +8,13 @@
 //! example, and the `echo_server` example answers `ringrpc bench --connect`.
 
 use std::convert::Infallible;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use ringrpc::{Client, Method, Responder, Sent, Server, ServerBuilder, SliceAsVec};
+use ringrpc::{
+    Client, Cluster, Method, Request, Responder, Sent, Server, ServerBuilder, SliceAsVec,
+};
 
 /// An echo request, and its response (the server sends the same fields back).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -37,6 +41,29 @@ pub fn register(builder: ServerBuilder) -> Result<ServerBuilder, ringrpc::Error>
 /// A server builder with both echo methods registered.
 pub fn server() -> Result<ServerBuilder, ringrpc::Error> {
     register(Server::builder())
+}
+
+/// A server builder whose [`ECHO`] is slow on purpose: every `every`-th call
+/// (counted over the server's cores) waits `delay` before answering (an
+/// async handler; the others answer at once). [`ECHO_OWNED`] is as usual.
+/// What the cluster benchmark's slow server runs (`ringrpc serve --slow-ms`).
+pub fn slow_server(every: u64, delay: Duration) -> Result<ServerBuilder, ringrpc::Error> {
+    let calls = Arc::new(AtomicU64::new(0));
+    Server::builder()
+        .register_async(ECHO, move |req: Request<Echo>| {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            let slow = every > 0 && n % every == every - 1;
+            async move {
+                if slow {
+                    ringrpc::runtime::io::sleep(delay).await;
+                }
+                Ok::<_, Infallible>(Echo {
+                    id: req.id.to_native(),
+                    payload: req.payload.as_slice().to_vec(),
+                })
+            }
+        })?
+        .register(ECHO_OWNED, echo_owned)
 }
 
 /// The echo response, borrowing the request's payload (archives as an `Echo`).
@@ -86,6 +113,32 @@ pub async fn call_loop(
             return;
         }
         let outcome = match client.call(&ECHO, &req).await {
+            Ok(reply) => matches(&reply, &req),
+            Err(e) => Err(e.to_string()),
+        };
+        record(started, outcome);
+        req.id = req.id.wrapping_add(1);
+    }
+}
+
+/// [`call_loop`] through a [`Cluster`].
+pub async fn cluster_call_loop(
+    cluster: &Cluster,
+    first_id: u64,
+    payload: usize,
+    end: Instant,
+    mut record: impl FnMut(Instant, Result<(), String>),
+) {
+    let mut req = Echo {
+        id: first_id,
+        payload: vec![0xA5; payload],
+    };
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return;
+        }
+        let outcome = match cluster.call(&ECHO, &req).await {
             Ok(reply) => matches(&reply, &req),
             Err(e) => Err(e.to_string()),
         };
