@@ -37,6 +37,22 @@ pub use options::{CallOptions, DEFAULT_PROPAGATION_MARGIN};
 use pool::Pool;
 pub use sharded::{shard_of, ShardedClient};
 
+/// A call's deadline: `after` from `started` (read now when `None`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub started: Option<Instant>,
+    pub after: Duration,
+}
+
+impl From<Duration> for Deadline {
+    fn from(after: Duration) -> Self {
+        Self {
+            started: None,
+            after,
+        }
+    }
+}
+
 /// What a call does when every connection is at its in-flight limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverloadPolicy {
@@ -344,14 +360,15 @@ impl Client {
     }
 
     /// [`call_with`](Self::call_with) with the deadline given (a cluster's
-    /// attempt: what is left of the call's deadline).
+    /// attempt: what is left of the call's deadline, from when it started).
     pub(crate) async fn call_opts<Req: Message, Resp: Message>(
         &self,
         method: &Method<Req, Resp>,
         req: &Req,
-        deadline: Duration,
+        deadline: impl Into<Deadline>,
         opts: &CallOptions,
     ) -> Result<Reply<Resp>, Error> {
+        let deadline = deadline.into();
         #[cfg(feature = "otel")]
         {
             let mut metadata = opts.metadata.clone();
@@ -379,17 +396,18 @@ impl Client {
             let mut metadata = Metadata::new();
             crate::trace_context::inject(&mut metadata);
             let metadata = (!metadata.is_empty()).then_some(&metadata);
-            self.call_traced(method, req, deadline, metadata).await
+            self.call_traced(method, req, deadline.into(), metadata)
+                .await
         }
         #[cfg(not(feature = "otel"))]
-        self.call_traced(method, req, deadline, None).await
+        self.call_traced(method, req, deadline.into(), None).await
     }
 
     async fn call_traced<Req: Message, Resp: Message>(
         &self,
         method: &Method<Req, Resp>,
         req: &Req,
-        deadline: Duration,
+        deadline: Deadline,
         metadata: Option<&Metadata>,
     ) -> Result<Reply<Resp>, Error> {
         // A span per call only when TRACE is on: otherwise not even a disabled span.
@@ -406,7 +424,7 @@ impl Client {
         &self,
         method: &Method<Req, Resp>,
         req: &Req,
-        deadline: Duration,
+        deadline: Deadline,
         metadata: Option<&Metadata>,
     ) -> Result<Reply<Resp>, Error> {
         self.call_encoded(
@@ -426,15 +444,17 @@ impl Client {
     pub(crate) async fn call_encoded<R>(
         &self,
         (method_id, method_name): (u32, &'static str),
-        deadline: Duration,
+        deadline: impl Into<Deadline>,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
         finish: impl FnOnce(FrameBytes) -> Result<R, Error>,
         metadata: Option<&Metadata>,
     ) -> Result<R, Error> {
         // A fresh reading, not the turn's clock: a call must never time out
-        // before its deadline counted from when it was made.
-        let started = Instant::now();
-        let deadline_at = started + deadline;
+        // before its deadline counted from when it was made (a cluster hands
+        // over the fresh reading it took when its attempt started).
+        let deadline = deadline.into();
+        let started = deadline.started.unwrap_or_else(Instant::now);
+        let deadline_at = started + deadline.after;
         let pool = &self.pool.shared;
         pool.counters.call_made();
         let (conn, waited) = pool.acquire(deadline_at).await?;

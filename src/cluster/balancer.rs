@@ -73,27 +73,27 @@ impl Balancer {
 
     /// The endpoint for the next attempt, avoiding `tried`; `None` only if
     /// `endpoints` is empty.
-    pub fn pick(
-        &self,
-        endpoints: &[Rc<Endpoint>],
-        tried: &[u64],
-        now: Instant,
-    ) -> Option<Rc<Endpoint>> {
+    pub fn pick(&self, endpoints: &[Rc<Endpoint>], tried: &[u64]) -> Option<Rc<Endpoint>> {
         match endpoints {
             [] => None,
             [only] => Some(only.clone()),
-            _ => [
-                Level::Available,
-                Level::Connecting,
-                Level::Tried,
-                Level::Any,
-            ]
-            .into_iter()
-            .find_map(|level| match self.mode {
-                Balance::P2c => self.p2c(endpoints, tried, level, now),
-                Balance::RoundRobin => self.round_robin(endpoints, tried, level),
-            }),
+            _ => self.pick_among(endpoints, tried),
         }
+    }
+
+    fn pick_among(&self, endpoints: &[Rc<Endpoint>], tried: &[u64]) -> Option<Rc<Endpoint>> {
+        // The turn's clock: loads need no fresher reading.
+        let now = crate::runtime::io::now();
+        let levels = [
+            Level::Available,
+            Level::Connecting,
+            Level::Tried,
+            Level::Any,
+        ];
+        levels.into_iter().find_map(|level| match self.mode {
+            Balance::P2c => self.p2c(endpoints, tried, level, now),
+            Balance::RoundRobin => self.round_robin(endpoints, tried, level),
+        })
     }
 
     fn p2c(

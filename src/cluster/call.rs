@@ -42,24 +42,35 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
         }
         _ => false,
     };
-    let mut tried: Vec<u64> = Vec::new();
+    let mut tried = Tried::default();
     let mut retries = 0;
+    // The first attempt starts with the call (one clock reading for both).
+    let mut start = Some(started);
     loop {
-        let ep = inner.pick(&tried, deadline).await?;
-        if tried.contains(&ep.id) {
+        let ep = match inner.pick_now(tried.ids()) {
+            Some(ep) => ep,
+            None => inner.pick(tried.ids(), deadline).await?,
+        };
+        if tried.contains(ep.id) {
             // No other endpoint to go to: give this one a moment.
             let at = (Instant::now() + inner.cfg.retry_backoff).min(deadline);
             io::sleep_until(at).await;
+            start = None;
         }
         if retries > 0 {
             inc(&ep.cells.retries);
             inc(&inner.counts.retries);
         }
         tried.push(ep.id);
-        let result = if hedged {
-            hedged_attempt(inner, &ep, method, req, opts, deadline, &mut tried).await
+        let start = start.take().unwrap_or_else(Instant::now);
+        // A hedge needs another endpoint to go to.
+        let result = if hedged && inner.endpoints.borrow().len() > 1 {
+            // Boxed: the plain path's future stays small.
+            let args = (method, req, opts);
+            let call = hedged_attempt(inner, &ep, args, (start, deadline), &mut tried);
+            Box::pin(call).await
         } else {
-            attempt(inner, &ep, method, req, opts, deadline, false).await
+            attempt(inner, &ep, (method, req, opts), start, deadline, false).await
         };
         let error = match result {
             Ok(reply) => return Ok(reply),
@@ -85,25 +96,62 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
     }
 }
 
-/// One attempt at `ep`, with what is left of `deadline`; records its outcome
-/// (latency estimate, health, metrics, the method's quantiles if `timed`).
+/// The endpoints one call has tried (inline up to [`Tried::INLINE`]; a call
+/// never tries more than `max_retries` + 2 in practice).
+#[derive(Default)]
+struct Tried {
+    ids: [u64; Tried::INLINE],
+    len: usize,
+}
+
+impl Tried {
+    const INLINE: usize = 8;
+
+    fn ids(&self) -> &[u64] {
+        &self.ids[..self.len]
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.ids().contains(&id)
+    }
+
+    /// Adds `id`; past the inline capacity the oldest is forgotten.
+    fn push(&mut self, id: u64) {
+        if self.len == Self::INLINE {
+            self.ids.rotate_left(1);
+            self.len -= 1;
+        }
+        self.ids[self.len] = id;
+        self.len += 1;
+    }
+}
+
+/// A call's method, request and options.
+type CallArgs<'a, Req, Resp> = (&'a Method<Req, Resp>, &'a Req, &'a CallOptions);
+
+/// One attempt at `ep` started at `start` (a fresh clock reading), with what
+/// is left of `deadline`; records its outcome (latency estimate, health,
+/// metrics, the method's quantiles if `timed`). Its end is read from the
+/// scheduler turn's clock (no clock read: the reply's turn).
 async fn attempt<Req: Message, Resp: Message>(
     inner: &Inner,
     ep: &Rc<Endpoint>,
-    method: &Method<Req, Resp>,
-    req: &Req,
-    opts: &CallOptions,
+    (method, req, opts): CallArgs<'_, Req, Resp>,
+    start: Instant,
     deadline: Instant,
     timed: bool,
 ) -> Result<Reply<Resp>, Error> {
-    let start = Instant::now();
     let left = deadline.saturating_duration_since(start);
     if left.is_zero() {
         return Err(Error::Timeout);
     }
     let _in_flight = ep.begin();
-    let result = ep.client.call_opts(method, req, left, opts).await;
-    let end = Instant::now();
+    let at = crate::client::Deadline {
+        started: Some(start),
+        after: left,
+    };
+    let result = ep.client.call_opts(method, req, at, opts).await;
+    let end = io::now().max(start);
     let latency = end.saturating_duration_since(start);
     let failed = result.as_ref().err().is_some_and(endpoint_failure);
     if failed {
@@ -139,17 +187,14 @@ async fn attempt<Req: Message, Resp: Message>(
 async fn hedged_attempt<Req: Message, Resp: Message>(
     inner: &Inner,
     first: &Rc<Endpoint>,
-    method: &Method<Req, Resp>,
-    req: &Req,
-    opts: &CallOptions,
-    deadline: Instant,
-    tried: &mut Vec<u64>,
+    (method, req, opts): CallArgs<'_, Req, Resp>,
+    (started, deadline): (Instant, Instant),
+    tried: &mut Tried,
 ) -> Result<Reply<Resp>, Error> {
-    let primary = attempt(inner, first, method, req, opts, deadline, true);
+    let primary = attempt(inner, first, (method, req, opts), started, deadline, true);
     let Some(delay) = inner.hedge_delay(method.id()) else {
         return primary.await;
     };
-    let started = Instant::now();
     let hedge_at = started + delay;
     if hedge_at >= deadline {
         return primary.await;
@@ -159,8 +204,8 @@ async fn hedged_attempt<Req: Message, Resp: Message>(
         return result;
     }
     let now = Instant::now();
-    let second = match inner.pick_now(tried, now) {
-        Some(second) if !tried.contains(&second.id) => second,
+    let second = match inner.pick_now(tried.ids()) {
+        Some(second) if !tried.contains(second.id) => second,
         _ => return primary.await,
     };
     let budget = inner.hedge.as_ref();
@@ -172,7 +217,14 @@ async fn hedged_attempt<Req: Message, Resp: Message>(
     inc(&second.cells.hedges);
     inc(&inner.counts.hedges);
     tried.push(second.id);
-    let hedge = pin!(attempt(inner, &second, method, req, opts, deadline, true));
+    let hedge = pin!(attempt(
+        inner,
+        &second,
+        (method, req, opts),
+        now,
+        deadline,
+        true
+    ));
     let winner = race(primary, hedge).await;
     if let (Ok(_), Winner::Hedge) = (&winner.0, winner.1) {
         inc(&second.cells.hedges_won);

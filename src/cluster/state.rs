@@ -172,8 +172,7 @@ impl Inner {
             if self.closed.get() {
                 return Err(Error::Shutdown);
             }
-            let now = crate::runtime::io::now();
-            if let Some(e) = self.pick_now(tried, now) {
+            if let Some(e) = self.pick_now(tried) {
                 return Ok(e);
             }
             let wait = crate::runtime::io::until(deadline, self.changed()).await;
@@ -184,8 +183,8 @@ impl Inner {
     }
 
     /// Picks an endpoint now, if the cluster has any.
-    pub fn pick_now(&self, tried: &[u64], now: Instant) -> Option<Rc<Endpoint>> {
-        self.balancer.pick(&self.endpoints.borrow(), tried, now)
+    pub fn pick_now(&self, tried: &[u64]) -> Option<Rc<Endpoint>> {
+        self.balancer.pick(&self.endpoints.borrow(), tried)
     }
 
     async fn changed(&self) {
