@@ -155,11 +155,10 @@ async fn attempt<Req: Message, Resp: Message>(
     let latency = end.saturating_duration_since(start);
     let failed = result.as_ref().err().is_some_and(endpoint_failure);
     if failed {
-        // A failure weighs like a peak at least twice the estimate, so an
-        // endpoint that fails fast does not attract the traffic.
-        let penalty = latency.max(std::time::Duration::from_nanos(
-            (2.0 * ep.ewma.cost(end)) as u64,
-        ));
+        // A failure weighs like a peak at least twice the estimate (at most
+        // a timeout), so an endpoint that fails fast does not attract traffic.
+        let doubled = std::time::Duration::from_nanos((2.0 * ep.ewma.cost(end)) as u64);
+        let penalty = latency.max(doubled.min(left));
         ep.ewma.observe(penalty, end);
     } else {
         ep.ewma.observe(latency, end);
