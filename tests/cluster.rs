@@ -5,6 +5,8 @@
 //! Timing assertions have wide margins: the machine is shared and noisy.
 
 mod common;
+#[path = "fault/proxy.rs"]
+mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -180,6 +182,109 @@ fn a_killed_server_is_failed_over_ejected_and_readmitted_after_it_recovers() {
         outcomes.len(),
         stats.retries
     );
+}
+
+/// Three servers behind fault proxies; one proxy blackholes its traffic for a
+/// second mid-load (a half-open link: nothing answers, nothing closes). Calls
+/// to it are hedged or, once the heartbeat declares its connection dead,
+/// retried elsewhere: every call succeeds within its deadline, the endpoint
+/// is ejected, and it is re-admitted and serves again once the link heals.
+#[test]
+fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted() {
+    let _serial = serial();
+    let servers: Vec<TestServer> = (0..3).map(|i| TestServer::start(tagged(i, None))).collect();
+    let proxies: Vec<proxy::Proxy> = servers
+        .iter()
+        .map(|s| proxy::Proxy::start(s.addr()))
+        .collect();
+    let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr()).collect();
+    let victim = addrs[0];
+    let client = client_builder()
+        .heartbeat_interval(Duration::from_millis(100))
+        .heartbeat_timeout(Duration::from_millis(300));
+    let ejection = Ejection {
+        base_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(800),
+        ..Ejection::default()
+    };
+    let builder = cluster_builder()
+        .client(client)
+        .deadline(Duration::from_secs(2))
+        .idempotent(&WHO)
+        .ejection(ejection);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let rt = client_runtime();
+    let load = rt
+        .spawn_on(0, move || async move {
+            let cluster = builder.connect_static(&addrs).expect("cluster");
+            assert!(cluster.wait_connected(3, Duration::from_secs(5)).await);
+            let callers: Vec<_> = (0..8u64)
+                .map(|c| {
+                    let (cluster, stop) = (cluster.clone(), flag.clone());
+                    spawn(async move {
+                        let mut out = Vec::new();
+                        let mut id = c << 32;
+                        while !stop.load(Ordering::Relaxed) {
+                            out.push(who(&cluster, id).await);
+                            id += 1;
+                            // Paced: a few thousand calls a second in all.
+                            sleep(Duration::from_millis(2)).await;
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let mut timeline = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let v = cluster
+                    .stats()
+                    .endpoints
+                    .into_iter()
+                    .find(|e| e.addr == victim);
+                timeline.push((Instant::now(), v.is_some_and(|e| e.ejected)));
+                sleep(Duration::from_millis(2)).await;
+            }
+            let mut outcomes = Vec::new();
+            for caller in callers {
+                outcomes.extend(caller.await.expect("caller"));
+            }
+            (outcomes, timeline, cluster.stats())
+        })
+        .expect("client core");
+    std::thread::sleep(Duration::from_millis(400));
+    let cut = Instant::now();
+    proxies[0].set_blackhole(true);
+    std::thread::sleep(Duration::from_millis(1000));
+    proxies[0].set_blackhole(false);
+    let healed = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    let (outcomes, timeline, stats) = load.join().expect("load");
+    eprintln!("{} calls; {stats:?}", outcomes.len());
+
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(failed.is_empty(), "calls failed: {failed:?}");
+    let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a call outlived its deadline: {slowest:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|(t, ejected)| *ejected && *t > cut && *t < healed),
+        "never ejected while blackholed: {stats:?}"
+    );
+    assert!(
+        !timeline.last().unwrap().1,
+        "not re-admitted 2.5 s after healing: {stats:?}"
+    );
+    let after = outcomes
+        .iter()
+        .filter(|o| o.start > healed && o.result == Ok(0))
+        .count();
+    assert!(after > 0, "the healed endpoint served no call");
 }
 
 fn p99(mut latencies: Vec<Duration>) -> Duration {

@@ -512,11 +512,10 @@ fn measure(runtime: &Runtime, spec: Spec) -> CliResult<Row> {
         payload: spec.payload,
     };
     let duration = spec.window.end - spec.window.start;
-    let label = if spec.cluster.is_some() {
-        "ringrpc/cluster"
-    } else {
-        "ringrpc"
-    };
+    let label = spec
+        .cluster
+        .as_ref()
+        .map_or("ringrpc", crate::cluster_bench::ClusterSpec::label);
     Ok(Row::new(label, shape, &total, duration).with_cpu(cpu))
 }
 

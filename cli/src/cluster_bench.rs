@@ -40,6 +40,16 @@ impl ClusterSpec {
         }
     }
 
+    /// The row label: the balancer and whether hedging is on.
+    pub fn label(&self) -> &'static str {
+        match (self.balance, self.hedge) {
+            (Balance::P2c, false) => "cluster p2c",
+            (Balance::P2c, true) => "cluster p2c+hedge",
+            (Balance::RoundRobin, false) => "cluster rr",
+            (_, true) => "cluster rr+hedge",
+        }
+    }
+
     fn builder(&self, client: ClientBuilder) -> ClusterBuilder {
         Cluster::builder()
             .client(client)
