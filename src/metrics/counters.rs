@@ -85,7 +85,7 @@ counter_set! {
         calls: "counter", "ringrpc_client_calls_total", "Calls made (= ok + every error kind + cancelled).";
         ok: "counter", "ringrpc_client_calls_ok_total", "Calls that returned a reply.";
         timeouts: "counter", "ringrpc_client_errors_timeout_total", "Calls that failed with Timeout.";
-        connection_lost: "counter", "ringrpc_client_errors_connection_lost_total", "Calls that failed with ConnectionLost.";
+        connection_lost: "counter", "ringrpc_client_errors_connection_lost_total", "Calls that failed with ConnectionLost or NotSent.";
         unavailable: "counter", "ringrpc_client_errors_unavailable_total", "Calls that failed with Unavailable.";
         overloaded: "counter", "ringrpc_client_errors_overloaded_total", "Calls that failed with Overloaded.";
         remote: "counter", "ringrpc_client_errors_remote_total", "Calls that failed with a Remote error.";
