@@ -28,6 +28,7 @@ fn the_cluster_example_spreads_calls_and_fails_over_a_stopped_replica() {
     assert_eq!(report.failed, 0, "{report:?}");
     assert_eq!(report.before.iter().sum::<u64>(), 500);
     assert_eq!(report.after.iter().sum::<u64>(), 500);
+    assert_eq!(report.stats.calls, 1000, "{report:?}");
     assert!(
         report.before.iter().filter(|&&n| n > 0).count() >= 2,
         "{report:?}"

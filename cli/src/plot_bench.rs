@@ -57,10 +57,21 @@ pub fn throughput_vs_inflight(path: &Path, rows: &[BenchRow]) -> CliResult<()> {
 
 /// Writes `latency-percentiles.svg`.
 pub fn latency_percentiles(path: &Path, rows: &[BenchRow]) -> CliResult<()> {
+    let title = "ringrpc bench: latency percentiles (µs, log scale), ringrpc vs floor";
+    percentiles_chart(path, rows, title)
+}
+
+/// The cluster benchmark's rows (`scripts/cluster-bench.sh`): latency
+/// percentiles of each balancer with hedging off and on.
+pub fn cluster_latency(path: &Path, rows: &[BenchRow]) -> CliResult<()> {
+    let title = "3 servers, one +5 ms on 5% of calls: latency percentiles (µs, log scale)";
+    percentiles_chart(path, rows, title)
+}
+
+fn percentiles_chart(path: &Path, rows: &[BenchRow], title: &str) -> CliResult<()> {
     if rows.is_empty() {
         return Err("the bench CSV has no rows".into());
     }
-    let title = "ringrpc bench: latency percentiles (µs, log scale), ringrpc vs floor";
     let area = plot::canvas(path, (900, 520), title)?;
     let names: Vec<String> = BENCH_PERCENTILES.iter().map(|s| s.to_string()).collect();
     let range = latency_range(rows.iter().flat_map(|r| r.latency));

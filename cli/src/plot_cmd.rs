@@ -3,7 +3,8 @@
 //! `--peers FILE` (the `peers` bench's `target/peers/peers.csv`) gives
 //! `peers-throughput.svg` and `peers-latency.svg`; `--bench FILE` (written by
 //! `ringrpc bench --csv`) gives `throughput-vs-inflight.svg` and
-//! `latency-percentiles.svg`. All go to `--out DIR`. `scripts/bench-plots.sh`
+//! `latency-percentiles.svg`; `--cluster FILE` (cluster rows, see
+//! `scripts/cluster-bench.sh`) gives `cluster-latency.svg`. All go to `--out DIR`. `scripts/bench-plots.sh`
 //! runs both benchmarks and this command.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ pub struct PlotArgs {
     /// CSV of `ringrpc bench --csv FILE`.
     #[arg(long, value_name = "FILE")]
     pub bench: Option<PathBuf>,
+    /// CSV of cluster rows (`scripts/cluster-bench.sh`): `cluster-latency.svg`.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
     /// Directory the SVGs are written to (created if missing).
     #[arg(long, default_value = "docs/img", value_name = "DIR")]
     pub out: PathBuf,
@@ -31,8 +35,8 @@ type Chart<R> = fn(&Path, &[R]) -> CliResult<()>;
 
 /// Writes the charts of every input given.
 pub fn run(args: &PlotArgs) -> CliResult<bool> {
-    if args.peers.is_none() && args.bench.is_none() {
-        return Err("nothing to plot: give --peers FILE and/or --bench FILE".into());
+    if args.peers.is_none() && args.bench.is_none() && args.cluster.is_none() {
+        return Err("nothing to plot: give --peers, --bench and/or --cluster FILE".into());
     }
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     if let Some(path) = &args.peers {
@@ -60,6 +64,11 @@ pub fn run(args: &PlotArgs) -> CliResult<bool> {
         for (name, chart) in charts {
             draw(&args.out, name, chart, &rows)?;
         }
+    }
+    if let Some(path) = &args.cluster {
+        let rows = plot_input::bench(path)?;
+        let chart: Chart<_> = plot_bench::cluster_latency;
+        draw(&args.out, "cluster-latency.svg", chart, &rows)?;
     }
     Ok(true)
 }

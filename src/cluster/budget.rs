@@ -7,8 +7,9 @@
 //! is reset when the ring comes back to it. Invariant: over any window,
 //! extra calls spent ≤ `ratio` × calls made + `min_per_sec` × window length
 //! (up to one bucket of slack at the window's edge).
-//! Core-local: `Cell`s, no atomics; a call costs one `Instant` comparison and
-//! an increment.
+//! Core-local: `Cell`s, no atomics. A call costs one increment: the window
+//! is moved forward by the cluster's tick ([`Tokens::advance`]) and by a
+//! withdrawal, not by deposits.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -91,7 +92,7 @@ impl Tokens {
     /// Moves the current bucket forward to the one holding `now`, resetting
     /// the buckets it passes.
     #[inline]
-    fn advance(&self, now: Instant) {
+    pub fn advance(&self, now: Instant) {
         if now < self.ends.get() {
             return;
         }
@@ -113,10 +114,10 @@ impl Tokens {
         self.ends.set(ends);
     }
 
-    /// Counts a call made at `now` (it earns `ratio` extra calls).
+    /// Counts a call made (it earns `ratio` extra calls), in the current
+    /// bucket.
     #[inline]
-    pub fn deposit(&self, now: Instant) {
-        self.advance(now);
+    pub fn deposit(&self) {
         let cell = &self.buckets[self.current.get()];
         let mut b = cell.get();
         b.calls = b.calls.saturating_add(1);
@@ -155,7 +156,7 @@ mod tests {
         let floor = (0..100).filter(|_| tokens.try_withdraw(t0)).count();
         assert_eq!(floor, 10);
         for _ in 0..1000 {
-            tokens.deposit(t0);
+            tokens.deposit();
         }
         let earned = (0..1000).filter(|_| tokens.try_withdraw(t0)).count();
         assert_eq!(earned, 100, "10% of 1000 calls");
@@ -166,7 +167,7 @@ mod tests {
         let t0 = Instant::now();
         let tokens = Tokens::new(Budget::new(0.5, 0.0), t0);
         for _ in 0..10 {
-            tokens.deposit(t0);
+            tokens.deposit();
         }
         assert_eq!((0..10).filter(|_| tokens.try_withdraw(t0)).count(), 5);
         // Half a window later both calls and spending still count.
@@ -175,14 +176,16 @@ mod tests {
         // A window and a bucket later, everything has been forgotten.
         let later = t0 + Duration::from_secs(11);
         assert!(!tokens.try_withdraw(later), "no calls made: nothing earned");
-        tokens.deposit(later);
-        tokens.deposit(later);
+        tokens.advance(later);
+        tokens.deposit();
+        tokens.deposit();
         assert!(tokens.try_withdraw(later));
         assert!(!tokens.try_withdraw(later));
         // After a long idle period the ring restarts cleanly.
         let much_later = t0 + Duration::from_secs(3600);
-        tokens.deposit(much_later);
-        tokens.deposit(much_later);
+        tokens.advance(much_later);
+        tokens.deposit();
+        tokens.deposit();
         assert!(tokens.try_withdraw(much_later));
     }
 

@@ -34,10 +34,10 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
         .idempotent
         .unwrap_or_else(|| inner.cfg.is_idempotent(method.id()));
     inc(&inner.counts.calls);
-    inner.retry.deposit(started);
+    inner.retry.deposit();
     let hedged = match (&inner.hedge, idempotent) {
         (Some(tokens), true) => {
-            tokens.deposit(started);
+            tokens.deposit();
             true
         }
         _ => false,
@@ -49,12 +49,13 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
     loop {
         let ep = match inner.pick_now(tried.ids()) {
             Some(ep) => ep,
-            None => inner.pick(tried.ids(), deadline).await?,
+            // Rare (no endpoint yet): boxed, so the call's future stays small.
+            None => Box::pin(inner.pick(tried.ids(), deadline)).await?,
         };
         if tried.contains(ep.id) {
             // No other endpoint to go to: give this one a moment.
             let at = (Instant::now() + inner.cfg.retry_backoff).min(deadline);
-            io::sleep_until(at).await;
+            Box::pin(io::sleep_until(at)).await;
             start = None;
         }
         if retries > 0 {
@@ -105,7 +106,7 @@ struct Tried {
 }
 
 impl Tried {
-    const INLINE: usize = 8;
+    const INLINE: usize = 4;
 
     fn ids(&self) -> &[u64] {
         &self.ids[..self.len]
@@ -151,23 +152,49 @@ async fn attempt<Req: Message, Resp: Message>(
         after: left,
     };
     let result = ep.client.call_opts(method, req, at, opts).await;
+    record_outcome(
+        inner,
+        ep,
+        result.as_ref().map(|_| ()),
+        (start, left),
+        timed.then_some(method.id()),
+    );
+    result
+}
+
+/// Records an attempt's outcome: the endpoint's counters and sampled
+/// latency; with more than one endpoint also its latency estimate, its
+/// health (maybe ejecting it) and, for a `timed` method, its quantiles. With
+/// one endpoint there is nothing to choose between, so no estimate or failure
+/// accounting is kept (that is the whole cost of a cluster of one).
+fn record_outcome(
+    inner: &Inner,
+    ep: &Endpoint,
+    result: Result<(), &Error>,
+    (start, left): (Instant, std::time::Duration),
+    timed: Option<u32>,
+) {
+    // The turn's clock: the reply's turn, no clock read.
     let end = io::now().max(start);
-    let latency = end.saturating_duration_since(start);
-    let failed = result.as_ref().err().is_some_and(endpoint_failure);
+    let latency = || end.saturating_duration_since(start);
+    let failed = result.err().is_some_and(endpoint_failure);
+    ep.cells.finished_with(!failed, latency);
+    if inner.endpoints.borrow().len() < 2 {
+        return;
+    }
+    let latency = latency();
     if failed {
         // A failure weighs like a peak at least twice the estimate (at most
         // a timeout), so an endpoint that fails fast does not attract traffic.
-        let doubled = std::time::Duration::from_nanos((2.0 * ep.ewma.cost(end)) as u64);
-        let penalty = latency.max(doubled.min(left));
-        ep.ewma.observe(penalty, end);
+        let doubled = super::state::secs(2.0 * ep.ewma.cost(end));
+        ep.ewma.observe(latency.max(doubled.min(left)), end);
     } else {
         ep.ewma.observe(latency, end);
-        if timed && result.is_ok() {
-            inner.record_latency(method.id(), latency);
+        if let Some(method) = timed {
+            inner.record_latency(method, latency);
         }
     }
-    ep.cells.finished(!failed, latency);
-    let verdict = ep.health.record(&inner.cfg.ejection, failed, end);
+    let verdict = ep.health.record(&inner.cfg.ejection, failed);
     // A connection failure that left the pool without a live connection: the
     // endpoint is down, eject it now rather than after more failures.
     let down = matches!(
@@ -177,7 +204,6 @@ async fn attempt<Req: Message, Resp: Message>(
     if verdict == Verdict::Eject || down {
         inner.eject(ep, end);
     }
-    result
 }
 
 /// An attempt at `first`, raced after the method's hedge delay against a

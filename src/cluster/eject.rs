@@ -155,13 +155,19 @@ impl Health {
         self.until.get()
     }
 
-    /// Counts an attempt's outcome at `now`.
-    pub fn record(&self, cfg: &Ejection, failed: bool, now: Instant) -> Verdict {
+    /// Starts a new failure-rate window if the current one is over at `now`
+    /// (the cluster's tick calls it, so recording needs no clock).
+    pub fn roll(&self, cfg: &Ejection, now: Instant) {
         if now.saturating_duration_since(self.window_start.get()) >= cfg.interval {
             self.window_start.set(now);
             self.window_calls.set(0);
             self.window_failed.set(0);
         }
+    }
+
+    /// Counts an attempt's outcome.
+    #[inline]
+    pub fn record(&self, cfg: &Ejection, failed: bool) -> Verdict {
         let calls = self.window_calls.get().saturating_add(1);
         self.window_calls.set(calls);
         if !failed {
@@ -239,12 +245,12 @@ mod tests {
     fn consecutive_failures_eject_and_a_success_resets_the_run() {
         let (cfg, t) = (cfg(), Instant::now());
         let h = Health::new(t);
-        assert_eq!(h.record(&cfg, true, t), Verdict::Fine);
-        assert_eq!(h.record(&cfg, true, t), Verdict::Fine);
-        assert_eq!(h.record(&cfg, false, t), Verdict::Fine);
-        assert_eq!(h.record(&cfg, true, t), Verdict::Fine);
-        assert_eq!(h.record(&cfg, true, t), Verdict::Fine);
-        assert_eq!(h.record(&cfg, true, t), Verdict::Eject);
+        assert_eq!(h.record(&cfg, true), Verdict::Fine);
+        assert_eq!(h.record(&cfg, true), Verdict::Fine);
+        assert_eq!(h.record(&cfg, false), Verdict::Fine);
+        assert_eq!(h.record(&cfg, true), Verdict::Fine);
+        assert_eq!(h.record(&cfg, true), Verdict::Fine);
+        assert_eq!(h.record(&cfg, true), Verdict::Eject);
     }
 
     #[test]
@@ -257,7 +263,7 @@ mod tests {
         let h = Health::new(t);
         let mut verdicts = Vec::new();
         for i in 0..12 {
-            verdicts.push(h.record(&cfg, i % 3 != 0, t));
+            verdicts.push(h.record(&cfg, i % 3 != 0));
         }
         // The 10th call succeeds; the 11th fails: 7 of 11 (> 50% of ≥ 10).
         let first = verdicts.iter().position(|v| *v == Verdict::Eject);
@@ -265,9 +271,10 @@ mod tests {
         // A new window forgets the old failures.
         let h = Health::new(t);
         for i in 0..9 {
-            h.record(&cfg, i % 3 != 0, t);
+            h.record(&cfg, i % 3 != 0);
         }
-        assert_eq!(h.record(&cfg, true, t + cfg.interval), Verdict::Fine);
+        h.roll(&cfg, t + cfg.interval);
+        assert_eq!(h.record(&cfg, true), Verdict::Fine);
     }
 
     #[test]
@@ -278,17 +285,13 @@ mod tests {
         assert!(h.is_ejected());
         h.readmit(t + 100 * MS);
         assert!(!h.is_ejected());
-        assert_eq!(
-            h.record(&cfg, true, t + 101 * MS),
-            Verdict::Eject,
-            "probation"
-        );
+        assert_eq!(h.record(&cfg, true), Verdict::Eject, "probation");
         assert_eq!(h.eject(&cfg, t + 101 * MS), 200 * MS);
         h.readmit(t + 301 * MS);
         assert_eq!(h.eject(&cfg, t + 302 * MS), 350 * MS, "capped");
         // Long healthy after coming back: the period starts over.
         h.readmit(t + 700 * MS);
-        assert_eq!(h.record(&cfg, false, t + 701 * MS), Verdict::Fine);
+        assert_eq!(h.record(&cfg, false), Verdict::Fine);
         assert_eq!(h.eject(&cfg, t + 2000 * MS), 100 * MS);
     }
 

@@ -21,23 +21,27 @@ use crate::Client;
 
 /// Peak-EWMA latency estimate.
 pub(crate) struct PeakEwma {
-    tau_ns: f64,
-    cost_ns: Cell<f64>,
+    /// τ, in seconds (`as_secs_f64` needs no 128-bit arithmetic).
+    tau: f64,
+    /// The estimate, in seconds.
+    cost: Cell<f64>,
     stamp: Cell<Instant>,
 }
 
 impl PeakEwma {
     pub fn new(tau: Duration, initial: Duration, now: Instant) -> Self {
         Self {
-            tau_ns: tau.as_nanos().max(1) as f64,
-            cost_ns: Cell::new(initial.as_nanos() as f64),
+            tau: tau.as_secs_f64().max(1e-9),
+            cost: Cell::new(initial.as_secs_f64()),
             stamp: Cell::new(now),
         }
     }
 
     fn decay(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.stamp.get()).as_nanos() as f64;
-        let x = elapsed / self.tau_ns;
+        let elapsed = now
+            .saturating_duration_since(self.stamp.get())
+            .as_secs_f64();
+        let x = elapsed / self.tau;
         if x < 1e-3 {
             // Samples microseconds apart (τ is seconds): the series to x²
             // is exact to 2e-10, and spares the call path an `exp`.
@@ -47,28 +51,28 @@ impl PeakEwma {
         }
     }
 
-    /// The estimate at `now` (decayed since the last sample), in ns.
+    /// The estimate at `now` (decayed since the last sample), in seconds.
     pub fn cost(&self, now: Instant) -> f64 {
-        self.cost_ns.get() * self.decay(now)
+        self.cost.get() * self.decay(now)
     }
 
     /// Starts over from `cost` at `now` (a re-admitted endpoint).
     pub fn reset(&self, cost: Duration, now: Instant) {
-        self.cost_ns.set(cost.as_nanos() as f64);
+        self.cost.set(cost.as_secs_f64());
         self.stamp.set(now);
     }
 
     /// Blends in a latency observed at `now`.
     pub fn observe(&self, rtt: Duration, now: Instant) {
-        let rtt = rtt.as_nanos() as f64;
-        let cost = self.cost_ns.get();
+        let rtt = rtt.as_secs_f64();
+        let cost = self.cost.get();
         let next = if rtt > cost {
             rtt
         } else {
             let w = self.decay(now);
             cost * w + rtt * (1.0 - w)
         };
-        self.cost_ns.set(next);
+        self.cost.set(next);
         self.stamp.set(now.max(self.stamp.get()));
     }
 }
@@ -127,10 +131,10 @@ mod tests {
         let t0 = Instant::now();
         let e = PeakEwma::new(Duration::from_secs(1), MS, t0);
         e.observe(10 * MS, t0);
-        assert_eq!(e.cost(t0), (10 * MS).as_nanos() as f64, "the peak at once");
+        assert_eq!(e.cost(t0), 0.010, "the peak at once");
         // Fast samples right after barely move it (the weight is ~Δt/τ).
         e.observe(MS, t0 + MS);
-        assert!(e.cost(t0 + MS) > 9.0e6, "{}", e.cost(t0 + MS));
+        assert!(e.cost(t0 + MS) > 9.0e-3, "{}", e.cost(t0 + MS));
         // One τ of fast samples brings it most of the way down.
         let mut t = t0;
         for _ in 0..1000 {
@@ -138,7 +142,7 @@ mod tests {
             e.observe(MS, t);
         }
         let cost = e.cost(t);
-        assert!(cost < 5.0e6 && cost > 1.0e6, "{cost}");
+        assert!(cost < 5.0e-3 && cost > 1.0e-3, "{cost}");
         // Without samples it decays towards zero (an idle endpoint is retried).
         assert!(e.cost(t + Duration::from_secs(5)) < cost / 100.0);
     }

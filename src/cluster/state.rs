@@ -89,8 +89,13 @@ impl Inner {
                 w.wake();
             }
         }
+        self.retry.advance(now);
+        if let Some(hedge) = &self.hedge {
+            hedge.advance(now);
+        }
         let endpoints = self.endpoints.borrow();
         for e in endpoints.iter() {
+            e.health.roll(&self.cfg.ejection, now);
             if e.health.is_ejected() {
                 self.maybe_readmit(e, now);
             } else if e.client.is_down() {
@@ -261,7 +266,7 @@ impl Inner {
                     in_flight: e.in_flight.get(),
                     ejected: e.health.is_ejected(),
                     connected: e.client.is_up(),
-                    latency_estimate: Duration::from_nanos(e.ewma.cost(now) as u64),
+                    latency_estimate: secs(e.ewma.cost(now)),
                 })
                 .collect(),
             calls: c.calls.get(),
@@ -293,5 +298,10 @@ fn mean_cost(endpoints: &[Rc<Endpoint>], now: Instant) -> Option<Duration> {
         .filter(|e| !e.health.is_ejected())
         .map(|e| e.ewma.cost(now));
     let (sum, n) = costs.fold((0.0, 0u32), |(s, n), c| (s + c, n + 1));
-    (n > 0).then(|| Duration::from_nanos((sum / f64::from(n)) as u64))
+    (n > 0).then(|| secs(sum / f64::from(n)))
+}
+
+/// A duration from (finite, clamped) seconds.
+pub(crate) fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.clamp(0.0, 1e9)).unwrap_or_default()
 }

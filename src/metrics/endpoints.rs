@@ -52,9 +52,10 @@ impl EndpointCells {
         }
     }
 
-    /// Counts a finished call; records its latency when it is the sampled one.
+    /// Counts a finished call; records its latency (`latency()`, only
+    /// evaluated then) when it is the sampled one.
     #[inline]
-    pub fn finished(&self, ok: bool, latency: Duration) {
+    pub fn finished_with(&self, ok: bool, latency: impl FnOnce() -> Duration) {
         inc(&self.calls);
         if !ok {
             inc(&self.failures);
@@ -63,7 +64,7 @@ impl EndpointCells {
             0 => {
                 // Every PHASE_SAMPLING-th call; calls are not periodic in latency.
                 self.skip.set(PHASE_SAMPLING - 1);
-                self.latency.borrow_mut().record(latency);
+                self.latency.borrow_mut().record(latency());
             }
             n => self.skip.set(n - 1),
         }
