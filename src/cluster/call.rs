@@ -255,8 +255,12 @@ async fn hedged_attempt<Req: Message, Resp: Message>(
         inc(&second.cells.hedges_won);
         inc(&inner.counts.hedges_won);
         // The cancelled primary took at least this long: keep the method's
-        // quantiles honest (else hedging hides the tail it is timed from).
-        inner.record_latency(method.id(), started.elapsed());
+        // quantiles and its endpoint's estimate honest (else hedging hides
+        // the tail it is timed from, and the slow endpoint keeps its share).
+        let now = io::now();
+        let elapsed = now.saturating_duration_since(started);
+        inner.record_latency(method.id(), elapsed);
+        first.ewma.observe(elapsed, now);
     }
     winner.0
 }
