@@ -7,8 +7,9 @@
 //! calls on the client core, checks every reply and the heap allocations per
 //! call in steady state on each core; then makes the same calls from tokio
 //! tasks through a `ringrpc::Handle` (client on core 0), checks every reply
-//! and the allocations per call on the cores again; then shuts down with the
-//! async forms.
+//! and the allocations per call on the cores again; then through a
+//! `ringrpc::Cluster` (of that one server: replies and allocations per call on
+//! the client core); then shuts down with the async forms.
 //!
 //! Allocations are counted the way `tests/alloc_per_call.rs` counts them (a
 //! counting global allocator with per-thread counters, read on each core), and
@@ -20,7 +21,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Ctx, Handle, Method, Request, Runtime, Server, SliceAsVec};
+use ringrpc::{Client, Cluster, Ctx, Handle, Method, Request, Runtime, Server, SliceAsVec};
 
 #[path = "../../support/thread_allocs.rs"]
 mod thread_allocs;
@@ -218,6 +219,73 @@ fn measure(rt: &Runtime, addr: SocketAddr, kind: Kind, callers: u64) -> (u64, f6
     )
 }
 
+thread_local! {
+    /// The client core's cluster, kept across `block_on` runs.
+    static CLUSTER: RefCell<Option<Cluster>> = const { RefCell::new(None) };
+}
+
+/// Runs on the client core: 64 callers make `calls` `INC` calls each through a
+/// cluster of `addr`; returns the number of correct replies.
+async fn run_cluster(addr: SocketAddr, calls: u64) -> Result<u64, String> {
+    let cluster = match CLUSTER.with(|c| c.borrow().clone()) {
+        Some(c) => c,
+        None => {
+            let c = Cluster::builder()
+                .client(Client::builder().max_in_flight(4096))
+                .idempotent(&INC)
+                .connect_static(&[addr])
+                .map_err(|e| e.to_string())?;
+            CLUSTER.with(|slot| *slot.borrow_mut() = Some(c.clone()));
+            c
+        }
+    };
+    if !cluster.wait_connected(1, Duration::from_secs(5)).await {
+        return Err(format!("cluster: no connection to {addr} within 5 s"));
+    }
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let cluster = cluster.clone();
+            io::spawn(async move {
+                let mut ok = 0;
+                for call in 0..calls {
+                    let n = (i << 32) + call;
+                    match cluster.call(&INC, &Count { n }).await {
+                        Ok(r) if r.n.to_native() == n + 1 => ok += 1,
+                        _ => return ok,
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for task in tasks {
+        done += task.await.unwrap_or(0);
+    }
+    Ok(done)
+}
+
+/// Warms up, then measures `CALLS` cluster calls with 64 in flight; returns
+/// (measured calls, client-core allocations per call).
+fn measure_cluster(rt: &Runtime, addr: SocketAddr) -> (u64, f64) {
+    let per_caller = CALLS.div_ceil(64);
+    let go = |calls: u64| {
+        let got = rt
+            .block_on(CLIENT_CORE, move || run_cluster(addr, calls))
+            .unwrap_or_else(|e| fail(&format!("cluster: core: {e}")))
+            .unwrap_or_else(|e| fail(&format!("cluster: {e}")));
+        if got != calls * 64 {
+            fail(&format!("cluster: {got} correct replies of {}", calls * 64));
+        }
+    };
+    go(per_caller / 4);
+    let c0 = allocs_on(rt, CLIENT_CORE);
+    go(per_caller);
+    let c1 = allocs_on(rt, CLIENT_CORE);
+    let total = per_caller * 64;
+    (total, (c1 - c0) as f64 / total as f64)
+}
+
 /// Runs on a tokio worker: `callers` tasks make `calls` calls each through
 /// `handle` and check every reply. Returns the number of correct replies.
 async fn run_handle(handle: &Handle, kind: Kind, callers: u64, calls: u64) -> Result<u64, String> {
@@ -410,12 +478,26 @@ async fn main() {
     }
     drop(handle);
 
+    // Through a cluster (of the one server) on the client core.
+    let (calls, client) = measure_cluster(&runtime, addr);
+    let ok = client <= MAX_PER_CALL_MANY;
+    println!(
+        "ringrpc-dependent: Cluster, Inc, 64 in flight, {calls} calls: allocations per call on the client core {client:.4} (bound {MAX_PER_CALL_MANY}) {}",
+        if ok { "ok" } else { "TOO MANY" }
+    );
+    if !ok {
+        failed.push(format!("Cluster: client {client} > {MAX_PER_CALL_MANY}"));
+    }
+
     // Clean shutdown: the client (on its core), the server (drains), the
     // runtime; the last two without blocking tokio.
     runtime
         .spawn_on(CLIENT_CORE, || async {
             if let Some(client) = CLIENT.with(|c| c.borrow_mut().take()) {
                 client.close();
+            }
+            if let Some(cluster) = CLUSTER.with(|c| c.borrow_mut().take()) {
+                cluster.close();
             }
         })
         .unwrap_or_else(|e| fail(&format!("closing the client: {e}")))
