@@ -143,3 +143,86 @@ impl Balancer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::cluster::eject::{Ejection, Health};
+    use crate::cluster::endpoint::PeakEwma;
+    use crate::{Client, Runtime};
+
+    /// Endpoints whose pools point at a closed port (never connected, so
+    /// every pick happens at the "connecting" level), with the given
+    /// latency estimates.
+    fn endpoints(costs_ms: &[u64]) -> Vec<Rc<Endpoint>> {
+        let now = Instant::now();
+        costs_ms
+            .iter()
+            .enumerate()
+            .map(|(i, &ms)| {
+                let addr = format!("127.0.0.1:{}", 1 + i).parse().unwrap();
+                Rc::new(Endpoint {
+                    id: i as u64,
+                    client: Client::builder().connect(addr).unwrap(),
+                    in_flight: Cell::new(0),
+                    ewma: PeakEwma::new(Duration::from_secs(10), Duration::from_millis(ms), now),
+                    health: Health::new(now),
+                    cells: crate::metrics::local().endpoint_cells(addr),
+                })
+            })
+            .collect()
+    }
+
+    fn on_core(test: impl FnOnce() + Send + 'static) {
+        let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+        rt.block_on(0, move || async move { test() }).unwrap();
+    }
+
+    #[test]
+    fn p2c_takes_the_lighter_of_two_and_weighs_in_flight_calls() {
+        on_core(|| {
+            let eps = endpoints(&[1, 10]);
+            let b = Balancer::new(Balance::P2c, 7);
+            for _ in 0..50 {
+                assert_eq!(b.pick(&eps, &[]).unwrap().id, 0, "1 ms beats 10 ms");
+            }
+            // 1 ms × 20 in flight is heavier than 10 ms × 1.
+            eps[0].in_flight.set(19);
+            assert_eq!(b.pick(&eps, &[]).unwrap().id, 1);
+        });
+    }
+
+    #[test]
+    fn picks_avoid_tried_and_ejected_endpoints_until_none_is_left() {
+        on_core(|| {
+            let eps = endpoints(&[1, 2, 3]);
+            for mode in [Balance::P2c, Balance::RoundRobin] {
+                let b = Balancer::new(mode, 11);
+                for _ in 0..30 {
+                    assert_ne!(b.pick(&eps, &[0]).unwrap().id, 0, "{mode:?}: tried");
+                }
+                eps[1].health.eject(&Ejection::default(), Instant::now());
+                for _ in 0..30 {
+                    assert_eq!(b.pick(&eps, &[0]).unwrap().id, 2, "{mode:?}");
+                }
+                // Everything tried or ejected: a tried one (panic mode after that).
+                assert_ne!(b.pick(&eps, &[0, 2]).unwrap().id, 1, "{mode:?}");
+                eps[1].health.readmit(Instant::now());
+            }
+            assert!(Balancer::new(Balance::P2c, 1).pick(&[], &[]).is_none());
+        });
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint_in_turn() {
+        on_core(|| {
+            let eps = endpoints(&[5, 1, 9]);
+            let b = Balancer::new(Balance::RoundRobin, 3);
+            let order: Vec<u64> = (0..6).map(|_| b.pick(&eps, &[]).unwrap().id).collect();
+            assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+        });
+    }
+}
