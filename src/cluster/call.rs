@@ -21,6 +21,12 @@ use crate::metrics::counters::inc;
 use crate::runtime::io;
 use crate::{CallOptions, Error, Message, Method, Reply};
 
+/// The options of a call made without any ([`Cluster::call`](super::Cluster::call)).
+pub(crate) fn default_options() -> &'static CallOptions {
+    static DEFAULT: std::sync::LazyLock<CallOptions> = std::sync::LazyLock::new(CallOptions::new);
+    &DEFAULT
+}
+
 /// One call through the cluster (see the module docs).
 pub(crate) async fn call<Req: Message, Resp: Message>(
     inner: &Inner,
@@ -71,7 +77,21 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
             let call = hedged_attempt(inner, &ep, args, (start, deadline), &mut tried);
             Box::pin(call).await
         } else {
-            attempt(inner, &ep, (method, req, opts), start, deadline, false).await
+            // The plain attempt, inline (`attempt` without a future of its own:
+            // the call's future stays one level shallower).
+            let left = deadline.saturating_duration_since(start);
+            if left.is_zero() {
+                Err(Error::Timeout)
+            } else {
+                let _in_flight = ep.begin();
+                let at = crate::client::Deadline {
+                    started: Some(start),
+                    after: left,
+                };
+                let result = ep.client.call_opts(method, req, at, opts).await;
+                record_outcome(inner, &ep, result.as_ref().map(|_| ()), (start, left), None);
+                result
+            }
         };
         let error = match result {
             Ok(reply) => return Ok(reply),

@@ -38,6 +38,7 @@ mod endpoint;
 mod hedge;
 mod state;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -160,23 +161,24 @@ impl Cluster {
     }
 
     /// Calls `method` with the cluster's default deadline.
-    pub async fn call<Req: Message, Resp: Message>(
-        &self,
-        method: &Method<Req, Resp>,
-        req: &Req,
-    ) -> Result<Reply<Resp>, Error> {
-        self.call_with(method, req, &CallOptions::new()).await
+    pub fn call<'a, Req: Message, Resp: Message>(
+        &'a self,
+        method: &'a Method<Req, Resp>,
+        req: &'a Req,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + 'a {
+        // No async layer of its own: the call's future is the call path's.
+        call::call(&self.inner, method, req, call::default_options())
     }
 
     /// Calls `method` with per-call settings: deadline (for every attempt
     /// together), metadata, and whether the call is idempotent.
-    pub async fn call_with<Req: Message, Resp: Message>(
-        &self,
-        method: &Method<Req, Resp>,
-        req: &Req,
-        opts: &CallOptions,
-    ) -> Result<Reply<Resp>, Error> {
-        call::call(&self.inner, method, req, opts).await
+    pub fn call_with<'a, Req: Message, Resp: Message>(
+        &'a self,
+        method: &'a Method<Req, Resp>,
+        req: &'a Req,
+        opts: &'a CallOptions,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + 'a {
+        call::call(&self.inner, method, req, opts)
     }
 
     /// Waits until at least `n` endpoints have a live connection, or
