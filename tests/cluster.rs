@@ -287,6 +287,108 @@ fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted(
     assert!(after > 0, "the healed endpoint served no call");
 }
 
+/// Calls parked in two servers' handlers when one server is killed: the
+/// idempotent ones in flight there are retried on the other server and
+/// succeed; the others may have run, so they fail with `ConnectionLost` and
+/// are not retried (a call that is not idempotent is retried only after an
+/// error that proves it did not run).
+#[test]
+fn only_idempotent_calls_are_retried_after_a_connection_loss() {
+    let _serial = serial();
+    const PARK: Method<Msg, Msg> = Method::new("Cluster.park");
+    // entered[server][idempotent as usize]: calls that reached the handler.
+    let entered: Arc<[[AtomicU64; 2]; 2]> = Arc::new(Default::default());
+    let parked = |i: usize| {
+        let entered = entered.clone();
+        base_server()
+            .register_async(PARK, move |req: Request<Msg>| {
+                let idempotent = req.id.to_native() % 2;
+                entered[i][idempotent as usize].fetch_add(1, Ordering::SeqCst);
+                async move {
+                    sleep(Duration::from_millis(400)).await;
+                    Ok::<_, String>(Msg {
+                        id: i as u64,
+                        text: String::new(),
+                    })
+                }
+            })
+            .unwrap()
+    };
+    let mut servers = [TestServer::start(parked(0)), TestServer::start(parked(1))];
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr()).collect();
+    let builder = cluster_builder()
+        .deadline(Duration::from_secs(3))
+        .hedging(None);
+    let rt = client_runtime();
+    let calls = rt
+        .spawn_on(0, move || async move {
+            let cluster = builder.connect_static(&addrs).expect("cluster");
+            assert!(cluster.wait_connected(2, Duration::from_secs(5)).await);
+            let tasks: Vec<_> = (0..20u64)
+                .map(|id| {
+                    let cluster = cluster.clone();
+                    spawn(async move {
+                        // Odd ids are declared idempotent, even ones are not.
+                        let opts = ringrpc::CallOptions::new().idempotent(id % 2 == 1);
+                        let req = Msg {
+                            id,
+                            text: String::new(),
+                        };
+                        let r = cluster.call_with(&PARK, &req, &opts).await;
+                        (
+                            id,
+                            r.map(|m| m.id.to_native()).map_err(|e| format!("{e:?}")),
+                        )
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.expect("call task"));
+            }
+            (out, cluster.stats())
+        })
+        .expect("client core");
+    let total = |e: &[[AtomicU64; 2]; 2]| -> u64 {
+        e.iter().flatten().map(|a| a.load(Ordering::SeqCst)).sum()
+    };
+    common::wait_until(Duration::from_secs(5), "every call parked", || {
+        total(&entered) == 20
+    });
+    let on_victim = [0, 1].map(|k| entered[0][k].load(Ordering::SeqCst));
+    servers[0].abort();
+    let (results, stats) = calls.join().expect("calls");
+    eprintln!(
+        "on the killed server (not idempotent, idempotent): {on_victim:?}; {results:?}; {stats:?}"
+    );
+    assert!(
+        on_victim[0] > 0 && on_victim[1] > 0,
+        "both kinds parked on the victim: {on_victim:?}"
+    );
+    for (id, r) in &results {
+        if id % 2 == 1 {
+            assert!(r.is_ok(), "idempotent call {id}: {r:?}");
+        } else {
+            assert!(
+                matches!(
+                    r.as_ref().map_err(String::as_str),
+                    Ok(_) | Err("ConnectionLost")
+                ),
+                "call {id}: {r:?}"
+            );
+        }
+    }
+    let lost = results.iter().filter(|(_, r)| r.is_err()).count() as u64;
+    assert_eq!(
+        lost, on_victim[0],
+        "exactly the non-idempotent calls on the victim fail"
+    );
+    assert_eq!(
+        stats.retries, on_victim[1],
+        "exactly the idempotent calls on the victim are retried"
+    );
+}
+
 fn p99(mut latencies: Vec<Duration>) -> Duration {
     latencies.sort_unstable();
     latencies[(latencies.len() * 99).div_ceil(100) - 1]
