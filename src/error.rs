@@ -63,6 +63,11 @@ pub enum Error {
         /// The server's message (the handler's error text, for application errors).
         message: String,
     },
+    /// The server's authorization hook refused the call (wire code
+    /// [`ErrorCode::PermissionDenied`]); the call did not run. The message is
+    /// the hook's. **Not retryable**: the same caller is refused again.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The handler failed with a typed error ([`Typed`](crate::Typed) on the
     /// server): decode it with [`AppError::decode`](crate::AppError::decode).
     /// **Not retryable**: the server answered.
@@ -206,6 +211,7 @@ mod tests {
             remote(ErrorCode::Panicked),
             remote(ErrorCode::DeadlineExceeded),
             remote(ErrorCode::InvalidRequest),
+            Error::PermissionDenied("no".into()),
             Error::Protocol(ProtocolError::BadHeaderDigest),
             Error::Decode(<rkyv::rancor::Error as rkyv::rancor::Source>::new(
                 io::Error::other("refused"),

@@ -162,6 +162,7 @@ pub mod runtime;
 pub mod server;
 #[cfg(test)]
 mod test_waker;
+pub mod tls;
 #[cfg(feature = "otel")]
 mod trace_context;
 
@@ -182,4 +183,7 @@ pub use metrics::{MetricsSnapshot, Phase};
 pub use protocol::{ErrorCode, ProtocolError};
 pub use ringrpc_macros::service;
 pub use runtime::{CoreTask, Driver, DriverInfo, RingFlags, Runtime, RuntimeBuilder};
-pub use server::{Ctx, Responder, Sent, Server, ServerBuilder, ServerHandle, ServerStats, Service};
+pub use server::{
+    AuthzFn, AuthzRequest, Ctx, Denied, Responder, Sent, Server, ServerBuilder, ServerHandle,
+    ServerStats, Service,
+};

@@ -49,9 +49,21 @@ impl ClientConn {
             heartbeat_interval: cfg.heartbeat_interval,
             heartbeat_timeout: cfg.heartbeat_timeout,
         };
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut core = ClientCore::new(Instant::now(), core_cfg, counters.clone());
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &cfg.tls {
+            match tls.session() {
+                Ok(session) => core = core.with_tls(session),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session; closing");
+                    core.close(Instant::now());
+                }
+            }
+        }
         Rc::new(Self {
             stream,
-            core: RefCell::new(ClientCore::new(Instant::now(), core_cfg, counters.clone())),
+            core: RefCell::new(core),
             cfg,
             counters,
             writer: Cell::new(None),
@@ -218,6 +230,21 @@ impl ClientConn {
         }
     }
 
+    /// Decrypts what `cipher` holds into `buf`; false once the session failed
+    /// (the connection is then closed) or the server closed its side.
+    fn open(&self, cipher: &mut RecvBuf, buf: &mut RecvBuf) -> bool {
+        let mut core = self.core.borrow_mut();
+        let opened = core.open(io::now(), cipher, buf);
+        self.sync(&core);
+        match opened {
+            Ok(opened) => !opened.peer_closed,
+            Err(why) => {
+                tracing::warn!(reason = %why, "TLS session with the server failed");
+                false
+            }
+        }
+    }
+
     /// Feeds the core the frame at the front of `buf`; `Err` once closed.
     fn handle_next(&self, buf: &mut RecvBuf, arrived: Instant) -> Result<Decoded, ()> {
         let mut core = self.core.borrow_mut();
@@ -238,14 +265,26 @@ impl ClientConn {
 /// connection fails or closes.
 pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
     let mut buf = RecvBuf::new(conn.cfg.recv_chunk);
+    // Under TLS the socket's bytes land here and their plaintext in `buf`.
+    let mut cipher = conn
+        .core
+        .borrow()
+        .is_tls()
+        .then(|| RecvBuf::new(conn.cfg.recv_chunk));
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        match io::read(&conn.stream, &mut buf).await {
+        let into = cipher.as_mut().unwrap_or(&mut buf);
+        match io::read(&conn.stream, into).await {
             Ok(n) if n > 0 && !conn.is_closed() => conn.counters.bytes_in(n),
             Ok(_) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "client read failed");
+                break;
+            }
+        }
+        if let Some(cipher) = cipher.as_mut() {
+            if !conn.open(cipher, &mut buf) {
                 break;
             }
         }

@@ -19,6 +19,8 @@ mod handle;
 mod options;
 mod pool;
 mod sharded;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -80,6 +82,9 @@ pub(crate) struct ClientConfig {
     recv_chunk: usize,
     metrics: bool,
     adaptive: Option<AdaptivePool>,
+    /// TLS: the config and the server name (see `ClientBuilder::tls`).
+    #[cfg(feature = "tls")]
+    tls: Option<tls::ClientTls>,
 }
 
 /// Settings of an adaptive pool (see [`ClientBuilder::adaptive`]).
@@ -124,6 +129,7 @@ impl AdaptivePool {
 /// | `recv_chunk` | 256 KiB |
 /// | `metrics` (per-phase timing and histograms; counters are always kept) | on |
 /// | `adaptive` (grow/shrink the pool between `pool_size` and a maximum) | off |
+/// | `tls` (feature `tls`: TLS 1.3, server name checked) | none: plaintext |
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     cfg: ClientConfig,
@@ -147,6 +153,8 @@ impl Default for ClientBuilder {
                 recv_chunk: 256 << 10,
                 metrics: true,
                 adaptive: None,
+                #[cfg(feature = "tls")]
+                tls: None,
             },
         }
     }

@@ -40,7 +40,10 @@ use crate::protocol::{
     FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
 };
 use crate::runtime::buf::{FrameBytes, RecvBuf};
+use crate::tls::HandshakeFailure;
 use crate::Error;
+
+use super::tls::{self, Opened, TlsSession};
 
 /// What a client connection needs to know of the client's settings.
 #[derive(Debug, Clone)]
@@ -142,6 +145,10 @@ pub(crate) struct ClientCore {
     started: u64,
     /// (batch, completion time) of recent writes; only kept when timing is on.
     written: [(u32, Option<Instant>); WRITTEN_RING],
+    /// The TLS session, on a TLS connection: `out` then holds plaintext
+    /// frames (kept there until the handshake finishes) and `poll_transmit`
+    /// hands out the records sealing them.
+    tls: Option<TlsSession>,
 }
 
 impl ClientCore {
@@ -165,7 +172,39 @@ impl ClientCore {
             batch: 0,
             started: 0,
             written: [(u32::MAX, None); WRITTEN_RING],
+            tls: None,
         }
+    }
+
+    /// Makes this a TLS connection: nothing is read or sent in clear.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, session: TlsSession) -> Self {
+        self.tls = Some(session);
+        self
+    }
+
+    /// True on a TLS connection (its bytes go through [`open`](Self::open)).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Decrypts the ciphertext in `cipher`, received at `now`, into `plain`,
+    /// where [`handle_next`](Self::handle_next) then finds the frames. A
+    /// failure closes the connection (every call fails with `ConnectionLost`).
+    pub fn open(
+        &mut self,
+        now: Instant,
+        cipher: &mut RecvBuf,
+        plain: &mut RecvBuf,
+    ) -> Result<Opened, HandshakeFailure> {
+        let Some(session) = self.tls.as_mut() else {
+            return Ok(Opened::default());
+        };
+        let opened = session.open(cipher, plain);
+        if opened.is_err() {
+            self.close(now);
+        }
+        opened
     }
 
     fn tick(&mut self, now: Instant) {
@@ -371,7 +410,9 @@ impl ClientCore {
 
     /// True when frames are queued and the driver's writer is idle: wake it.
     pub fn wants_write(&self) -> bool {
-        self.state != State::Closed && !self.out.is_empty() && self.sending.is_none()
+        self.state != State::Closed
+            && self.sending.is_none()
+            && tls::has_output(&self.tls, &self.out)
     }
 
     /// Everything queued, as one buffer to send (at most one is out at a time).
@@ -384,7 +425,7 @@ impl ClientCore {
         self.batch = seq.wrapping_add(1);
         self.sending = Some(seq);
         let spare = std::mem::take(&mut self.spare);
-        let batch = std::mem::replace(&mut self.out, spare);
+        let batch = tls::take_batch(&mut self.tls, &mut self.out, spare);
         self.counters.bytes_out(batch.len());
         Some(batch)
     }
@@ -451,6 +492,9 @@ impl ClientCore {
                 let error = match ErrorCode::from_u32(header.method) {
                     ErrorCode::DeadlineExceeded => Error::Timeout,
                     ErrorCode::Overloaded => Error::Overloaded,
+                    ErrorCode::PermissionDenied => {
+                        Error::PermissionDenied(String::from_utf8_lossy(&payload).into_owned())
+                    }
                     code => Error::Remote {
                         code,
                         message: String::from_utf8_lossy(&payload).into_owned(),

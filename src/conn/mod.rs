@@ -30,9 +30,11 @@ pub(crate) mod server;
 mod server_tests;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tls;
 
 pub(crate) use client::{ClientCore, ClientCoreConfig, Finished};
 pub(crate) use server::{CallCtx, Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
+pub(crate) use tls::TlsSession;
 
 /// What a driver's writer takes from a core.
 pub(crate) trait Transmit {

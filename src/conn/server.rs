@@ -51,6 +51,9 @@ use crate::protocol::{
     FrameHeader, FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
 };
 use crate::runtime::buf::{FrameBytes, RecvBuf};
+use crate::tls::{HandshakeFailure, PeerIdentity};
+
+use super::tls::{self, Opened, TlsSession};
 
 /// Where a [`ServerCore`] gets a fresh reading of the time when the last one
 /// it was given may be stale. The driver reads the real clock; tests use a
@@ -128,6 +131,11 @@ impl Dispatch {
         buf.view(HEADER_LEN + self.msg_offset, self.len - self.msg_offset)
     }
 
+    /// The metadata entries, in place at the front of `buf` (empty if none).
+    pub fn metadata<'b>(&self, buf: &'b RecvBuf) -> &'b [u8] {
+        &buf.unconsumed()[HEADER_LEN + 4..HEADER_LEN + 4 + self.meta_len]
+    }
+
     /// The metadata entries as a view that keeps its buffer (async handlers).
     pub fn metadata_view(&self, buf: &RecvBuf) -> Option<FrameBytes> {
         (self.meta_len > 0).then(|| buf.view(HEADER_LEN + 4, self.meta_len))
@@ -189,6 +197,9 @@ pub(crate) struct ServerCore<C> {
     /// When the connection last had work: the arrival of its latest request,
     /// or the end of its latest send (for the idle timeout and eviction).
     last_active: Instant,
+    /// The TLS session, on a TLS connection: `out` then holds plaintext
+    /// frames and `poll_transmit` hands out the records sealing them.
+    tls: Option<TlsSession>,
 }
 
 impl<C: Clock> ServerCore<C> {
@@ -212,7 +223,62 @@ impl<C: Clock> ServerCore<C> {
             batch_started: None,
             sending_started: None,
             last_active: now,
+            tls: None,
         }
+    }
+
+    /// Makes this a TLS connection: nothing is read or sent in clear.
+    pub fn with_tls(mut self, session: TlsSession) -> Self {
+        self.tls = Some(session);
+        self
+    }
+
+    /// True on a TLS connection whose handshake has not finished.
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsSession::is_handshaking)
+    }
+
+    /// True on a TLS connection (its bytes go through [`open`](Self::open)).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Decrypts the ciphertext in `cipher` (received at the instant last
+    /// given to [`received`](Self::received)) into `plain`, where
+    /// [`handle_next`](Self::handle_next) then finds the frames. A failure
+    /// closes the connection; its alert can still be taken with
+    /// [`take_queued`](Self::take_queued).
+    pub fn open(
+        &mut self,
+        cipher: &mut RecvBuf,
+        plain: &mut RecvBuf,
+    ) -> Result<Opened, HandshakeFailure> {
+        let Some(session) = self.tls.as_mut() else {
+            return Ok(Opened::default());
+        };
+        let was_handshaking = session.is_handshaking();
+        match session.open(cipher, plain) {
+            Ok(opened) => {
+                if opened.handshake_done {
+                    inc(&self.metrics.server.tls_handshakes);
+                }
+                Ok(opened)
+            }
+            Err(failure) => {
+                if was_handshaking {
+                    self.metrics.tls_failure(failure);
+                } else {
+                    inc(&self.metrics.server.tls_record_errors);
+                }
+                self.closed = true;
+                Err(failure)
+            }
+        }
+    }
+
+    /// The verified identity of the TLS peer's certificate, if any.
+    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+        self.tls.as_ref()?.peer_identity()
     }
 
     /// Since when the connection has been idle: no handler running, nothing
@@ -224,8 +290,12 @@ impl<C: Clock> ServerCore<C> {
 
     /// Takes the queued frames out to be sent at once, when no send is under
     /// way (used to push a goaway out just before closing an idle connection).
+    /// Under TLS the records sealing them (or a failed handshake's alert).
     pub fn take_queued(&mut self) -> Option<Vec<u8>> {
-        (!self.writing && !self.out.is_empty()).then(|| std::mem::take(&mut self.out))
+        if self.writing || !tls::has_output(&self.tls, &self.out) {
+            return None;
+        }
+        Some(tls::take_batch(&mut self.tls, &mut self.out, Vec::new()))
     }
 
     /// True once the connection is closed (the driver then shuts its socket).
@@ -442,6 +512,8 @@ impl<C: Clock> ServerCore<C> {
             ErrorCode::DeadlineExceeded => &m.deadline_exceeded,
             ErrorCode::InvalidRequest => &m.invalid_request,
             ErrorCode::Overloaded | ErrorCode::Unavailable => &m.overloaded,
+            // Counted per method by the server (it knows the method's name).
+            ErrorCode::PermissionDenied => return,
         });
     }
 
@@ -563,7 +635,7 @@ impl<C: Clock> ServerCore<C> {
 
     /// True when frames are queued and no send is under way: wake the writer.
     pub fn wants_write(&self) -> bool {
-        !self.closed && !self.out.is_empty() && !self.writing
+        !self.closed && !self.writing && tls::has_output(&self.tls, &self.out)
     }
 
     /// Everything queued, as one buffer to send (at most one is out at a time).
@@ -573,7 +645,7 @@ impl<C: Clock> ServerCore<C> {
             return None;
         }
         let spare = std::mem::take(&mut self.spare);
-        let batch = std::mem::replace(&mut self.out, spare);
+        let batch = tls::take_batch(&mut self.tls, &mut self.out, spare);
         self.sending_started = self.batch_started.take();
         add(&self.metrics.server.bytes_out, batch.len() as u64);
         self.writing = true;

@@ -118,7 +118,7 @@ impl Server {
         bytes: &[u8],
         handle: impl Fn(u64) -> Handle,
     ) -> Result<usize, ProtocolError> {
-        self.rx.push_bytes(bytes);
+        self.rx.append(bytes);
         self.core.received(self.now(), bytes.len());
         let mut frames = 0;
         loop {
@@ -568,7 +568,7 @@ impl Link {
 
     /// Feeds `frames` to the client as one receive.
     fn deliver_to_client(&mut self, frames: &[Vec<u8>]) {
-        self.crx.push_bytes(&frames.concat());
+        self.crx.append(&frames.concat());
         let now = self.server.now();
         while let Decoded::Frame(_) = self.client.handle_next(now, &mut self.crx).unwrap() {}
     }

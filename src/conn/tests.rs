@@ -105,7 +105,7 @@ impl Harness {
 
     /// Feeds `bytes` to the core, handling every complete frame.
     fn deliver(&mut self, bytes: &[u8]) -> Result<usize, ProtocolError> {
-        self.rx.push_bytes(bytes);
+        self.rx.append(bytes);
         let mut frames = 0;
         while let Decoded::Frame(_) = self.core.handle_next(self.now, &mut self.rx)? {
             frames += 1;

@@ -128,6 +128,18 @@ counter_set! {
         inbound_closed: "counter", "ringrpc_server_inbound_budget_closed_total", "Connections closed while paused by the inbound memory budget (their partial frame stalled past the read timeout).";
         inbound_bytes: "gauge", "ringrpc_server_inbound_bytes", "Bytes of partially received frames held now (what the inbound budget caps).";
         accepted: "counter", "ringrpc_server_accepted_total", "Connections accepted.";
+        permission_denied: "counter", "ringrpc_server_permission_denied_total", "Calls the authorization hook refused (PermissionDenied).";
+        tls_handshakes: "counter", "ringrpc_server_tls_handshakes_total", "TLS handshakes completed.";
+        tls_failed_no_certificate: "counter", "ringrpc_server_tls_failed_no_certificate_total", "TLS handshakes failed: the client presented no certificate.";
+        tls_failed_unknown_ca: "counter", "ringrpc_server_tls_failed_unknown_ca_total", "TLS handshakes failed: the certificate chains to no trusted CA.";
+        tls_failed_expired: "counter", "ringrpc_server_tls_failed_expired_total", "TLS handshakes failed: the certificate expired (or is not valid yet).";
+        tls_failed_bad_sni: "counter", "ringrpc_server_tls_failed_bad_sni_total", "TLS handshakes failed: a server name (SNI) this server does not serve.";
+        tls_failed_garbage: "counter", "ringrpc_server_tls_failed_garbage_total", "TLS handshakes failed: bytes that are not TLS, or a malformed message.";
+        tls_failed_timeout: "counter", "ringrpc_server_tls_failed_timeout_total", "TLS handshakes not finished within the handshake timeout.";
+        tls_failed_other: "counter", "ringrpc_server_tls_failed_other_total", "TLS handshakes failed for another reason (version, ALPN, ...).";
+        tls_refused: "counter", "ringrpc_server_tls_handshakes_refused_total", "Connections closed at once because their core had as many handshakes running as allowed.";
+        tls_record_errors: "counter", "ringrpc_server_tls_record_errors_total", "TLS connections closed for a bad record after the handshake.";
+        handshaking: "gauge", "ringrpc_server_tls_handshaking", "TLS handshakes running now.";
         bytes_in: "counter", "ringrpc_server_bytes_in_total", "Bytes received.";
         bytes_out: "counter", "ringrpc_server_bytes_out_total", "Bytes sent.";
         connections: "gauge", "ringrpc_server_connections", "Server connections open now.";

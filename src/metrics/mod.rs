@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use counters::{ClientCells, ServerCells};
+use counters::{inc, ClientCells, ServerCells};
 pub use counters::{ClientCounts, ServerCounts};
 pub(crate) use endpoints::EndpointCells;
 pub use endpoints::EndpointCounts;
@@ -109,6 +109,9 @@ pub struct MethodHistogram {
     /// Client: end-to-end latency. Server: handler time. A sample of the
     /// `count` calls (about one in [`PHASE_SAMPLING`]); quantiles come from it.
     pub latency: LatencyHistogram,
+    /// Server: calls of the method the authorization hook refused
+    /// (`PermissionDenied`; not in `count`). Client: 0.
+    pub denied: u64,
 }
 
 impl MethodHistogram {
@@ -245,6 +248,7 @@ fn method_slot(list: &mut Vec<MethodCells>, id: u32, name: &str) -> usize {
                 id,
                 count: 0,
                 latency: LatencyHistogram::default(),
+                denied: 0,
             };
             list.insert(i, MethodCells { hist, skip: 0 });
             i
@@ -301,7 +305,7 @@ impl CoreMetrics {
     /// with [`record`](Self::record).
     #[inline]
     pub fn count(&self, phase: Phase) {
-        counters::inc(&self.events[phase.index()]);
+        inc(&self.events[phase.index()]);
     }
 
     /// Whether the next event of `phase` will be timed (does not advance the
@@ -361,6 +365,29 @@ impl CoreMetrics {
         if timed {
             m.latency.record(d);
         }
+    }
+
+    /// Counts a call of method `id` the authorization hook refused.
+    pub fn server_denied(&self, id: u32, name: &'static str) {
+        inc(&self.server.permission_denied);
+        let mut h = self.hists.borrow_mut();
+        let i = method_slot(&mut h.server_methods, id, name);
+        h.server_methods[i].hist.denied += 1;
+    }
+
+    /// Counts a failed TLS handshake under its reason.
+    pub fn tls_failure(&self, why: crate::tls::HandshakeFailure) {
+        use crate::tls::HandshakeFailure as F;
+        let m = &self.server;
+        inc(match why {
+            F::NoCertificate => &m.tls_failed_no_certificate,
+            F::UnknownCa => &m.tls_failed_unknown_ca,
+            F::Expired => &m.tls_failed_expired,
+            F::BadSni => &m.tls_failed_bad_sni,
+            F::Garbage => &m.tls_failed_garbage,
+            F::Timeout => &m.tls_failed_timeout,
+            _ => &m.tls_failed_other,
+        });
     }
 
     /// The index of `endpoint`'s pool counters (created on first use).
@@ -538,6 +565,7 @@ fn merge_methods(into: &mut Vec<MethodHistogram>, from: &[MethodHistogram]) {
         match into.binary_search_by_key(&m.id, |x| x.id) {
             Ok(i) => {
                 into[i].count += m.count;
+                into[i].denied += m.denied;
                 into[i].latency.merge(&m.latency);
             }
             Err(i) => into.insert(i, m.clone()),

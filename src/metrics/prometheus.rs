@@ -140,6 +140,17 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
             m.count,
         );
     }
+    header(
+        &mut out,
+        "ringrpc_server_method_permission_denied_total",
+        "counter",
+        "Calls the authorization hook refused, per method.",
+    );
+    for m in merged.server_methods.iter().filter(|m| m.denied > 0) {
+        let labels = format!("method=\"{}\"", escape(&m.name));
+        let name = "ringrpc_server_method_permission_denied_total";
+        let _ = writeln!(out, "{name}{{{labels}}} {}", m.denied);
+    }
     out
 }
 

@@ -86,6 +86,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The connection has too many calls running on the server.
     Overloaded,
+    /// The server's authorization hook refused the call (it did not run).
+    PermissionDenied,
 }
 
 impl ErrorCode {
@@ -99,6 +101,7 @@ impl ErrorCode {
             Self::InvalidRequest => 5,
             Self::Unavailable => 6,
             Self::Overloaded => 7,
+            Self::PermissionDenied => 8,
         }
     }
 
@@ -111,6 +114,7 @@ impl ErrorCode {
             5 => Self::InvalidRequest,
             6 => Self::Unavailable,
             7 => Self::Overloaded,
+            8 => Self::PermissionDenied,
             _ => Self::Application,
         }
     }
@@ -130,6 +134,7 @@ mod tests {
             ErrorCode::InvalidRequest,
             ErrorCode::Unavailable,
             ErrorCode::Overloaded,
+            ErrorCode::PermissionDenied,
         ] {
             assert_eq!(ErrorCode::from_u32(code.to_u32()), code);
         }

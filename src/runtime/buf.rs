@@ -531,11 +531,12 @@ impl RecvBuf {
     }
 }
 
-/// Test input: bytes as if plain receives had brought them.
-#[cfg(test)]
+/// Bytes from elsewhere, as if plain receives had brought them: the plaintext
+/// a TLS session decrypted (and test input).
 impl RecvBuf {
-    /// Appends `data` after the unconsumed bytes (tests that decode from a `RecvBuf`).
-    pub(crate) fn push_bytes(&mut self, mut data: &[u8]) {
+    /// Appends `data` after the unconsumed bytes (aligned as received bytes are).
+    #[cfg(any(test, feature = "tls"))]
+    pub(crate) fn append(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             self.need = self.filled - self.consumed + data.len();
             let tail = self.read_target();

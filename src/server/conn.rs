@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::authz::AuthzRequest;
 use super::budget::InboundBudget;
 use super::ctx::CancelSignal;
 use super::router::{Payload, Router};
@@ -32,10 +33,12 @@ pub(crate) use crate::conn::CallCtx;
 use crate::conn::{Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};
 use crate::message::Message;
 use crate::metrics;
+use crate::protocol::metadata::MetadataView;
 use crate::protocol::{ErrorCode, FrameKind, ProtocolError, HEADER_LEN};
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
 use crate::runtime::ReadChunk;
+use crate::tls::{HandshakeFailure, PeerIdentity};
 use futures_util::future::AbortHandle;
 
 /// The real clock, for the core's fresher readings.
@@ -76,6 +79,10 @@ pub(crate) struct ConnShared {
     running: RefCell<HashMap<u64, (Rc<CancelSignal>, AbortHandle)>>,
     /// The core's user state, if the server has one.
     user: Option<Rc<dyn Any>>,
+    /// The TLS peer's verified identity, once its handshake finished.
+    identity: RefCell<Option<Rc<PeerIdentity>>>,
+    /// A TLS handshake runs (counted in the core's `handshaking` gauge).
+    handshaking: Cell<bool>,
 }
 
 /// Why and when the sweeper sent a connection its goaway.
@@ -105,7 +112,19 @@ impl ConnShared {
             timing: limits.metrics,
         };
         let created = Instant::now();
-        let core = ServerCore::new(created, core_cfg, metrics::local(), MonotonicClock);
+        let mut core = ServerCore::new(created, core_cfg, metrics::local(), MonotonicClock);
+        match cfg.security.new_session() {
+            Ok(Some(session)) => {
+                core = core.with_tls(session);
+                metrics::counters::inc(&metrics::local().server.handshaking);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a TLS session; closing");
+                core.close();
+            }
+        }
+        let handshaking = core.is_handshaking();
         Self {
             stream,
             core: RefCell::new(core),
@@ -123,6 +142,25 @@ impl ConnShared {
             core_id: crate::runtime::current_core().unwrap_or(0),
             running: RefCell::new(HashMap::new()),
             user,
+            identity: RefCell::new(None),
+            handshaking: Cell::new(handshaking),
+        }
+    }
+
+    /// The TLS peer's verified identity (None: plaintext, or no certificate).
+    pub fn peer_identity(&self) -> Option<Rc<PeerIdentity>> {
+        self.identity.borrow().clone()
+    }
+
+    /// True while the connection's TLS handshake runs.
+    pub fn is_handshaking(&self) -> bool {
+        self.handshaking.get()
+    }
+
+    /// The handshake ended (finished or failed): out of the core's gauge.
+    fn handshake_over(&self) {
+        if self.handshaking.replace(false) {
+            metrics::counters::dec(&metrics::local().server.handshaking);
         }
     }
 
@@ -283,6 +321,7 @@ impl ConnShared {
     /// Closes the socket now; pending reads and writes end, late responses are dropped.
     pub fn close(&self) {
         self.core.borrow_mut().close();
+        self.handshake_over();
         self.set_partial(0);
         if !self.shut.replace(true) {
             // A paused reader (this one) re-checks and sees the close.
@@ -309,6 +348,9 @@ pub(crate) async fn serve(conn: Rc<ConnShared>, router: Arc<Router>, cfg: Arc<Se
         }
         Ok(()) => tracing::debug!("connection closed"),
         Err(ConnError::Io(e)) => tracing::debug!(error = %e, "connection read failed"),
+        Err(ConnError::Tls(why)) => {
+            tracing::debug!(reason = %why, "closing connection after TLS failure");
+        }
         Err(ConnError::Protocol(e)) => {
             // The core counted it in the core's metrics.
             tracing::warn!(error = %e, "closing connection after protocol error");
@@ -333,6 +375,8 @@ async fn finish_pending(conn: &ConnShared, limit: Duration) {
 enum ConnError {
     Io(std::io::Error),
     Protocol(ProtocolError),
+    /// The handshake or a record failed (counted by the core).
+    Tls(HandshakeFailure),
 }
 
 async fn read_loop(
@@ -341,16 +385,26 @@ async fn read_loop(
     cfg: &ServerConfig,
 ) -> Result<(), ConnError> {
     let mut buf = RecvBuf::new(cfg.limits.recv_chunk);
+    // Under TLS the socket's bytes land here and their plaintext in `buf`.
+    let mut cipher = conn
+        .core
+        .borrow()
+        .is_tls()
+        .then(|| RecvBuf::new(cfg.limits.recv_chunk));
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        let n = io::read(&conn.stream, &mut buf)
-            .await
-            .map_err(ConnError::Io)?;
+        let into = cipher.as_mut().unwrap_or(&mut buf);
+        let n = io::read(&conn.stream, into).await.map_err(ConnError::Io)?;
         if n == 0 || conn.is_closed() {
             return Ok(());
         }
         conn.core.borrow_mut().received(io::now(), n);
+        if let Some(cipher) = cipher.as_mut() {
+            if !open(conn, cipher, &mut buf)? {
+                return Ok(());
+            }
+        }
         let mut chunk = ReadChunk::default();
         loop {
             let next = conn.core.borrow_mut().handle_next(&mut buf);
@@ -382,6 +436,33 @@ async fn read_loop(
         conn.flush();
         wait_for_send_room(conn).await;
         hold_partial(conn, &buf, cfg).await;
+    }
+}
+
+/// Decrypts what `cipher` holds into `buf`. False once the peer has closed
+/// its side of the TLS session; a TLS failure sends the alert rustls queued
+/// (best effort, without waiting) and ends the connection.
+fn open(conn: &ConnShared, cipher: &mut RecvBuf, buf: &mut RecvBuf) -> Result<bool, ConnError> {
+    let opened = conn.core.borrow_mut().open(cipher, buf);
+    match opened {
+        Ok(opened) => {
+            if opened.handshake_done {
+                let identity = conn.core.borrow().peer_identity().map(Rc::new);
+                *conn.identity.borrow_mut() = identity;
+                conn.handshake_over();
+            }
+            // Handshake records to send, if any.
+            conn.flush();
+            Ok(!opened.peer_closed)
+        }
+        Err(why) => {
+            conn.handshake_over();
+            let alert = conn.core.borrow_mut().take_queued();
+            if let Some(alert) = alert {
+                let _ = io::send_now(&conn.stream, &alert);
+            }
+            Err(ConnError::Tls(why))
+        }
     }
 }
 
@@ -423,6 +504,7 @@ async fn wait_for_send_room(conn: &ConnShared) {
 fn dispatch(conn: &Rc<ConnShared>, router: &Router, buf: &RecvBuf, request: &Dispatch) {
     let method = request.ctx.method;
     match router.get(method) {
+        Some((_, name)) if !authorized(conn, buf, request, name) => {}
         Some((handler, name)) => {
             let ctx = CallCtx {
                 name,
@@ -440,6 +522,31 @@ fn dispatch(conn: &Rc<ConnShared>, router: &Router, buf: &RecvBuf, request: &Dis
             ErrorCode::UnknownMethod,
             &format_args!("unknown method id {method:#010x}"),
         ),
+    }
+}
+
+/// Runs the server's authorization hooks on `request` (method `name`); a
+/// refused call is answered `PermissionDenied` and counted, and false returned.
+fn authorized(conn: &ConnShared, buf: &RecvBuf, request: &Dispatch, name: &'static str) -> bool {
+    let authz = &conn.cfg.security.authz;
+    if authz.is_empty() {
+        return true;
+    }
+    let identity = conn.identity.borrow();
+    let req = AuthzRequest {
+        method: name,
+        method_id: request.ctx.method,
+        peer: conn.peer,
+        identity: identity.as_deref(),
+        metadata: MetadataView::from_validated(request.metadata(buf)),
+    };
+    match authz.check(&req) {
+        Ok(()) => true,
+        Err(denied) => {
+            metrics::local().server_denied(request.ctx.method, name);
+            conn.push_error(request.ctx.call_id, ErrorCode::PermissionDenied, &denied);
+            false
+        }
     }
 }
 

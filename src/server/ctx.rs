@@ -3,7 +3,8 @@
 //! It carries the call's deadline (so a handler can pass the remaining
 //! budget on: [`CallOptions::inherit`](crate::CallOptions::inherit)), the
 //! peer's address, the core the call runs on, the call's metadata (read in
-//! place in the receive buffer) and, for async handlers, the cancellation
+//! place in the receive buffer), the caller's verified TLS identity (mutual
+//! TLS) and, for async handlers, the cancellation
 //! signal a cancel frame from the caller raises.
 //!
 //! Invariants: a `Ctx` never allocates for a call without metadata; once
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::protocol::metadata::MetadataView;
 use crate::runtime::buf::FrameBytes;
+use crate::tls::PeerIdentity;
 
 /// The context of one call, handed to handlers registered with
 /// [`ServerBuilder::register_with_ctx`](crate::ServerBuilder::register_with_ctx)
@@ -33,6 +35,7 @@ pub struct Ctx {
     pub(crate) metadata: Option<FrameBytes>,
     pub(crate) cancel: Option<Rc<CancelSignal>>,
     pub(crate) state: Option<Rc<dyn Any>>,
+    pub(crate) identity: Option<Rc<PeerIdentity>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -68,6 +71,13 @@ impl Ctx {
     /// The caller's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The caller's verified TLS identity: its certificate's subject, DNS and
+    /// URI SANs (so its SPIFFE ID). `None` on a plaintext connection or when
+    /// the client presented no certificate (a server without mutual TLS).
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_deref()
     }
 
     /// The index of the runtime core the call runs on.

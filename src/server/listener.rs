@@ -1,6 +1,7 @@
 //! One core's listener: accepting, admitting and shutting down connections.
 //!
-//! Admission, in order, for each accepted connection: the per-peer-address
+//! Admission, in order, for each accepted connection: on a TLS server the
+//! cap on handshakes running at once on the core (refused), the per-peer-address
 //! limit (refused), then the core's connection limit (the longest-idle
 //! connection is evicted with a goaway, or the new one is refused). When the
 //! process has no descriptor left, the waiting connection is accepted on the
@@ -148,6 +149,14 @@ fn refuse(stream: Stream) {
 /// evicting an idle connection if that makes room. False: refuse it (counted).
 fn admit(peer: SocketAddr, cfg: &ServerConfig, state: &CoreState) -> bool {
     let limits = &cfg.limits;
+    let security = &cfg.security;
+    if security.is_tls()
+        && metrics::local().server.handshaking.get() >= security.max_handshakes_per_core as u64
+    {
+        cfg.count(Event::HandshakesRefused);
+        tracing::debug!("too many TLS handshakes running; refusing a connection");
+        return false;
+    }
     if let Some(max) = limits.max_connections_per_peer {
         if state
             .per_peer

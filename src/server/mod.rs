@@ -7,12 +7,14 @@
 //! ever leaves its core; after [`ServerHandle::shutdown`] or
 //! [`ServerHandle::abort`] returns, every listener and connection is closed.
 
+mod authz;
 mod budget;
 mod conn;
 mod ctx;
 mod listener;
 mod responder;
 mod router;
+mod security;
 mod sweep;
 
 use crate::app_error::HandlerError;
@@ -32,9 +34,11 @@ use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::runtime::io;
 use crate::runtime::{CoreRemote, CoreTask, Runtime};
 use crate::Error;
+pub use authz::{AuthzFn, AuthzRequest, Denied};
 pub use ctx::Ctx;
 pub use responder::{Responder, Sent};
 use router::Router;
+use security::Security;
 
 /// Server-wide counters, updated per connection event (never per call).
 #[derive(Debug, Default)]
@@ -59,10 +63,12 @@ pub(crate) enum Event {
     WriteTimeout,
     InboundPaused,
     InboundClosed,
+    HandshakeTimeout,
+    HandshakesRefused,
 }
 
 impl Event {
-    const COUNT: usize = 12;
+    const COUNT: usize = 14;
 }
 
 impl ServerConfig {
@@ -84,6 +90,8 @@ impl ServerConfig {
             Event::WriteTimeout => &m.write_timeouts,
             Event::InboundPaused => &m.inbound_paused,
             Event::InboundClosed => &m.inbound_closed,
+            Event::HandshakeTimeout => &m.tls_failed_timeout,
+            Event::HandshakesRefused => &m.tls_refused,
         };
         inc(cell);
     }
@@ -154,6 +162,7 @@ pub(crate) struct ServerConfig {
     stats: ServerCounters,
     /// Makes each core's state (see [`ServerBuilder::with_state`]).
     state: Option<StateFactory>,
+    security: Security,
 }
 
 /// Builds one core's state from the core's index.
@@ -167,6 +176,7 @@ impl ServerConfig {
             limits: Server::builder().limits,
             stats: ServerCounters::default(),
             state: None,
+            security: Security::default(),
         }
     }
 }
@@ -194,6 +204,7 @@ pub struct ServerBuilder {
     router: Router,
     limits: Limits,
     state: Option<StateFactory>,
+    security: Security,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -222,6 +233,7 @@ impl Server {
         ServerBuilder {
             router: Router::default(),
             state: None,
+            security: Security::default(),
             limits: Limits {
                 max_frame: DEFAULT_MAX_FRAME,
                 recv_chunk: 256 << 10,
@@ -593,6 +605,7 @@ impl ServerBuilder {
             limits,
             stats: ServerCounters::default(),
             state: self.state,
+            security: self.security,
         });
         let mut handle = ServerHandle {
             addr: shard_addrs[0],

@@ -45,6 +45,7 @@ impl Payload<'_> {
             metadata: (self.metadata)(),
             cancel,
             state: conn.user_state(),
+            identity: conn.peer_identity(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! One core's sweeper: the connection timeouts, checked by one timer per
 //! core whatever the number of connections.
 //!
-//! Each round closes (in this order of precedence) connections whose partial
+//! Each round closes (in this order of precedence) TLS connections still
+//! handshaking past the handshake timeout, connections whose partial
 //! frame stalled past the read timeout (counted as an inbound-budget close if
 //! the budget had paused it), whose replies made no progress within the
 //! write timeout, which were sent a goaway for idleness or age and whose
@@ -50,6 +51,9 @@ fn period(cfg: &ServerConfig) -> Duration {
         Some(l.write_timeout),
         l.idle_timeout,
         l.max_connection_age.map(|(age, grace)| age.min(grace)),
+        cfg.security
+            .is_tls()
+            .then_some(cfg.security.handshake_timeout),
     ]
     .into_iter()
     .flatten()
@@ -75,6 +79,9 @@ fn verdict(conn: &ConnShared, cfg: &ServerConfig, now: Instant) -> Verdict {
     let over = |since: Option<Instant>, limit: Duration| {
         since.is_some_and(|t| now.saturating_duration_since(t) > limit)
     };
+    if conn.is_handshaking() && over(Some(conn.created()), cfg.security.handshake_timeout) {
+        return Verdict::Close(Event::HandshakeTimeout);
+    }
     if over(conn.partial_since(), l.read_timeout) {
         return Verdict::Close(if conn.was_paused() {
             Event::InboundClosed

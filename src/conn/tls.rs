@@ -1,0 +1,239 @@
+//! TLS inside the connection core (feature `tls`): [`TlsSession`].
+//!
+//! rustls is itself sans-I/O (bytes in, bytes out), so a session sits in the
+//! core next to the frames it protects, and every driver gets it without
+//! knowing about it: the driver receives ciphertext into a receive buffer of
+//! its own and hands both buffers to the core (`open`), and whatever the core
+//! hands out through `poll_transmit` is already sealed.
+//!
+//! Invariants:
+//! - decrypted bytes are appended to the connection's ordinary receive buffer
+//!   (`RecvBuf`), so frames still start 16-byte aligned and archived messages
+//!   are read in place;
+//! - a send batch is sealed as one write: the frames queued together leave in
+//!   as few records as the record size allows (16 KiB of plaintext each);
+//! - no plaintext leaves before the handshake has finished (frames queued
+//!   meanwhile wait in the core's send buffer);
+//! - every handshake or record error is fatal to this connection only; the
+//!   alert rustls queued for the peer is still handed out (`take_alert`).
+//!
+//! Without the `tls` feature [`TlsSession`] is an empty enum: the cores keep an
+//! `Option<TlsSession>` that is always `None` and the plaintext paths are the
+//! only ones compiled in. kTLS would hand the session's secrets to the kernel
+//! after the handshake (`dangerous_extract_secrets`) and turn `seal`/`open`
+//! into pass-throughs; that is the seam it would use.
+
+use crate::runtime::buf::RecvBuf;
+use crate::tls::{HandshakeFailure, PeerIdentity};
+
+#[cfg(feature = "tls")]
+pub(crate) use enabled::TlsSession;
+
+/// What one call to [`TlsSession::open`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// Plaintext bytes appended to the receive buffer.
+    pub plaintext: usize,
+    /// The handshake finished during this call.
+    pub handshake_done: bool,
+    /// The peer sent its close_notify: no more data will come.
+    pub peer_closed: bool,
+}
+
+/// Without the `tls` feature no session can exist.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug)]
+pub(crate) enum TlsSession {}
+
+#[cfg(not(feature = "tls"))]
+impl TlsSession {
+    pub fn is_handshaking(&self) -> bool {
+        match *self {}
+    }
+    pub fn wants_write(&self) -> bool {
+        match *self {}
+    }
+    pub fn seal(&mut self, _plain: &[u8], _out: &mut Vec<u8>) {
+        match *self {}
+    }
+    pub fn open(
+        &mut self,
+        _cipher: &mut RecvBuf,
+        _plain: &mut RecvBuf,
+    ) -> Result<Opened, HandshakeFailure> {
+        match *self {}
+    }
+    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+        match *self {}
+    }
+}
+
+/// Hands out what a core sends: without TLS the queued frames themselves
+/// (`out` is swapped with `spare`), with TLS the records sealing them (into
+/// `spare`; `out` is emptied, or kept while the handshake runs).
+pub(crate) fn take_batch(
+    tls: &mut Option<TlsSession>,
+    out: &mut Vec<u8>,
+    spare: Vec<u8>,
+) -> Vec<u8> {
+    match tls {
+        None => std::mem::replace(out, spare),
+        Some(tls) => {
+            let mut sealed = spare;
+            sealed.clear();
+            if tls.is_handshaking() {
+                tls.seal(&[], &mut sealed);
+            } else {
+                tls.seal(out, &mut sealed);
+                out.clear();
+            }
+            sealed
+        }
+    }
+}
+
+/// True when a core has something to hand out: queued frames it may send
+/// (after the handshake, under TLS) or handshake records.
+pub(crate) fn has_output(tls: &Option<TlsSession>, out: &[u8]) -> bool {
+    match tls {
+        None => !out.is_empty(),
+        Some(tls) => tls.wants_write() || (!out.is_empty() && !tls.is_handshaking()),
+    }
+}
+
+#[cfg(feature = "tls")]
+mod enabled {
+    use std::io::{BufRead, Read};
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+
+    use super::{HandshakeFailure, Opened, PeerIdentity, RecvBuf};
+
+    /// One connection's TLS state (client or server side).
+    pub(crate) struct TlsSession {
+        conn: rustls::Connection,
+        handshaking: bool,
+    }
+
+    impl std::fmt::Debug for TlsSession {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TlsSession")
+                .field("handshaking", &self.handshaking)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl TlsSession {
+        /// The server side of a new connection.
+        pub fn server(cfg: Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+            let conn = rustls::ServerConnection::new(cfg)?;
+            Ok(Self::from(rustls::Connection::Server(conn)))
+        }
+
+        /// The client side of a new connection to `name`.
+        pub fn client(
+            cfg: Arc<rustls::ClientConfig>,
+            name: ServerName<'static>,
+        ) -> Result<Self, rustls::Error> {
+            let conn = rustls::ClientConnection::new(cfg, name)?;
+            Ok(Self::from(rustls::Connection::Client(conn)))
+        }
+
+        fn from(mut conn: rustls::Connection) -> Self {
+            // The core bounds what it queues (max_pending_out); rustls must
+            // not cut a sealed batch short.
+            conn.set_buffer_limit(None);
+            Self {
+                handshaking: conn.is_handshaking(),
+                conn,
+            }
+        }
+
+        /// True until the handshake has finished.
+        pub fn is_handshaking(&self) -> bool {
+            self.handshaking
+        }
+
+        /// True when records (handshake, alerts, sealed data) wait to be sent.
+        pub fn wants_write(&self) -> bool {
+            self.conn.wants_write()
+        }
+
+        /// Seals `plain` (whole frames) and appends every record waiting to
+        /// be sent to `out`.
+        pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+            if !plain.is_empty() {
+                // Unlimited buffer: the write takes everything.
+                let _ = std::io::Write::write_all(&mut self.conn.writer(), plain);
+            }
+            while self.conn.wants_write() {
+                match self.conn.write_tls(out) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+
+        /// Feeds the ciphertext in `cipher` to the session and appends the
+        /// plaintext it yields to `plain`. An error ends the connection (its
+        /// alert, if any, is then waiting in [`seal`](Self::seal)'s output).
+        pub fn open(
+            &mut self,
+            cipher: &mut RecvBuf,
+            plain: &mut RecvBuf,
+        ) -> Result<Opened, HandshakeFailure> {
+            let mut opened = Opened::default();
+            loop {
+                let mut input = cipher.unconsumed();
+                if input.is_empty() {
+                    break;
+                }
+                let n = self
+                    .conn
+                    .read_tls(&mut input as &mut dyn Read)
+                    .map_err(|_| HandshakeFailure::Garbage)?;
+                cipher.consume(n);
+                let state = self
+                    .conn
+                    .process_new_packets()
+                    .map_err(|e| HandshakeFailure::classify(&e))?;
+                opened.plaintext += self.drain(plain);
+                opened.peer_closed |= state.peer_has_closed();
+                if n == 0 {
+                    break;
+                }
+            }
+            if self.handshaking && !self.conn.is_handshaking() {
+                self.handshaking = false;
+                opened.handshake_done = true;
+            }
+            Ok(opened)
+        }
+
+        /// Moves the decrypted plaintext into `plain`; returns its length.
+        fn drain(&mut self, plain: &mut RecvBuf) -> usize {
+            let mut total = 0;
+            let mut reader = self.conn.reader();
+            loop {
+                let n = match reader.fill_buf() {
+                    Ok(chunk) if !chunk.is_empty() => {
+                        plain.append(chunk);
+                        chunk.len()
+                    }
+                    _ => break,
+                };
+                reader.consume(n);
+                total += n;
+            }
+            total
+        }
+
+        /// The verified identity of the peer's certificate, once the
+        /// handshake has finished and if the peer presented one.
+        pub fn peer_identity(&self) -> Option<PeerIdentity> {
+            let cert = self.conn.peer_certificates()?.first()?;
+            Some(PeerIdentity::from_der(cert.as_ref()))
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! rustls configs built from PEM: TLS 1.3 only, the `ring` provider, ALPN
+//! [`ALPN`](super::ALPN), and mutual TLS when a client CA bundle is given.
+//!
+//! Invariants: a config from here never accepts a peer without verifying its
+//! chain against the CA set given (no "dangerous" verifier); every parse or
+//! policy error is an [`Error::Config`] naming what was wrong.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use super::ALPN;
+use crate::Error;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // ring has no post-quantum key exchange (rustls deprecates its provider
+    // for that); it is still the provider with no C toolchain and ISC terms.
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn config_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("tls: {what}: {e}"))
+}
+
+fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| config_error(what, e))?;
+    if certs.is_empty() {
+        return Err(config_error(what, "no CERTIFICATE block in the PEM"));
+    }
+    Ok(certs)
+}
+
+fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| config_error("private key", e))
+}
+
+fn roots(pem: &[u8]) -> Result<Arc<RootCertStore>, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(pem, "CA bundle")? {
+        roots
+            .add(cert)
+            .map_err(|e| config_error("CA certificate", e))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| config_error(&path.display().to_string(), e))
+}
+
+/// A server config from PEM bytes: the certificate chain (leaf first), its
+/// private key (PKCS#8, PKCS#1 or SEC1) and, for mutual TLS, the bundle of
+/// CAs client certificates must chain to (then a client without a valid
+/// certificate is refused during the handshake).
+pub fn server_config(
+    cert_chain: &[u8],
+    key_pem: &[u8],
+    client_ca: Option<&[u8]>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let provider = provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_error("protocol versions", e))?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider)
+                .build()
+                .map_err(|e| config_error("client verifier", e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(certs(cert_chain, "certificate chain")?, key(key_pem)?)
+        .map_err(|e| config_error("certificate and key", e))?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// [`server_config`] from PEM files (e.g. a Kubernetes secret mounted as
+/// `tls.crt`, `tls.key`, `ca.crt`).
+pub fn server_config_from_files(
+    cert_chain: &Path,
+    key_pem: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let ca = client_ca.map(read).transpose()?;
+    server_config(&read(cert_chain)?, &read(key_pem)?, ca.as_deref())
+}
+
+/// A client config from PEM bytes: the CA bundle server certificates must
+/// chain to and, for mutual TLS, the client's own certificate chain and key.
+pub fn client_config(
+    server_ca: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| config_error("protocol versions", e))?
+        .with_root_certificates(roots(server_ca)?);
+    let mut cfg = match identity {
+        Some((chain, key_pem)) => builder
+            .with_client_auth_cert(certs(chain, "client certificate chain")?, key(key_pem)?)
+            .map_err(|e| config_error("client certificate and key", e))?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// [`client_config`] from PEM files.
+pub fn client_config_from_files(
+    server_ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let identity = identity
+        .map(|(c, k)| Ok::<_, Error>((read(c)?, read(k)?)))
+        .transpose()?;
+    let identity = identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice()));
+    client_config(&read(server_ca)?, identity)
+}
+
+/// `cfg`, with [`ALPN`] as its only protocol if it named none.
+pub(crate) fn with_server_alpn(cfg: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    if !cfg.alpn_protocols.is_empty() {
+        return cfg;
+    }
+    let mut owned = (*cfg).clone();
+    owned.alpn_protocols = vec![ALPN.to_vec()];
+    Arc::new(owned)
+}
+
+/// `cfg`, with [`ALPN`] as its only protocol if it named none.
+pub(crate) fn with_client_alpn(cfg: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    if !cfg.alpn_protocols.is_empty() {
+        return cfg;
+    }
+    let mut owned = (*cfg).clone();
+    owned.alpn_protocols = vec![ALPN.to_vec()];
+    Arc::new(owned)
+}

@@ -1,0 +1,279 @@
+//! TLS in the connection core (feature `tls`; run with
+//! `cargo test --features tls --test tls`): mutual TLS round trips with the
+//! peer identity in `Ctx`, clients refused by reason (no certificate, unknown
+//! CA, expired) while a legitimate client keeps calling, the authorization
+//! hook, handshake slowloris and garbage, and certificate reload. Every
+//! certificate is made at test time (rcgen).
+
+mod common;
+mod tls_support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{
+    base_server, client_builder, raw_connect, text_for, wait_until, Msg, TestClient, TestServer,
+    ECHO,
+};
+use ringrpc::metrics::ServerCounts;
+use ringrpc::{Ctx, Denied, Error, Method, Runtime};
+use tls_support::{stranger, Identity, Pki, CLIENT_SPIFFE};
+
+/// Answers with what the server knows of the caller's TLS identity.
+const WHOAMI: Method<Msg, Msg> = Method::new("Tls.whoami");
+
+fn whoami(ctx: &Ctx, _req: &common::ArchivedMsg) -> Result<Msg, String> {
+    let id = ctx.peer_identity().ok_or("no identity")?;
+    Ok(Msg {
+        id: id.dns_names().len() as u64,
+        text: format!("{}|{}", id.subject(), id.spiffe_id().unwrap_or("-")),
+    })
+}
+
+fn tls_server(pki: &Pki) -> TestServer {
+    TestServer::start(
+        base_server()
+            .register_with_ctx(WHOAMI, whoami)
+            .expect("register whoami")
+            .tls(pki.server_config()),
+    )
+}
+
+fn tls_client(pki: &Pki, identity: Option<&Identity>, addr: SocketAddr) -> TestClient {
+    let builder = client_builder()
+        .tls(pki.client_config(identity), "localhost")
+        .expect("server name");
+    TestClient::connect_with(builder, addr)
+}
+
+/// Reads one counter of a server's merged metrics.
+type Counter = fn(&ServerCounts) -> u64;
+
+fn server_counts(server: &TestServer) -> ServerCounts {
+    server.rt.metrics().merged().server
+}
+
+#[test]
+fn mutual_tls_round_trip_shows_the_client_identity_to_the_handler() {
+    let pki = Pki::new();
+    let server = tls_server(&pki);
+    let client = tls_client(&pki, Some(&pki.client), server.addr());
+    for id in 0..50 {
+        let reply = client.echo(id).expect("echo over mTLS");
+        assert_eq!(reply.text, text_for(id));
+    }
+    let me = client
+        .run(|c| async move {
+            let reply = c
+                .call(
+                    &WHOAMI,
+                    &Msg {
+                        id: 0,
+                        text: String::new(),
+                    },
+                )
+                .await?;
+            Ok::<_, Error>((reply.id.to_native(), reply.text.as_str().to_owned()))
+        })
+        .expect("whoami");
+    assert_eq!(me.0, 1, "one DNS SAN");
+    assert_eq!(me.1, format!("CN=client|{CLIENT_SPIFFE}"));
+    let counts = server_counts(&server);
+    assert_eq!(counts.tls_handshakes, 1);
+    assert_eq!(counts.handshaking, 0);
+}
+
+/// A client runtime that calls echo once and returns the outcome.
+fn one_call(pki: &Pki, identity: Option<&Identity>, addr: SocketAddr) -> Result<Msg, Error> {
+    let rt = Runtime::builder().cores(1).pin(false).build().expect("rt");
+    let cfg = pki.client_config(identity);
+    rt.block_on(0, move || async move {
+        let client = client_builder()
+            .deadline(Duration::from_millis(500))
+            .tls(cfg, "localhost")?
+            .connect(addr)?;
+        let msg = Msg {
+            id: 7,
+            text: text_for(7),
+        };
+        let reply = client.call(&ECHO, &msg).await?;
+        Ok(Msg {
+            id: reply.id.to_native(),
+            text: reply.text.as_str().to_owned(),
+        })
+    })
+    .expect("client core")
+}
+
+#[test]
+fn clients_without_a_valid_certificate_are_refused_by_reason_and_others_keep_calling() {
+    let pki = Pki::new();
+    let server = tls_server(&pki);
+    let legit = tls_client(&pki, Some(&pki.client), server.addr());
+    let expired = pki.sign("old", &["old.test"], &[], true);
+    let foreign = stranger();
+    let cases: [(&str, Option<&Identity>, Counter); 3] = [
+        ("no certificate", None, |c| c.tls_failed_no_certificate),
+        ("unknown CA", Some(&foreign), |c| c.tls_failed_unknown_ca),
+        ("expired", Some(&expired), |c| c.tls_failed_expired),
+    ];
+    for (what, identity, counter) in cases {
+        let before = counter(&server_counts(&server));
+        let outcome = one_call(&pki, identity, server.addr());
+        assert!(
+            outcome.is_err(),
+            "{what}: the call must fail, got {outcome:?}"
+        );
+        wait_until(Duration::from_secs(2), what, || {
+            counter(&server_counts(&server)) > before
+        });
+        for id in 0..10 {
+            assert_eq!(
+                legit.echo(id).expect("legit client").text,
+                text_for(id),
+                "{what}"
+            );
+        }
+    }
+    let counts = server_counts(&server);
+    assert_eq!(counts.tls_failed_garbage, 0);
+    assert_eq!(
+        legit.stats().reconnects,
+        0,
+        "the legit connection never dropped"
+    );
+}
+
+#[test]
+fn the_authorization_hook_denies_one_method_allows_another_and_counts_per_method() {
+    let pki = Pki::new();
+    let server =
+        TestServer::start(base_server().tls(pki.server_config()).authorize(|req| {
+            match (req.method(), req.identity()) {
+                ("Test.echo", Some(id)) if id.spiffe_id() == Some(CLIENT_SPIFFE) => Ok(()),
+                _ => Err(Denied::new("not for you")),
+            }
+        }));
+    let client = tls_client(&pki, Some(&pki.client), server.addr());
+    assert_eq!(client.echo(1).expect("allowed").text, text_for(1));
+    let denied = client.run(|c| async move {
+        let rec = common::Record {
+            id: 3,
+            name: "n".into(),
+            note: String::new(),
+            numbers: vec![1],
+            groups: vec![],
+            inner: common::Inner {
+                names: vec![],
+                flag: false,
+            },
+            small: 1,
+            signed: -1,
+            big: 2,
+            maybe: None,
+        };
+        c.call(&common::ECHO_RECORD, &rec).await.map(|_| ())
+    });
+    match denied {
+        Err(Error::PermissionDenied(msg)) => assert_eq!(msg, "not for you"),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    assert!(!Error::PermissionDenied(String::new()).is_retryable());
+    let merged = server.rt.metrics().merged();
+    assert_eq!(merged.server.permission_denied, 1);
+    let per_method = merged
+        .server_methods
+        .iter()
+        .find(|m| m.name == "Test.echo_record")
+        .expect("method counted");
+    assert_eq!(per_method.denied, 1);
+    let text = server.rt.metrics().to_prometheus();
+    assert!(text
+        .contains("ringrpc_server_method_permission_denied_total{method=\"Test.echo_record\"} 1"));
+}
+
+#[test]
+fn a_handshake_slowloris_is_closed_at_the_deadline_and_garbage_closes_only_its_connection() {
+    let pki = Pki::new();
+    let server = TestServer::start(
+        base_server()
+            .tls(pki.server_config())
+            .tls_handshake_timeout(Duration::from_millis(300)),
+    );
+    let legit = tls_client(&pki, Some(&pki.client), server.addr());
+    // Slowloris: the first 3 bytes of a record header, then nothing.
+    let mut slow = raw_connect(server.addr(), Duration::from_secs(3));
+    slow.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let start = Instant::now();
+    let mut sink = [0u8; 64];
+    let n = slow.read(&mut sink).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(server_counts(&server).tls_failed_timeout, 1);
+    // Garbage: an HTTP request on the TLS port.
+    let mut junk = raw_connect(server.addr(), Duration::from_secs(3));
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut reply = Vec::new();
+    let _ = junk.read_to_end(&mut reply);
+    assert_eq!(
+        reply.first(),
+        Some(&0x15),
+        "a TLS alert record, then the close"
+    );
+    wait_until(Duration::from_secs(2), "garbage counted", || {
+        server_counts(&server).tls_failed_garbage == 1
+    });
+    for id in 0..10 {
+        assert_eq!(legit.echo(id).expect("legit").text, text_for(id));
+    }
+    assert_eq!(legit.stats().reconnects, 0);
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_port_fails_and_a_reloaded_config_applies_to_new_connections() {
+    let pki = Pki::new();
+    let server = tls_server(&pki);
+    let plain = one_call_plain(server.addr());
+    assert!(
+        plain.is_err(),
+        "plaintext frames are garbage to a TLS server"
+    );
+    // A new CA: after the reload, only clients of the new PKI get in.
+    let next = Pki::new();
+    server
+        .handle()
+        .reload_tls(next.server_config())
+        .expect("reload");
+    assert!(one_call(&pki, Some(&pki.client), server.addr()).is_err());
+    let ok = one_call(&next, Some(&next.client), server.addr()).expect("new PKI");
+    assert_eq!(ok.text, text_for(7));
+}
+
+fn one_call_plain(addr: SocketAddr) -> Result<Msg, Error> {
+    let rt = Runtime::builder().cores(1).pin(false).build().expect("rt");
+    rt.block_on(0, move || async move {
+        let client = client_builder()
+            .deadline(Duration::from_millis(500))
+            .connect(addr)?;
+        let reply = client
+            .call(
+                &ECHO,
+                &Msg {
+                    id: 1,
+                    text: String::new(),
+                },
+            )
+            .await?;
+        Ok(Msg {
+            id: reply.id.to_native(),
+            text: String::new(),
+        })
+    })
+    .expect("client core")
+}
