@@ -221,5 +221,8 @@ fn allocations_per_call_in_steady_state_with_tls() {
     let (c128, s128) = tls(128, 200, Handler::Sum);
     println!("allocations per call with TLS: 1 in flight: client {c1:.3}, server {s1:.3}; 128 in flight: client {c128:.3}, server {s128:.3}");
     assert!(c1 <= 2.02 && s1 <= 2.02, "1 in flight: {c1} / {s1}");
-    assert!(c128 <= 0.15 && s128 <= 0.15, "128 in flight: {c128} / {s128}");
+    assert!(
+        c128 <= 0.15 && s128 <= 0.15,
+        "128 in flight: {c128} / {s128}"
+    );
 }

@@ -149,6 +149,8 @@ pub struct BenchArgs {
     /// (`RINGRPC_DRIVER`, when set, overrides it).
     #[arg(long, default_value = "auto", value_parser = parse_driver, value_name = "auto|io_uring|epoll")]
     pub driver: Driver,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// `--balance` values.
@@ -242,6 +244,7 @@ impl EmbeddedServer {
             } else {
                 echo::register(Server::builder())?
             };
+            let builder = args.tls.apply_server(builder)?;
             let builder = builder
                 .data_digest(args.data_digest.is_on())
                 .metrics(metrics);
@@ -276,6 +279,7 @@ pub struct Spec {
     pub window: Window,
     pub metrics: bool,
     pub digest: bool,
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// Where one row's client runtime sends its calls.
@@ -410,6 +414,7 @@ pub fn run_row_with(
             window: Window::after(args.warmup, args.duration),
             metrics,
             digest: args.data_digest.is_on(),
+            tls: args.tls.client()?,
         };
         measure(target.runtime, spec)
     })
@@ -546,6 +551,13 @@ async fn run_core(core: usize, spec: Spec) -> Tally {
         return crate::cluster_bench::run_core(core, &spec, cluster, builder).await;
     }
     let mut total = Tally::new();
+    let builder = match crate::tls::client_builder(builder, spec.tls.as_ref()) {
+        Ok(builder) => builder,
+        Err(e) => {
+            total.error(|| format!("core {core}: {e}"));
+            return total;
+        }
+    };
     let Some(client) = connect(builder, spec.addrs[0], core, &mut total).await else {
         return total;
     };

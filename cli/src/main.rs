@@ -35,6 +35,7 @@ mod plot_peers;
 mod report;
 mod serve;
 mod targets;
+mod tls;
 mod tune;
 
 use std::process::ExitCode;

@@ -145,7 +145,7 @@ impl OpenTally {
 }
 
 /// What an open-loop measurement needs on each client core (`Send + Copy`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct OpenSpec {
     addr: SocketAddr,
     pool_size: usize,
@@ -156,6 +156,7 @@ struct OpenSpec {
     window: Window,
     metrics: bool,
     digest: bool,
+    tls: Option<crate::tls::ClientTls>,
 }
 
 /// Measures one open-loop row at `rate` calls/s over all cores of `target`.
@@ -171,9 +172,11 @@ pub fn measure(args: &BenchArgs, target: &Target<'_>, rate: f64) -> CliResult<Ro
         window: Window::after(args.warmup, args.duration),
         metrics: target.metrics,
         digest: args.data_digest.is_on(),
+        tls: args.tls.client()?,
     };
+    let for_cores = spec.clone();
     let (tallies, cpu) = bench::on_every_core(target.runtime, &spec.window, move |core| {
-        run_core(core, spec)
+        run_core(core, for_cores.clone())
     })?;
     let mut total = OpenTally::new();
     for tally in tallies {
@@ -226,6 +229,13 @@ async fn run_core(core: usize, spec: OpenSpec) -> OpenTally {
         .metrics(spec.metrics)
         .data_digest(spec.digest);
     let mut tally = OpenTally::new();
+    let builder = match crate::tls::client_builder(builder, spec.tls.as_ref()) {
+        Ok(builder) => builder,
+        Err(e) => {
+            tally.corrected.error(|| format!("core {core}: {e}"));
+            return tally;
+        }
+    };
     let Some(client) = bench::connect(builder, spec.addr, core, &mut tally.corrected).await else {
         return tally;
     };

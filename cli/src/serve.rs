@@ -54,6 +54,8 @@ pub struct ServeArgs {
     /// The delay of the slow calls, in milliseconds.
     #[arg(long, default_value_t = 5, value_name = "MS")]
     slow_ms: u64,
+    #[command(flatten)]
+    tls: crate::tls::TlsArgs,
 }
 
 /// Runs the server until killed (or for `--duration`).
@@ -70,14 +72,16 @@ pub fn run(args: &ServeArgs) -> CliResult<()> {
     } else {
         echo::server()?
     };
+    let builder = args.tls.apply_server(builder)?;
     let handle = builder
         .metrics(args.histograms.is_on())
         .serve(&runtime, args.listen)?;
     println!(
-        "ringrpc serve: Bench.echo on {} ({} cores, {})",
+        "ringrpc serve: Bench.echo on {} ({} cores, {}, {})",
         handle.local_addr(),
         runtime.cores(),
-        describe(runtime.driver())
+        describe(runtime.driver()),
+        args.tls.describe()
     );
     let endpoint = args.metrics.map(Endpoint::bind).transpose()?;
     std::thread::scope(|scope| {

@@ -114,6 +114,7 @@ impl TuneArgs {
             busy_poll: 0,
             send_zc: None,
             driver: ringrpc::Driver::Auto,
+            tls: Default::default(),
         }
     }
 
