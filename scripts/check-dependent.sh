@@ -30,6 +30,10 @@ echo "== check: tests/dependent again on the epoll driver (RINGRPC_DRIVER=epoll)
 RINGRPC_DRIVER=epoll cargo run --release --manifest-path "$manifest" --target-dir "$target_dir"
 echo "ok: ringrpc-dependent ran on epoll (same replies and allocation bounds)"
 
+echo "== check: tests/dependent with the tls feature (a mutual-TLS call)"
+cargo run --release --manifest-path "$manifest" --target-dir "$target_dir" --features tls
+echo "ok: ringrpc-dependent made a mutual-TLS call (identity in Ctx, PermissionDenied)"
+
 echo "== check: root Cargo.toml has no [patch] section"
 if grep -nE '^[[:space:]]*\[patch' Cargo.toml; then
   echo "FAIL: root Cargo.toml has a [patch] section (dependents of ringrpc do not get it)" >&2

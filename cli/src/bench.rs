@@ -375,13 +375,14 @@ fn describe(args: &BenchArgs, cpus: &CpuPlan) {
         addrs => format!("{addrs:?} (remote)"),
     };
     println!(
-        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}, busy poll {}{}",
+        "ringrpc bench: server {server}, client cpus {:?}, {:.1} s per row after {:.1} s warmup, metrics {}, busy poll {}{}, {}",
         cpus.client,
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
         if args.metrics.is_on() { "on" } else { "off" },
         if args.busy_poll > 0 { format!("{} µs", args.busy_poll) } else { "off".into() },
         if args.data_digest.is_on() { "" } else { ", data digest off" },
+        args.tls.describe(),
     );
 }
 

@@ -102,3 +102,40 @@ impl TlsArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<TlsArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("t").chain(argv.iter().copied())).map(|c| c.tls)
+    }
+
+    #[test]
+    fn cert_and_key_go_together_and_the_mode_follows_the_flags() {
+        assert!(
+            parse(&["--tls-cert", "a.pem"]).is_err(),
+            "a key is required"
+        );
+        assert!(
+            parse(&["--tls-key", "a.key"]).is_err(),
+            "a cert is required"
+        );
+        let plain = parse(&[]).unwrap();
+        assert_eq!(plain.describe(), "plaintext");
+        assert!(plain.server().unwrap().is_none() && plain.client().unwrap().is_none());
+        let mtls = parse(&["--tls-cert", "c", "--tls-key", "k", "--tls-ca", "ca"]).unwrap();
+        assert_eq!(mtls.describe(), "mutual TLS");
+        assert_eq!(mtls.tls_server_name, "localhost");
+        // Missing files are a typed error, not a panic.
+        assert!(mtls.server().is_err());
+        assert!(mtls.client().is_err());
+    }
+}

@@ -418,7 +418,35 @@ fn render(results: &Results, opts: &Options) -> String {
     );
     check_targets(&mut out, results, opts);
     versus_peers(&mut out, results, opts);
+    tls_cost(&mut out, results, opts);
     out
+}
+
+/// What TLS costs ringrpc and tonic, cell by cell: calls/s with TLS over
+/// without (per-round ratios, as the targets), and the CPU per call it adds
+/// (server + client thread CPU, median rounds).
+fn tls_cost(out: &mut String, results: &Results, opts: &Options) {
+    let cpu = |m: &Measured| m.server_cpu_us.zip(m.client_cpu_us).map(|(s, c)| s + c);
+    for &cell in &opts.cells {
+        for (plain, tls) in [("ringrpc", "ringrpc-tls"), ("tonic", "tonic-tls")] {
+            let Some(rate) = ratio(results, cell, tls, plain, |m| m.calls_per_s) else {
+                continue;
+            };
+            let p50 = ratio(results, cell, tls, plain, |m| m.p50_us).map_or(f64::NAN, |r| r.0);
+            let added = median_round(results, cell, tls)
+                .and_then(|t| cpu(&t))
+                .zip(median_round(results, cell, plain).and_then(|p| cpu(&p)))
+                .map_or("-".to_string(), |(t, p)| {
+                    format!("{:+.2} us ({:.2}x)", t - p, t / p)
+                });
+            let _ = writeln!(
+                out,
+                "TLS cost {plain:<7} [{}]: calls/s {}, p50 {p50:.2}x, cpu/call {added}",
+                cell_name(cell.0, cell.1),
+                show_ratio(rate),
+            );
+        }
+    }
 }
 
 /// The median round of `peer` in `cell`, if it has one.

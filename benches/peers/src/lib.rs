@@ -13,7 +13,10 @@
 //!   `ringrpc-epoll` (the same on the epoll driver), `ringrpc-typed` (the client `#[ringrpc::service]` generates) and
 //!   `ringrpc-handle` (tokio tasks calling through a `Handle`);
 //! - [`tarpc_peer`]: tarpc with its bincode serde transport on tokio;
-//! - [`tonic_peer`]: tonic gRPC (HTTP/2, prost) on tokio.
+//! - [`tonic_peer`]: tonic gRPC (HTTP/2, prost) on tokio;
+//! - `ringrpc-tls` and `tonic-tls`: the same two over TLS 1.3 (rustls with
+//!   ring on both, server authentication, certificates from [`tls_certs`]):
+//!   what TLS costs each, per call.
 //!
 //! tokio peers use a current-thread runtime on a pinned std thread per side.
 
@@ -21,6 +24,7 @@ pub mod measure;
 pub mod raw;
 pub mod ringrpc_peer;
 pub mod tarpc_peer;
+pub mod tls_certs;
 pub mod tonic_peer;
 
 pub use measure::{Spec, Tally, Window};
@@ -35,9 +39,11 @@ pub const PEERS: &[(&str, RunFn)] = &[
     ("raw-crc", raw::run_pipelined_crc),
     ("ringrpc", ringrpc_peer::run),
     ("ringrpc-epoll", ringrpc_peer::run_epoll),
+    ("ringrpc-tls", ringrpc_peer::run_tls),
     ("ringrpc-nodigest", ringrpc_peer::run_no_digest),
     ("ringrpc-typed", ringrpc_peer::run_typed),
     ("ringrpc-handle", ringrpc_peer::run_handle),
     ("tarpc", tarpc_peer::run),
     ("tonic", tonic_peer::run),
+    ("tonic-tls", tonic_peer::run_tls),
 ];

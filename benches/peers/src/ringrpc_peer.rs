@@ -46,6 +46,41 @@ fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> 
     })
 }
 
+/// Runs the workload over TLS 1.3 (server authentication; data digests on,
+/// as in [`run`]): the cost of TLS is this against [`run`].
+pub fn run_tls(spec: &Spec, window: Window) -> Result<Tally, String> {
+    let certs = crate::tls_certs::certs();
+    let server_tls = ringrpc::tls::server_config(certs.cert.as_bytes(), certs.key.as_bytes(), None)
+        .map_err(|e| e.to_string())?;
+    let client_tls =
+        ringrpc::tls::client_config(certs.ca.as_bytes(), None).map_err(|e| e.to_string())?;
+    let server = echo::register(Server::builder().tls(server_tls)).map_err(|e| e.to_string())?;
+    let setup = Pair::start(spec.server_cpu, spec.client_cpu, "peers-rrt", server)
+        .map_err(|e| e.to_string())?;
+    let (addr, spec) = (setup.addr(), *spec);
+    let tally = setup
+        .client_rt
+        .block_on(0, move || async move {
+            let client = client_builder(&spec)
+                .tls(client_tls, "localhost")
+                .map_err(|e| e.to_string())?
+                .connect(addr)
+                .map_err(|e| e.to_string())?;
+            if !client.wait_connected(Duration::from_secs(5)).await {
+                return Err(format!("ringrpc-tls: no connection to {addr}"));
+            }
+            let total = run_callers(spec.in_flight, "ringrpc-tls", |rec, first_id| {
+                io::spawn(caller(rec, client.clone(), window, first_id, spec.payload))
+            })
+            .await;
+            client.close();
+            Ok(total)
+        })
+        .map_err(|e| e.to_string());
+    setup.stop();
+    tally?
+}
+
 async fn client(
     addr: SocketAddr,
     spec: Spec,

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
 use tonic::{Request, Response, Status};
 
 use crate::measure::{run_callers, spawn_pinned, tokio_runtime, Recorder, Spec, Tally, Window};
@@ -46,6 +48,16 @@ impl Echo for EchoService {
 
 /// Runs the workload against a tonic server.
 pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run_with(spec, window, false)
+}
+
+/// Runs the workload against a tonic server over TLS 1.3 (rustls with ring,
+/// server authentication, the certificates of [`crate::tls_certs`]).
+pub fn run_tls(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run_with(spec, window, true)
+}
+
+fn run_with(spec: &Spec, window: Window, tls: bool) -> Result<Tally, String> {
     let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -55,7 +67,15 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
         tokio_runtime()?.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            Server::builder()
+            let mut server = Server::builder();
+            if tls {
+                let certs = crate::tls_certs::certs();
+                let identity = Identity::from_pem(&certs.cert, &certs.key);
+                server = server
+                    .tls_config(ServerTlsConfig::new().identity(identity))
+                    .map_err(std::io::Error::other)?;
+            }
+            server
                 .add_service(EchoServer::new(EchoService))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
@@ -68,7 +88,7 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
     let client = spawn_pinned(spec.client_cpu, "tonic-cli", move || {
         tokio_runtime()
             .map_err(|e| e.to_string())?
-            .block_on(run_client(addr, spec, window))
+            .block_on(run_client(addr, spec, window, tls))
     });
     let result = client
         .join()
@@ -80,9 +100,23 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
     Ok(tally)
 }
 
-async fn run_client(addr: SocketAddr, spec: Spec, window: Window) -> Result<Tally, String> {
-    let channel: Channel = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+async fn run_client(
+    addr: SocketAddr,
+    spec: Spec,
+    window: Window,
+    tls: bool,
+) -> Result<Tally, String> {
+    let scheme = if tls { "https" } else { "http" };
+    let mut endpoint =
+        Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| e.to_string())?;
+    if tls {
+        let ca = Certificate::from_pem(&crate::tls_certs::certs().ca);
+        let config = ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .domain_name("localhost");
+        endpoint = endpoint.tls_config(config).map_err(|e| e.to_string())?;
+    }
+    let channel: Channel = endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .connect()

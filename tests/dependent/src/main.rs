@@ -11,6 +11,8 @@
 //! `ringrpc::Cluster` (of that one server: replies and allocations per call on
 //! the client core); then shuts down with the async forms.
 //!
+//! With the `tls` feature it also makes a mutual-TLS call (see `tls_call.rs`).
+//!
 //! Allocations are counted the way `tests/alloc_per_call.rs` counts them (a
 //! counting global allocator with per-thread counters, read on each core), and
 //! the bounds are the ones that test asserts. Exits 1 with a message on failure.
@@ -22,6 +24,9 @@ use std::time::Duration;
 
 use ringrpc::runtime::io;
 use ringrpc::{Client, Cluster, Ctx, Handle, Method, Request, Runtime, Server, SliceAsVec};
+
+#[cfg(feature = "tls")]
+mod tls_call;
 
 #[path = "../../support/thread_allocs.rs"]
 mod thread_allocs;
@@ -487,6 +492,12 @@ async fn main() {
     );
     if !ok {
         failed.push(format!("Cluster: client {client} > {MAX_PER_CALL_MANY}"));
+    }
+
+    #[cfg(feature = "tls")]
+    {
+        tls_call::check(&runtime).unwrap_or_else(|e| fail(&e));
+        println!("ringrpc-dependent: mutual TLS call, SPIFFE ID in Ctx, PermissionDenied: ok");
     }
 
     // Clean shutdown: the client (on its core), the server (drains), the
