@@ -21,7 +21,8 @@ mod config;
 
 #[cfg(feature = "tls")]
 pub use config::{
-    client_config, client_config_from_files, server_config, server_config_from_files,
+    client_config, client_config_from_files, require_server_names, server_config,
+    server_config_from_files,
 };
 #[cfg(feature = "tls")]
 pub use rustls;

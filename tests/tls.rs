@@ -1,8 +1,9 @@
 //! TLS in the connection core (feature `tls`; run with
 //! `cargo test --features tls --test tls`): mutual TLS round trips with the
 //! peer identity in `Ctx`, clients refused by reason (no certificate, unknown
-//! CA, expired) while a legitimate client keeps calling, the authorization
-//! hook, handshake slowloris and garbage, and certificate reload. Every
+//! CA, expired, a server name it does not serve) while a legitimate client
+//! keeps calling, the authorization hook, handshake slowloris and garbage, a
+//! forged and a truncated record after the handshake, and certificate reload. Every
 //! certificate is made at test time (rcgen).
 
 mod common;
@@ -146,6 +147,35 @@ fn clients_without_a_valid_certificate_are_refused_by_reason_and_others_keep_cal
 }
 
 #[test]
+fn a_server_name_the_server_does_not_serve_is_refused_as_bad_sni() {
+    let pki = Pki::new();
+    let config = ringrpc::tls::require_server_names(pki.server_config(), &["localhost"]);
+    let server = TestServer::start(base_server().tls(config));
+    let legit = tls_client(&pki, Some(&pki.client), server.addr());
+    let rt = Runtime::builder().cores(1).pin(false).build().expect("rt");
+    let cfg = pki.client_config(Some(&pki.client));
+    let addr = server.addr();
+    let outcome = rt
+        .block_on(0, move || async move {
+            let client = client_builder()
+                .deadline(Duration::from_millis(500))
+                .tls(cfg, "other.test")?
+                .connect(addr)?;
+            let msg = Msg {
+                id: 1,
+                text: String::new(),
+            };
+            client.call(&ECHO, &msg).await.map(|_| ())
+        })
+        .expect("client core");
+    assert!(outcome.is_err(), "{outcome:?}");
+    wait_until(Duration::from_secs(2), "bad SNI counted", || {
+        server_counts(&server).tls_failed_bad_sni >= 1
+    });
+    assert_eq!(legit.echo(3).expect("legit").text, text_for(3));
+}
+
+#[test]
 fn the_authorization_hook_denies_one_method_allows_another_and_counts_per_method() {
     let pki = Pki::new();
     let server =
@@ -233,6 +263,69 @@ fn a_handshake_slowloris_is_closed_at_the_deadline_and_garbage_closes_only_its_c
         assert_eq!(legit.echo(id).expect("legit").text, text_for(id));
     }
     assert_eq!(legit.stats().reconnects, 0);
+}
+
+/// A TCP connection that completed a mutual-TLS handshake with rustls itself
+/// (so the test can then send raw records on it).
+fn handshaken(pki: &Pki, addr: SocketAddr) -> std::net::TcpStream {
+    use ringrpc::tls::rustls;
+    let mut tcp = raw_connect(addr, Duration::from_secs(3));
+    let cfg = pki.client_config(Some(&pki.client));
+    let name = "localhost".try_into().expect("name");
+    let mut tls = rustls::ClientConnection::new(cfg, name).expect("client");
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp).expect("handshake");
+    }
+    // The client's Finished (and certificate) may still be queued.
+    while tls.wants_write() {
+        tls.write_tls(&mut tcp).expect("flush");
+    }
+    tcp
+}
+
+/// Reads until the peer closes (EOF or reset); false if it stays open.
+fn closed_by_server(tcp: &mut std::net::TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match tcp.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn a_forged_record_and_a_truncated_record_close_only_their_connection() {
+    let pki = Pki::new();
+    let server = tls_server(&pki);
+    let legit = tls_client(&pki, Some(&pki.client), server.addr());
+    // A full application-data record whose bytes are not what the keys seal.
+    let mut forged = handshaken(&pki, server.addr());
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    record.extend((0..64u8).map(|i| i.wrapping_mul(37)));
+    forged.write_all(&record).unwrap();
+    assert!(closed_by_server(&mut forged), "forged record: still open");
+    wait_until(Duration::from_secs(2), "record error counted", || {
+        server_counts(&server).tls_record_errors == 1
+    });
+    // A record cut short, then the end of the stream.
+    let mut cut = handshaken(&pki, server.addr());
+    cut.write_all(&record[..20]).unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed_by_server(&mut cut), "truncated record: still open");
+    for id in 0..10 {
+        assert_eq!(legit.echo(id).expect("legit").text, text_for(id));
+    }
+    assert_eq!(legit.stats().reconnects, 0);
+    wait_until(
+        Duration::from_secs(2),
+        "only the legit connection left",
+        || server.stats().open_connections == 1,
+    );
+    assert_eq!(server_counts(&server).tls_handshakes, 3);
 }
 
 #[test]

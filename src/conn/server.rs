@@ -265,9 +265,13 @@ impl<C: Clock> ServerCore<C> {
                 Ok(opened)
             }
             Err(failure) => {
-                if was_handshaking {
+                if session.is_handshaking() {
                     self.metrics.tls_failure(failure);
                 } else {
+                    if was_handshaking {
+                        // It finished, then a record failed in the same receive.
+                        inc(&self.metrics.server.tls_handshakes);
+                    }
                     inc(&self.metrics.server.tls_record_errors);
                 }
                 self.closed = true;

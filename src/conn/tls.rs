@@ -177,7 +177,9 @@ mod enabled {
 
         /// Feeds the ciphertext in `cipher` to the session and appends the
         /// plaintext it yields to `plain`. An error ends the connection (its
-        /// alert, if any, is then waiting in [`seal`](Self::seal)'s output).
+        /// alert, if any, is then waiting in [`seal`](Self::seal)'s output);
+        /// [`is_handshaking`](Self::is_handshaking) then says whether it
+        /// failed during the handshake.
         pub fn open(
             &mut self,
             cipher: &mut RecvBuf,
@@ -194,10 +196,15 @@ mod enabled {
                     .read_tls(&mut input as &mut dyn Read)
                     .map_err(|_| HandshakeFailure::Garbage)?;
                 cipher.consume(n);
-                let state = self
-                    .conn
-                    .process_new_packets()
-                    .map_err(|e| HandshakeFailure::classify(&e))?;
+                let state = match self.conn.process_new_packets() {
+                    Ok(state) => state,
+                    Err(e) => {
+                        // Where it failed: in the handshake, or in a record
+                        // after it (the handshake may have finished in this call).
+                        self.handshaking = self.conn.is_handshaking();
+                        return Err(HandshakeFailure::classify(&e));
+                    }
+                };
                 opened.plaintext += self.drain(plain);
                 opened.peer_closed |= state.peer_has_closed();
                 if n == 0 {

@@ -127,6 +127,47 @@ pub fn client_config_from_files(
     client_config(&read(server_ca)?, identity)
 }
 
+/// `config`, refusing every handshake whose server name (SNI) is not one of
+/// `names` (compared ignoring ASCII case), or that sends none: the client
+/// gets an alert before any certificate is shown, and the server counts the
+/// failure as `bad_sni`. For a server that must not answer for names it does
+/// not serve (a shared address, a virtual-host mix-up).
+pub fn require_server_names(
+    config: Arc<rustls::ServerConfig>,
+    names: &[&str],
+) -> Arc<rustls::ServerConfig> {
+    let mut owned = (*config).clone();
+    owned.cert_resolver = Arc::new(SniGuard {
+        inner: config.cert_resolver.clone(),
+        names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+    });
+    Arc::new(owned)
+}
+
+/// A certificate resolver that answers only for the server names it knows.
+#[derive(Debug)]
+struct SniGuard {
+    inner: Arc<dyn rustls::server::ResolvesServerCert>,
+    names: Vec<String>,
+}
+
+impl rustls::server::ResolvesServerCert for SniGuard {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let name = hello.server_name()?;
+        if !self.names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return None;
+        }
+        self.inner.resolve(hello)
+    }
+
+    fn only_raw_public_keys(&self) -> bool {
+        self.inner.only_raw_public_keys()
+    }
+}
+
 /// `cfg`, with [`ALPN`] as its only protocol if it named none.
 pub(crate) fn with_server_alpn(cfg: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
     if !cfg.alpn_protocols.is_empty() {
