@@ -15,7 +15,8 @@
 //! `--cell 128x64`; default: the three cells of the matrix), `--targets FILE`
 //! (the P1–P5 targets checked at the end; default: `$RINGRPC_TARGETS`, else
 //! `benches/targets.txt`), and words that filter peers by name (e.g.
-//! `ringrpc tonic`).
+//! `ringrpc tonic`; `=NAME` selects that peer only, e.g. `=ringrpc
+//! =ringrpc-tls =tonic =tonic-tls` for the cost of TLS).
 //! Results are also written to `target/peers/peers.csv` (reported rounds) and
 //! `target/peers/peers-rounds.csv` (every round).
 
@@ -305,7 +306,11 @@ fn main() {
         .iter()
         .copied()
         .filter(|(name, _)| {
-            opts.filters.is_empty() || opts.filters.iter().any(|f| name.contains(f.as_str()))
+            opts.filters.is_empty()
+                || opts.filters.iter().any(|f| match f.strip_prefix('=') {
+                    Some(exact) => *name == exact,
+                    None => name.contains(f.as_str()),
+                })
         })
         .collect();
     let began = Instant::now();
