@@ -16,6 +16,9 @@
 //! [`ALPN`] (a peer that offers other protocols only is refused); failures are
 //! classified into [`HandshakeFailure`] for the metrics, never unwrapped.
 
+// The module docs name the `tls` feature's items; without it they are absent.
+#![cfg_attr(not(feature = "tls"), allow(rustdoc::broken_intra_doc_links))]
+
 #[cfg(feature = "tls")]
 mod config;
 

@@ -110,7 +110,7 @@ impl ServerBuilder {
 
     /// Adds an authorization hook run before every call's handler; a call it
     /// refuses fails at the caller with
-    /// [`Error::PermissionDenied`](crate::Error::PermissionDenied).
+    /// [`PermissionDenied`](crate::Error::PermissionDenied).
     pub fn authorize(
         mut self,
         hook: impl Fn(&AuthzRequest<'_>) -> Result<(), Denied> + Send + Sync + 'static,
