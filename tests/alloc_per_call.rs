@@ -193,7 +193,8 @@ fn allocations_per_call_in_steady_state() {
 ///
 /// Not zero: rustls 0.23 allocates one buffer per record it seals (the
 /// buffered writer queues each record as a `Vec`) and one per record it opens
-/// (the decrypted payload is moved into a `Vec`, in the unbuffered API too).
+/// (the decrypted payload is moved into a `Vec`); its unbuffered API does the
+/// same (its record encrypter builds each record in a fresh buffer too).
 /// ringrpc seals a whole send batch at once and opens a whole receive at
 /// once, so the count is per record, not per call: 2 per call per side at one
 /// call in flight (one request record in, one response record out), falling
