@@ -329,6 +329,48 @@ fn a_forged_record_and_a_truncated_record_close_only_their_connection() {
 }
 
 #[test]
+fn handshakes_past_the_per_core_cap_are_refused_and_established_calls_go_on() {
+    let pki = Pki::new();
+    let server = TestServer::start(
+        base_server()
+            .register_with_ctx(WHOAMI, whoami)
+            .expect("register whoami")
+            .tls(pki.server_config())
+            .max_handshakes_per_core(2),
+    );
+    let legit = tls_client(&pki, Some(&pki.client), server.addr());
+    // A call: the legit connection's handshake is over (it holds no slot).
+    assert_eq!(legit.echo(100).expect("legit").text, text_for(100));
+    // Two handshakes that never finish hold both slots.
+    let mut slow: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = raw_connect(server.addr(), Duration::from_secs(1));
+            s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            s
+        })
+        .collect();
+    wait_until(Duration::from_secs(2), "two handshakes running", || {
+        server_counts(&server).handshaking == 2
+    });
+    let mut third = raw_connect(server.addr(), Duration::from_secs(2));
+    let _ = third.write_all(&[0x16, 0x03, 0x01]);
+    assert!(
+        closed_by_server(&mut third),
+        "the third handshake was let in"
+    );
+    assert_eq!(server_counts(&server).tls_refused, 1);
+    for id in 0..5 {
+        assert_eq!(legit.echo(id).expect("legit").text, text_for(id));
+    }
+    slow.clear();
+    wait_until(Duration::from_secs(2), "slots free again", || {
+        server_counts(&server).handshaking == 0
+    });
+    let again = one_call(&pki, Some(&pki.client), server.addr()).expect("room again");
+    assert_eq!(again.text, text_for(7));
+}
+
+#[test]
 fn a_plaintext_client_on_a_tls_port_fails_and_a_reloaded_config_applies_to_new_connections() {
     let pki = Pki::new();
     let server = tls_server(&pki);
