@@ -244,3 +244,88 @@ mod enabled {
         }
     }
 }
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A server and a client session for `localhost`, from certificates made now.
+    fn pair() -> (TlsSession, TlsSession) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        let server_cfg =
+            crate::tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
+                .unwrap();
+        let client_cfg = crate::tls::client_config(ca.pem().as_bytes(), None).unwrap();
+        let name = "localhost".try_into().unwrap();
+        let server = TlsSession::server(server_cfg).unwrap();
+        let client = TlsSession::client(Arc::clone(&client_cfg), name).unwrap();
+        (server, client)
+    }
+
+    /// Moves what `from` sends (through `take_batch`, with `out` queued) into
+    /// `to`'s cipher buffer and opens it into `plain`.
+    fn hop(
+        from: &mut Option<TlsSession>,
+        out: &mut Vec<u8>,
+        to: &mut Option<TlsSession>,
+        plain: &mut RecvBuf,
+    ) -> Opened {
+        let sealed = take_batch(from, out, Vec::new());
+        let mut cipher = RecvBuf::new(64 << 10);
+        cipher.append(&sealed);
+        to.as_mut().unwrap().open(&mut cipher, plain).unwrap()
+    }
+
+    #[test]
+    fn frames_cross_sealed_and_land_aligned_and_nothing_leaves_before_the_handshake() {
+        let (server, client) = pair();
+        let (mut server, mut client) = (Some(server), Some(client));
+        let (mut s_plain, mut c_plain) = (RecvBuf::new(64 << 10), RecvBuf::new(64 << 10));
+        // A frame queued before the handshake waits in the client's buffer.
+        let frame: Vec<u8> = (0..48u8).collect();
+        let mut c_out = frame.clone();
+        let mut s_out = Vec::new();
+        assert!(has_output(&client, &c_out), "the ClientHello is ready");
+        let hello = hop(&mut client, &mut c_out, &mut server, &mut s_plain);
+        assert_eq!((hello.plaintext, hello.handshake_done), (0, false));
+        assert_eq!(c_out, frame, "no plaintext before the handshake");
+        // Server flight, then the client finishes and sends the frame.
+        let done = hop(&mut server, &mut s_out, &mut client, &mut c_plain);
+        assert!(done.handshake_done);
+        assert!(!client.as_ref().unwrap().is_handshaking());
+        let got = hop(&mut client, &mut c_out, &mut server, &mut s_plain);
+        assert!(got.handshake_done && c_out.is_empty());
+        assert_eq!(s_plain.unconsumed(), &frame[..]);
+        assert_eq!(s_plain.unconsumed().as_ptr() as usize % 16, 0, "aligned");
+        // A batch larger than one record comes back whole.
+        let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        s_out.extend_from_slice(&big);
+        let back = hop(&mut server, &mut s_out, &mut client, &mut c_plain);
+        assert_eq!(back.plaintext, big.len());
+        assert_eq!(c_plain.unconsumed(), &big[..]);
+        assert_eq!(c_plain.unconsumed().as_ptr() as usize % 16, 0, "aligned");
+    }
+
+    #[test]
+    fn garbage_fails_the_handshake_with_an_alert_to_send() {
+        let (server, _) = pair();
+        let mut server = Some(server);
+        let mut cipher = RecvBuf::new(4096);
+        cipher.append(b"GET / HTTP/1.1\r\n\r\n");
+        let mut plain = RecvBuf::new(4096);
+        let failed = server.as_mut().unwrap().open(&mut cipher, &mut plain);
+        assert_eq!(failed, Err(HandshakeFailure::Garbage));
+        assert!(has_output(&server, &[]), "the alert waits to be sent");
+        let alert = take_batch(&mut server, &mut Vec::new(), Vec::new());
+        assert_eq!(alert.first(), Some(&0x15));
+    }
+}
