@@ -300,7 +300,12 @@ fn closed_by_server(tcp: &mut std::net::TcpStream) -> bool {
 #[test]
 fn a_forged_record_and_a_truncated_record_close_only_their_connection() {
     let pki = Pki::new();
-    let server = tls_server(&pki);
+    // A record cut short is a partial frame to the read timeout.
+    let server = TestServer::start(
+        base_server()
+            .tls(pki.server_config())
+            .read_timeout(Duration::from_millis(300)),
+    );
     let legit = tls_client(&pki, Some(&pki.client), server.addr());
     // A full application-data record whose bytes are not what the keys seal.
     let mut forged = handshaken(&pki, server.addr());
@@ -311,11 +316,23 @@ fn a_forged_record_and_a_truncated_record_close_only_their_connection() {
     wait_until(Duration::from_secs(2), "record error counted", || {
         server_counts(&server).tls_record_errors == 1
     });
-    // A record cut short, then the end of the stream.
+    // A record cut short, then the end of the stream: closed at the end of
+    // the stream, or by the read timeout at the latest.
     let mut cut = handshaken(&pki, server.addr());
     cut.write_all(&record[..20]).unwrap();
     cut.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(closed_by_server(&mut cut), "truncated record: still open");
+    // A record cut short, the stream left open: the read timeout closes it.
+    let mut stalled = handshaken(&pki, server.addr());
+    stalled.write_all(&record[..20]).unwrap();
+    let started = Instant::now();
+    assert!(closed_by_server(&mut stalled), "stalled record: still open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(server.stats().read_timeouts >= 1);
     for id in 0..10 {
         assert_eq!(legit.echo(id).expect("legit").text, text_for(id));
     }
@@ -325,7 +342,7 @@ fn a_forged_record_and_a_truncated_record_close_only_their_connection() {
         "only the legit connection left",
         || server.stats().open_connections == 1,
     );
-    assert_eq!(server_counts(&server).tls_handshakes, 3);
+    assert_eq!(server_counts(&server).tls_handshakes, 4);
 }
 
 #[test]

@@ -370,7 +370,9 @@ impl<C: Clock> ServerCore<C> {
         let header = match decode_frame(buf.unconsumed(), opts) {
             Ok(Decoded::Frame(header)) => header,
             Ok(Decoded::Incomplete { total }) => {
-                self.track_partial(buf.unconsumed().is_empty());
+                // Under TLS a record cut short counts as a partial frame too.
+                let tls_whole = self.tls.as_ref().is_none_or(TlsSession::at_record_boundary);
+                self.track_partial(buf.unconsumed().is_empty() && tls_whole);
                 return Ok(Incoming::Incomplete { total });
             }
             Err(e) => return Err(self.fail(e)),

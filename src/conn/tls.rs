@@ -66,6 +66,50 @@ impl TlsSession {
     pub fn peer_identity(&self) -> Option<PeerIdentity> {
         match *self {}
     }
+    pub fn at_record_boundary(&self) -> bool {
+        match *self {}
+    }
+}
+
+/// Where the received ciphertext stands in TLS's record framing (a 5-byte
+/// header whose last two bytes are the body's length), so that a record cut
+/// short is held to the read timeout like a partial frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecordTracker {
+    /// Header bytes seen of the record being received (0..5).
+    header: usize,
+    /// The length bytes of that header.
+    len: [u8; 2],
+    /// Body bytes still to come.
+    body_left: usize,
+}
+
+impl RecordTracker {
+    /// Accounts for `bytes`, the next ciphertext received.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            if let Some(i) = self.header.checked_sub(3).filter(|&i| i < 2) {
+                self.len[i] = bytes[0];
+            }
+            self.header += 1;
+            bytes = &bytes[1..];
+            if self.header == 5 {
+                self.header = 0;
+                self.body_left = usize::from(u16::from_be_bytes(self.len));
+            }
+        }
+    }
+
+    /// True between records.
+    pub fn at_boundary(&self) -> bool {
+        self.header == 0 && self.body_left == 0
+    }
 }
 
 /// Hands out what a core sends: without TLS the queued frames themselves
@@ -114,6 +158,7 @@ mod enabled {
     pub(crate) struct TlsSession {
         conn: rustls::Connection,
         handshaking: bool,
+        records: super::RecordTracker,
     }
 
     impl std::fmt::Debug for TlsSession {
@@ -147,12 +192,18 @@ mod enabled {
             Self {
                 handshaking: conn.is_handshaking(),
                 conn,
+                records: super::RecordTracker::default(),
             }
         }
 
         /// True until the handshake has finished.
         pub fn is_handshaking(&self) -> bool {
             self.handshaking
+        }
+
+        /// True unless a record has been received only in part.
+        pub fn at_record_boundary(&self) -> bool {
+            self.records.at_boundary()
         }
 
         /// True when records (handshake, alerts, sealed data) wait to be sent.
@@ -186,6 +237,7 @@ mod enabled {
             plain: &mut RecvBuf,
         ) -> Result<Opened, HandshakeFailure> {
             let mut opened = Opened::default();
+            self.records.feed(cipher.unconsumed());
             loop {
                 let mut input = cipher.unconsumed();
                 if input.is_empty() {
@@ -313,6 +365,26 @@ mod tests {
         assert_eq!(back.plaintext, big.len());
         assert_eq!(c_plain.unconsumed(), &big[..]);
         assert_eq!(c_plain.unconsumed().as_ptr() as usize % 16, 0, "aligned");
+    }
+
+    #[test]
+    fn the_record_tracker_follows_record_boundaries_across_any_split() {
+        let mut stream = Vec::new();
+        for len in [0u16, 1, 300, 17_000] {
+            stream.extend_from_slice(&[0x17, 3, 3]);
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(0xAB, usize::from(len)));
+        }
+        for chunk in [1, 2, 5, 7, 4096] {
+            let mut t = RecordTracker::default();
+            let mut fed = 0;
+            for piece in stream.chunks(chunk) {
+                t.feed(piece);
+                fed += piece.len();
+                let boundaries = [0, 5, 11, 316, stream.len()];
+                assert_eq!(t.at_boundary(), boundaries.contains(&fed), "{chunk} {fed}");
+            }
+        }
     }
 
     #[test]
