@@ -128,6 +128,7 @@ async fn client(addr: SocketAddr, pool: usize) -> Result<Client, String> {
         return Ok(c);
     }
     let c = Client::builder()
+        .insecure_plaintext()
         .pool_size(pool)
         .max_in_flight(4096)
         .connect(addr)

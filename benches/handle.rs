@@ -46,7 +46,12 @@ thread_local! {
 fn core_client(addr: SocketAddr) -> Client {
     CLIENT.with(|c| {
         c.borrow_mut()
-            .get_or_insert_with(|| Client::builder().connect(addr).expect("on a core"))
+            .get_or_insert_with(|| {
+                Client::builder()
+                    .insecure_plaintext()
+                    .connect(addr)
+                    .expect("on a core")
+            })
             .clone()
     })
 }
@@ -150,6 +155,7 @@ fn main() {
         .expect("server and client");
     let (client_rt, addr) = (&pair.client_rt, pair.addr());
     let handle = Client::builder()
+        .insecure_plaintext()
         .connect_handle(client_rt, addr)
         .expect("handle");
     let tokio = tokio::runtime::Builder::new_multi_thread()

@@ -82,6 +82,7 @@ impl Gateway {
         let store: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
         let (put_store, get_store) = (store.clone(), store);
         let server = Server::builder()
+            .insecure_plaintext()
             .register(PUT, move |req: &ArchivedPut| -> Result<Value, String> {
                 let mut store = put_store.lock().map_err(|e| e.to_string())?;
                 let old = store.insert(req.key.to_string(), req.value.to_vec());
@@ -95,6 +96,7 @@ impl Gateway {
             })?
             .serve(&runtime, "127.0.0.1:0".parse().expect("address"))?;
         let handle = Client::builder()
+            .insecure_plaintext()
             .deadline(Duration::from_secs(1))
             .connect_handle(&runtime, server.local_addr())?;
         Ok(Self {

@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Clients live on a core: the closure runs there and builds a !Send future.
     runtime.block_on(0, move || async move {
         let client = Client::builder()
+            .insecure_plaintext()
             .deadline(Duration::from_secs(2))
             .connect(addr)
             .expect("connect on a ringrpc core");

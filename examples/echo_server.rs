@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or("127.0.0.1:7070".into());
     let runtime = Runtime::builder().cores(1).pin(false).build()?;
     let server = Server::builder()
+        .insecure_plaintext()
         // A sync handler reads the archived request in place, without parsing it.
         .register(ECHO, |req: &ArchivedEcho| -> Result<Echo, String> {
             let payload = req.payload.as_slice().to_vec();

@@ -34,7 +34,7 @@
 //!
 //! # fn main() -> Result<(), ringrpc::Error> {
 //! let runtime = Runtime::builder().cores(1).pin(false).build()?;
-//! let server = Server::builder()
+//! let server = Server::builder().insecure_plaintext()
 //!     .register(HELLO, |req: &ArchivedGreeting| -> Result<Greeting, String> {
 //!         Ok(Greeting { name: format!("hello, {}", req.name) })
 //!     })?
@@ -42,7 +42,7 @@
 //!
 //! let addr = server.local_addr();
 //! let text = runtime.block_on(0, move || async move {
-//!     let client = Client::builder().connect(addr)?;
+//!     let client = Client::builder().insecure_plaintext().connect(addr)?;
 //!     let reply = client.call(&HELLO, &Greeting { name: "ring".into() }).await?;
 //!     Ok::<_, ringrpc::Error>(reply.name.to_string()) // read in place, no parse
 //! })??;
@@ -95,13 +95,13 @@
 //!
 //! # fn main() -> Result<(), ringrpc::Error> {
 //! let runtime = Runtime::builder().cores(1).pin(false).build()?;
-//! let server = Server::builder()
+//! let server = Server::builder().insecure_plaintext()
 //!     .add_service(GreeterService::new(English))?
 //!     .serve(&runtime, "127.0.0.1:0".parse().unwrap())?;
 //! assert_eq!(greeter::HELLO.name(), "Greeter.hello");
 //! let addr = server.local_addr();
 //! let text = runtime.block_on(0, move || async move {
-//!     let greeter = GreeterClient::new(Client::builder().connect(addr)?);
+//!     let greeter = GreeterClient::new(Client::builder().insecure_plaintext().connect(addr)?);
 //!     let reply = greeter.hello(&Name { name: "ring".into() }).await?;
 //!     Ok::<_, ringrpc::Error>(reply.name.to_string())
 //! })??;

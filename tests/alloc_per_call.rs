@@ -81,6 +81,7 @@ fn measure_with(
         .build()
         .expect("rt");
     let server = Server::builder()
+        .insecure_plaintext()
         .register(SUM, |r: &ArchivedReq| -> Result<Resp, String> {
             let sum = r.payload.iter().map(|b| u64::from(*b)).sum();
             Ok(Resp {
@@ -115,7 +116,7 @@ fn measure_with(
             let client = CLIENT.with(|c| {
                 c.borrow_mut()
                     .get_or_insert_with(|| {
-                        client(Client::builder().max_in_flight(4096))
+                        client(Client::builder().insecure_plaintext().max_in_flight(4096))
                             .connect(addr)
                             .expect("connect on a ringrpc core")
                     })

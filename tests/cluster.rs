@@ -53,6 +53,7 @@ fn tagged(index: u64, slow: Option<Arc<AtomicBool>>) -> ServerBuilder {
 
 fn cluster_builder() -> ClusterBuilder {
     Cluster::builder()
+        .insecure_plaintext()
         .client(client_builder())
         .deadline(Duration::from_secs(1))
         .tick(Duration::from_millis(5))

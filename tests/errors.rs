@@ -8,7 +8,7 @@ use common::{
     base_server, expect_remote, finish, text_for, ArchivedMsg, Msg, TestClient, TestServer,
 };
 use ringrpc::runtime::io::sleep;
-use ringrpc::{ErrorCode, Method, Request};
+use ringrpc::{Error, ErrorCode, Method, Request};
 
 const FAIL_SYNC: Method<Msg, Msg> = Method::new("Test.fail_sync");
 const FAIL_ASYNC: Method<Msg, Msg> = Method::new("Test.fail_async");
@@ -81,7 +81,9 @@ fn unknown_method_is_refused_with_unknown_method() {
 
 #[test]
 fn connecting_off_a_core_is_a_typed_error() {
-    let result = ringrpc::Client::builder().connect("127.0.0.1:9".parse().unwrap());
+    let result = ringrpc::Client::builder()
+        .insecure_plaintext()
+        .connect("127.0.0.1:9".parse().unwrap());
     assert!(matches!(result, Err(ringrpc::Error::NotOnCore)));
 }
 
@@ -183,4 +185,32 @@ fn serving_on_a_core_the_runtime_lacks_is_no_such_core() {
         .serve_on(&rt, &[0], "127.0.0.1:0".parse().unwrap())
         .expect("serve on core 0");
     server.shutdown(Duration::from_secs(1));
+}
+/// No silent plaintext: a server or client given neither `tls` nor
+/// `insecure_plaintext` refuses to start, with a `Config` error naming both.
+#[test]
+fn a_server_or_client_without_a_chosen_transport_is_refused() {
+    let rt = common::client_runtime();
+    let served = ringrpc::Server::builder().serve(&rt, "127.0.0.1:0".parse().unwrap());
+    match served {
+        Err(Error::Config(msg)) => assert!(msg.contains("insecure_plaintext"), "{msg}"),
+        other => panic!("expected a Config error, got {other:?}"),
+    }
+    let connected = rt
+        .block_on(0, || async {
+            ringrpc::Client::builder()
+                .connect("127.0.0.1:9".parse().unwrap())
+                .map(|_| ())
+        })
+        .unwrap();
+    match connected {
+        Err(Error::Config(msg)) => assert!(msg.contains("insecure_plaintext"), "{msg}"),
+        other => panic!("expected a Config error, got {other:?}"),
+    }
+    // The choice made, both work (the last of tls / insecure_plaintext wins).
+    let server = ringrpc::Server::builder()
+        .insecure_plaintext()
+        .serve(&rt, "127.0.0.1:0".parse().unwrap())
+        .expect("plaintext server");
+    drop(server);
 }

@@ -283,7 +283,7 @@ fn async_forms_and_typed_setup_errors() {
 
         // Off a ringrpc core (a tokio worker), a Client cannot be made.
         assert!(matches!(
-            Client::builder().connect(addr),
+            Client::builder().insecure_plaintext().connect(addr),
             Err(Error::NotOnCore)
         ));
 

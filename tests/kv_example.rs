@@ -35,7 +35,10 @@ fn a_key_sent_to_the_wrong_core_is_refused_by_the_service() {
     let result = client_rt
         .block_on(0, move || async move {
             // Every key to core 0: the ones core 1 owns are refused.
-            let c = ringrpc::Client::builder().connect(addrs[0]).unwrap();
+            let c = ringrpc::Client::builder()
+                .insecure_plaintext()
+                .connect(addrs[0])
+                .unwrap();
             let kv = service::KvClient::new(c);
             let mut refused = 0;
             for i in 0..20 {

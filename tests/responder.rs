@@ -57,6 +57,7 @@ fn blob(id: u64, len: usize) -> Blob {
 
 fn server() -> TestServer {
     let builder = Server::builder()
+        .insecure_plaintext()
         .register_responder(ECHO, |req: &ArchivedBlob, reply| {
             Ok::<_, String>(reply.send(&BlobRef::echo(req)))
         })

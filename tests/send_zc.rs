@@ -39,6 +39,7 @@ fn large_echoes_round_trip_over_zero_copy_sends() {
     let checked = client_rt
         .block_on(0, move || async move {
             let client = Client::builder()
+                .insecure_plaintext()
                 .connect(addr)
                 .expect("connect on a ringrpc core");
             let mut checked = 0;

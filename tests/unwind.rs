@@ -15,6 +15,7 @@ fn panic_while_owning_a_server_handle_unwinds_instead_of_aborting() {
     let outcome = std::thread::spawn(|| {
         let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
         let server = Server::builder()
+            .insecure_plaintext()
             .register(NOOP, |x: &rkyv::Archived<u64>| -> Result<u64, String> {
                 Ok(x.to_native())
             })

@@ -242,7 +242,7 @@ impl EmbeddedServer {
                 let delay = Duration::from_millis(args.slow_ms);
                 echo::slow_server(args.slow_every, delay)?
             } else {
-                echo::register(Server::builder())?
+                echo::register(Server::builder().insecure_plaintext())?
             };
             let builder = args.tls.apply_server(builder)?;
             let builder = builder
@@ -545,6 +545,7 @@ pub async fn connect(
 /// One client core: connect, run the callers, merge their tallies.
 async fn run_core(core: usize, spec: Spec) -> Tally {
     let builder = Client::builder()
+        .insecure_plaintext()
         .pool_size(spec.pool_size)
         .metrics(spec.metrics)
         .data_digest(spec.digest);

@@ -52,6 +52,7 @@ impl ClusterSpec {
 
     fn builder(&self, client: ClientBuilder) -> ClusterBuilder {
         Cluster::builder()
+            .insecure_plaintext()
             .client(client)
             .balance(self.balance)
             .idempotent(&echo::ECHO)

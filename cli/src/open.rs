@@ -224,6 +224,7 @@ async fn run_core(core: usize, spec: OpenSpec) -> OpenTally {
         .div_ceil(spec.pool_size)
         .max(MIN_PER_CONNECTION);
     let builder = Client::builder()
+        .insecure_plaintext()
         .pool_size(spec.pool_size)
         .max_in_flight(per_connection)
         .metrics(spec.metrics)

@@ -17,6 +17,7 @@ pub fn serve_replicas(rt: &Runtime, n: u64) -> Result<Vec<ServerHandle>, Error> 
     (0..n)
         .map(|replica| {
             Server::builder()
+                .insecure_plaintext()
                 .register(SQUARE, move |x: &rkyv::Archived<u64>| {
                     let x = x.to_native() & 0xffff;
                     Ok::<_, String>((replica << 48) | (x * x))
@@ -49,6 +50,7 @@ pub async fn demo(
     stop: impl FnOnce(),
 ) -> Result<Report, Error> {
     let cluster = Cluster::builder()
+        .insecure_plaintext()
         .idempotent(&SQUARE)
         .deadline(Duration::from_millis(500))
         .connect_static(&addrs)?;

@@ -125,6 +125,7 @@ impl Kv for Store {
 pub fn serve(runtime: &Runtime) -> Result<ServerHandle, Error> {
     let cores = runtime.cores();
     Server::builder()
+        .insecure_plaintext()
         .with_state(move |core| Shard {
             core,
             cores,
@@ -137,7 +138,9 @@ pub fn serve(runtime: &Runtime) -> Result<ServerHandle, Error> {
 /// Puts `n` keys through typed clients routed by key, reads them back, and
 /// returns how many landed on each server core.
 pub async fn demo(addrs: Vec<SocketAddr>, n: usize) -> Result<Vec<usize>, Error> {
-    let builder = Client::builder().deadline(Duration::from_secs(2));
+    let builder = Client::builder()
+        .insecure_plaintext()
+        .deadline(Duration::from_secs(2));
     let sharded = ShardedClient::connect(&builder, &addrs)?;
     for c in sharded.shards() {
         c.wait_connected(Duration::from_secs(2)).await;

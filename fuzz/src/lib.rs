@@ -544,6 +544,7 @@ fn validate(order: &ArchivedOrder) -> Result<Verdict, String> {
 /// The fuzz server's handlers and limits.
 pub fn server_builder() -> ServerBuilder {
     Server::builder()
+        .insecure_plaintext()
         .register(ECHO, echo)
         .expect("register echo")
         .register(VALIDATE, validate)

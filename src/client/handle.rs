@@ -303,10 +303,10 @@ async fn run_call(client: Client, call: Pending) {
 ///
 /// # fn main() -> Result<(), ringrpc::Error> {
 /// let runtime = Runtime::builder().cores(1).pin(false).build()?;
-/// let server = Server::builder()
+/// let server = Server::builder().insecure_plaintext()
 ///     .register(DOUBLE, |r: &ArchivedNum| Ok::<_, String>(Num { n: r.n.to_native() * 2 }))?
 ///     .serve(&runtime, "127.0.0.1:0".parse().unwrap())?;
-/// let handle = Client::builder().connect_handle(&runtime, server.local_addr())?;
+/// let handle = Client::builder().insecure_plaintext().connect_handle(&runtime, server.local_addr())?;
 ///
 /// // From any thread or executor: here a plain thread, blocking on the future.
 /// let reply = std::thread::spawn(move || {
@@ -497,6 +497,7 @@ impl ClientBuilder {
         cores: &[usize],
         addr: SocketAddr,
     ) -> Result<Handle, Error> {
+        self.check_transport()?;
         Handle::start(self, runtime, cores, addr)
     }
 }

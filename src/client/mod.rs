@@ -85,6 +85,8 @@ pub(crate) struct ClientConfig {
     /// TLS: the config and the server name (see `ClientBuilder::tls`).
     #[cfg(feature = "tls")]
     tls: Option<tls::ClientTls>,
+    /// `insecure_plaintext()` was called (and no TLS config after it).
+    plaintext: bool,
 }
 
 /// Settings of an adaptive pool (see [`ClientBuilder::adaptive`]).
@@ -129,7 +131,7 @@ impl AdaptivePool {
 /// | `recv_chunk` | 256 KiB |
 /// | `metrics` (per-phase timing and histograms; counters are always kept) | on |
 /// | `adaptive` (grow/shrink the pool between `pool_size` and a maximum) | off |
-/// | `tls` (feature `tls`: TLS 1.3, server name checked) | none: plaintext |
+/// | `tls` (feature `tls`: TLS 1.3, server name checked) or `insecure_plaintext` | none: one of them is required (connecting fails with `Error::Config` otherwise) |
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     cfg: ClientConfig,
@@ -155,6 +157,7 @@ impl Default for ClientBuilder {
                 adaptive: None,
                 #[cfg(feature = "tls")]
                 tls: None,
+                plaintext: false,
             },
         }
     }
@@ -230,6 +233,36 @@ impl ClientBuilder {
         self
     }
 
+    /// Connects **without TLS**: every byte crosses the network in clear and
+    /// the server is not authenticated. For loopback, tests, or behind a
+    /// sidecar that does mutual TLS. A client must be given either this or
+    /// [`tls`](Self::tls) (with the `tls` feature) before it connects: there
+    /// is no silent default. The last of the two called wins.
+    pub fn insecure_plaintext(mut self) -> Self {
+        #[cfg(feature = "tls")]
+        {
+            self.cfg.tls = None;
+        }
+        self.cfg.plaintext = true;
+        self
+    }
+
+    /// Fails unless a transport was chosen (`tls` or `insecure_plaintext`).
+    pub(crate) fn check_transport(&self) -> Result<(), Error> {
+        #[cfg(feature = "tls")]
+        let tls = self.cfg.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        if tls || self.cfg.plaintext {
+            return Ok(());
+        }
+        Err(Error::Config(
+            "no transport chosen: call ClientBuilder::tls(config, name) (feature `tls`) or \
+             ClientBuilder::insecure_plaintext()"
+                .into(),
+        ))
+    }
+
     /// First and largest reconnect backoff (doubling in between, with jitter).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.cfg.backoff_initial = initial;
@@ -248,6 +281,7 @@ impl ClientBuilder {
         if crate::runtime::current_core().is_none() {
             return Err(Error::NotOnCore);
         }
+        self.check_transport()?;
         Ok(Client {
             pool: Rc::new(Pool::start(addr, self.cfg.clone())),
         })

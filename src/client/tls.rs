@@ -44,6 +44,7 @@ impl ClientBuilder {
             config: crate::tls::with_client_alpn(config),
             name,
         });
+        self.cfg.plaintext = false;
         Ok(self)
     }
 }

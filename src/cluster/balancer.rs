@@ -166,7 +166,10 @@ mod tests {
                 let addr = format!("127.0.0.1:{}", 1 + i).parse().unwrap();
                 Rc::new(Endpoint {
                     id: i as u64,
-                    client: Client::builder().connect(addr).unwrap(),
+                    client: Client::builder()
+                        .insecure_plaintext()
+                        .connect(addr)
+                        .unwrap(),
                     in_flight: Cell::new(0),
                     ewma: PeakEwma::new(Duration::from_secs(10), Duration::from_millis(ms), now),
                     health: Health::new(now),

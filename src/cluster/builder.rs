@@ -94,6 +94,15 @@ macro_rules! setter {
 }
 
 impl ClusterBuilder {
+    /// The endpoints' connections in plaintext: shorthand for
+    /// `.client(client.insecure_plaintext())` on the current client settings
+    /// (see [`ClientBuilder::insecure_plaintext`]). A cluster's client
+    /// settings need this or a TLS config before it connects.
+    pub fn insecure_plaintext(mut self) -> Self {
+        self.cfg.client = self.cfg.client.insecure_plaintext();
+        self
+    }
+
     setter!(
         /// Settings of each endpoint's per-core connection pool.
         client: ClientBuilder
@@ -209,6 +218,7 @@ impl ClusterBuilder {
     /// clusters on several cores can share).
     pub fn connect(&self, source: &EndpointSource) -> Result<Cluster, Error> {
         self.validate()?;
+        self.cfg.client.check_transport()?;
         if crate::runtime::current_core().is_none() {
             return Err(Error::NotOnCore);
         }

@@ -67,7 +67,7 @@ use state::Inner;
 ///
 /// # fn main() -> Result<(), ringrpc::Error> {
 /// let rt = Runtime::builder().cores(1).build()?;
-/// let builder = Cluster::builder()
+/// let builder = Cluster::builder().insecure_plaintext()
 ///     .idempotent(&GET) // retried after any retryable error, hedged
 ///     .deadline(Duration::from_millis(100));
 /// let value = rt.block_on(0, move || async move {

@@ -307,7 +307,7 @@ impl ServerBuilder {
     ///
     /// const ECHO: Method<Blob, Blob> = Method::new("Blobs.echo");
     ///
-    /// let builder = Server::builder()
+    /// let builder = Server::builder().insecure_plaintext()
     ///     .register_responder(ECHO, |req: &ArchivedBlob, reply| {
     ///         let echo = BlobRef { id: req.id.to_native(), data: req.data.as_slice() };
     ///         Ok::<_, String>(reply.send(&echo))
@@ -362,7 +362,7 @@ impl ServerBuilder {
     /// struct Shard { core: usize, map: RefCell<HashMap<u64, u64>> }
     /// const GET: Method<u64, u64> = Method::new("Kv.get");
     ///
-    /// let builder = Server::builder()
+    /// let builder = Server::builder().insecure_plaintext()
     ///     .with_state(|core| Shard { core, map: RefCell::default() })
     ///     .register_with_ctx(GET, |ctx: &Ctx, key: &rkyv::Archived<u64>| {
     ///         let shard = ctx.state::<Shard>().expect("with_state");
@@ -593,6 +593,7 @@ impl ServerBuilder {
         cores: &[usize],
         listeners: Vec<std::net::TcpListener>,
     ) -> Result<ServerHandle, Error> {
+        self.security.check_transport()?;
         let shard_addrs = listeners
             .iter()
             .map(|l| l.local_addr())

@@ -27,6 +27,8 @@ pub(crate) struct Security {
     /// closed at once (counted).
     pub max_handshakes_per_core: usize,
     pub authz: Authorizers,
+    /// `insecure_plaintext()` was called (and no TLS config after it).
+    pub plaintext: bool,
 }
 
 impl Default for Security {
@@ -37,11 +39,25 @@ impl Default for Security {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes_per_core: 256,
             authz: Authorizers::default(),
+            plaintext: false,
         }
     }
 }
 
 impl Security {
+    /// Refuses to start a server whose transport was not chosen: no silent
+    /// plaintext default.
+    pub fn check_transport(&self) -> Result<(), crate::Error> {
+        if self.is_tls() || self.plaintext {
+            return Ok(());
+        }
+        Err(crate::Error::Config(
+            "no transport chosen: call ServerBuilder::tls(config) (feature `tls`) or \
+             ServerBuilder::insecure_plaintext()"
+                .into(),
+        ))
+    }
+
     /// True if connections are TLS.
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -75,7 +91,7 @@ impl Security {
 ///
 /// | setting | default |
 /// |---|---|
-/// | `tls` | none: plaintext |
+/// | `tls` or `insecure_plaintext` | none: one of them is required (`serve` fails with `Error::Config` otherwise) |
 /// | `tls_handshake_timeout` (a handshake must finish within) | 10 s |
 /// | `max_handshakes_per_core` (more waiting connections are closed) | 256 |
 /// | `authorize`, `authorize_service` | no hook: every call is allowed |
@@ -89,6 +105,22 @@ impl ServerBuilder {
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         let config = crate::tls::with_server_alpn(config);
         self.security.tls = Some(Arc::new(std::sync::RwLock::new(config)));
+        self.security.plaintext = false;
+        self
+    }
+
+    /// Serves **without TLS**: every byte crosses the network in clear and any
+    /// client that can connect may call (subject to the authorization hooks).
+    /// For loopback, tests, or behind a sidecar that terminates mutual TLS.
+    /// A server must be given either this or [`tls`](Self::tls) (with the
+    /// `tls` feature) before it serves: there is no silent default. The last
+    /// of the two called wins.
+    pub fn insecure_plaintext(mut self) -> Self {
+        #[cfg(feature = "tls")]
+        {
+            self.security.tls = None;
+        }
+        self.security.plaintext = true;
         self
     }
 

@@ -82,6 +82,7 @@ fn echo_record(req: &ArchivedRecord) -> Result<Record, String> {
 /// A builder with the two echo methods registered.
 pub fn base_server() -> ServerBuilder {
     Server::builder()
+        .insecure_plaintext()
         .register(ECHO, echo_msg)
         .expect("register echo")
         .register(ECHO_RECORD, echo_record)
@@ -181,6 +182,7 @@ pub fn client_runtime() -> Runtime {
 /// Client settings for tests: short deadline, heartbeat and backoff.
 pub fn client_builder() -> ClientBuilder {
     Client::builder()
+        .insecure_plaintext()
         .pool_size(1)
         .deadline(Duration::from_secs(2))
         .connect_timeout(Duration::from_millis(500))

@@ -123,6 +123,7 @@ fn echoed(req: &ArchivedCall, core: u32) -> Call {
 pub fn server_builder() -> ServerBuilder {
     quiet_intentional_panics();
     ringrpc::Server::builder()
+        .insecure_plaintext()
         .register(ECHO, echo_sync)
         .expect("register echo")
         .register_async(ECHO_ASYNC, |req: Request<Call>| async move {
@@ -146,6 +147,7 @@ pub fn quiet_intentional_panics() {
 /// Client settings of the suite: short heartbeat, connect timeout and backoff.
 pub fn client_builder() -> ClientBuilder {
     Client::builder()
+        .insecure_plaintext()
         .pool_size(1)
         .deadline(DEADLINE)
         .connect_timeout(Duration::from_millis(200))

@@ -150,8 +150,8 @@ fn setup(spec: &Spec, digest: bool) -> Result<Pair, String> {
 
 /// [`setup`] on `driver`.
 fn setup_on(driver: Driver, spec: &Spec, digest: bool) -> Result<Pair, String> {
-    let server =
-        echo::register(Server::builder().data_digest(digest)).map_err(|e| e.to_string())?;
+    let server = echo::register(Server::builder().insecure_plaintext().data_digest(digest))
+        .map_err(|e| e.to_string())?;
     Pair::start_on(driver, spec.server_cpu, spec.client_cpu, "peers-rr", server)
         .map_err(|e| e.to_string())
 }
@@ -171,6 +171,7 @@ async fn connected(addr: SocketAddr, spec: &Spec, digest: bool) -> Result<Client
 /// One connection, room for every caller.
 fn client_builder(spec: &Spec) -> ringrpc::ClientBuilder {
     Client::builder()
+        .insecure_plaintext()
         .pool_size(1)
         .max_in_flight(spec.in_flight.max(1024))
 }

@@ -40,7 +40,7 @@ pub fn register(builder: ServerBuilder) -> Result<ServerBuilder, ringrpc::Error>
 
 /// A server builder with both echo methods registered.
 pub fn server() -> Result<ServerBuilder, ringrpc::Error> {
-    register(Server::builder())
+    register(Server::builder().insecure_plaintext())
 }
 
 /// A server builder whose [`ECHO`] is slow on purpose: every `every`-th call
@@ -50,6 +50,7 @@ pub fn server() -> Result<ServerBuilder, ringrpc::Error> {
 pub fn slow_server(every: u64, delay: Duration) -> Result<ServerBuilder, ringrpc::Error> {
     let calls = Arc::new(AtomicU64::new(0));
     Server::builder()
+        .insecure_plaintext()
         .register_async(ECHO, move |req: Request<Echo>| {
             let n = calls.fetch_add(1, Ordering::Relaxed);
             let slow = every > 0 && n % every == every - 1;

@@ -128,6 +128,7 @@ async fn run(addr: SocketAddr, kind: Kind, callers: u64, calls: u64) -> Result<u
         c.borrow_mut()
             .get_or_insert_with(|| {
                 Client::builder()
+                    .insecure_plaintext()
                     .max_in_flight(4096)
                     .connect(addr)
                     .expect("connect on a ringrpc core")
@@ -236,7 +237,8 @@ async fn run_cluster(addr: SocketAddr, calls: u64) -> Result<u64, String> {
         Some(c) => c,
         None => {
             let c = Cluster::builder()
-                .client(Client::builder().max_in_flight(4096))
+                .insecure_plaintext()
+                .client(Client::builder().insecure_plaintext().max_in_flight(4096))
                 .idempotent(&INC)
                 .connect_static(&[addr])
                 .map_err(|e| e.to_string())?;
@@ -378,6 +380,7 @@ async fn main() {
         .build()
         .unwrap_or_else(|e| fail(&format!("runtime: {e}")));
     let server = Server::builder()
+        .insecure_plaintext()
         .register_responder(ECHO, |r: &ArchivedEcho, reply| {
             let echo = EchoRef {
                 id: r.id.to_native(),
@@ -408,7 +411,10 @@ async fn main() {
     // The typed service, through the generated client on the client core.
     let typed = runtime
         .block_on(CLIENT_CORE, move || async move {
-            let client = Client::builder().connect(addr).map_err(|e| e.to_string())?;
+            let client = Client::builder()
+                .insecure_plaintext()
+                .connect(addr)
+                .map_err(|e| e.to_string())?;
             let greeter = GreeterClient::new(client);
             let reply = greeter
                 .hello(&Count { n: 20 })
@@ -452,6 +458,7 @@ async fn main() {
 
     // From tokio tasks through a Handle (its client on the client core).
     let handle = Client::builder()
+        .insecure_plaintext()
         .max_in_flight(4096)
         .connect_handle_on(&runtime, &[CLIENT_CORE], addr)
         .unwrap_or_else(|e| fail(&format!("handle: {e}")));
