@@ -283,3 +283,33 @@ fn frames_trickled_one_byte_at_a_time_are_answered() {
     assert_eq!(client.stats().reconnects, 0);
     finish(&client, &server);
 }
+
+/// A request and the peer's FIN arriving together (one readiness event on
+/// epoll): the request is answered and the end of stream is seen at once, not
+/// when some timeout fires.
+#[test]
+fn a_request_followed_by_fin_is_answered_and_closed() {
+    let server = start_server();
+    let client = TestClient::connect(server.addr());
+    for round in 0..5u64 {
+        let msg = Msg {
+            id: round,
+            text: text_for(round),
+        };
+        let mut raw = raw_connect(server.addr());
+        raw.write_all(&request_frame(0xfeed_0000 + round, &msg))
+            .expect("write request");
+        raw.shutdown(std::net::Shutdown::Write).expect("send FIN");
+        expect_echo(&mut raw, 0xfeed_0000 + round, &msg);
+        // raw_connect's read timeout (3 s) is far below the server's idle
+        // timeout: a server that missed the FIN leaves this read hanging.
+        expect_closed_by_server(raw, "after FIN");
+        wait_until(
+            Duration::from_secs(2),
+            "half-closed connection unregistered",
+            || server.stats().open_connections == 1,
+        );
+    }
+    assert_eq!(server.stats().protocol_errors, 0);
+    finish(&client, &server);
+}

@@ -45,13 +45,21 @@ const BUDGET: u32 = 64;
 struct Half {
     /// The last non-blocking call did not hit `EAGAIN`, or an event came since.
     ready: bool,
+    /// The peer closed this direction (or the socket failed): no event will
+    /// follow, so the half stays ready for good and every call returns at once
+    /// (end of stream or the error). Without it, a FIN that came in the same
+    /// edge as the last bytes would be lost once a short read marked the half
+    /// drained.
+    closed: bool,
     waker: Option<Waker>,
 }
 
 impl Half {
-    /// Marks the half ready and hands out the waiting task's waker.
-    fn fire(&mut self, woken: &mut Vec<Waker>) {
+    /// Marks the half ready (for good if `closed`) and hands out the waiting
+    /// task's waker.
+    fn fire(&mut self, closed: bool, woken: &mut Vec<Waker>) {
         self.ready = true;
+        self.closed |= closed;
         if let Some(w) = self.waker.take() {
             woken.push(w);
         }
@@ -162,10 +170,14 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> stdio::Result<()> {
             };
             let error = event.is_error();
             if error || event.is_readable() || event.is_read_closed() {
-                source.read.fire(&mut p.woken);
+                source
+                    .read
+                    .fire(error || event.is_read_closed(), &mut p.woken);
             }
             if error || event.is_writable() || event.is_write_closed() {
-                source.write.fire(&mut p.woken);
+                source
+                    .write
+                    .fire(error || event.is_write_closed(), &mut p.woken);
             }
         }
         if drain {
@@ -223,10 +235,12 @@ impl Source {
                 generation,
                 read: Half {
                     ready: true,
+                    closed: false,
                     waker: None,
                 },
                 write: Half {
                     ready: true,
+                    closed: false,
                     waker: None,
                 },
             });
@@ -263,7 +277,7 @@ impl Source {
     /// receive came back short: the socket's queue is empty); the next call
     /// waits for an event first.
     pub fn drained(&self, dir: Dir) {
-        self.half(dir, |h| h.ready = false);
+        self.half(dir, |h| h.ready = h.closed);
     }
 
     /// Waits until `dir` is ready (at once if no call found it drained since
