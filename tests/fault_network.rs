@@ -16,53 +16,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::wait_until;
+use fault::cases::{self, FAIL_FAST};
 use fault::proxy::{Dir, Target};
 use fault::{client_builder, mixed, server_builder, Expect, Outcome, Plan, Rig, HB_TIMEOUT, SLACK};
 
-/// How fast calls in flight must fail after a fault the client sees at once
-/// (RST, FIN, bad frame).
-const FAIL_FAST: Duration = Duration::from_millis(250);
-
-/// Cuts every connection (`rst` or FIN) under load: the calls in flight fail
-/// with ConnectionLost at once, the pool reconnects and calls succeed again.
-fn cut_under_load(rst: bool) {
-    let _serial = fault::serial();
-    let rig = Rig::proxied();
-    let load = rig.load(6, mixed());
-    load.wait_ok(100, Duration::from_secs(3));
-    load.in_flight_now();
-    let failed = load.failed();
-    let cut = rig.mark(if rst { "reset" } else { "fin" });
-    if rst {
-        rig.proxy().reset_all();
-    } else {
-        rig.proxy().close_all();
-    }
-    load.wait_failed_since(failed, 1, Duration::from_secs(2));
-    load.wait_ok(100, Duration::from_secs(3));
-    let report = load.stop();
-    rig.check(&report, &Expect::errors(&["ConnectionLost", "Unavailable"]));
-
-    report.assert_failed_fast(cut, FAIL_FAST, "cut");
-    assert!(report.ok_started_after(cut) >= 100, "{report:?}");
-    let stats = rig.client_stats();
-    assert!(stats.connections_lost >= 1, "{stats:?}");
-    assert!(stats.reconnects >= 1, "{stats:?}");
-    assert_eq!(stats.live_connections, 1, "{stats:?}");
-    // The server saw the cut too: only the new connection is open.
-    rig.server.wait_open(1, Duration::from_secs(2));
-    assert!(rig.server.stats().accepted >= 2);
-    rig.finish();
-}
-
 #[test]
 fn connection_reset_fails_in_flight_calls_fast_and_pool_reconnects() {
-    cut_under_load(true);
+    let _serial = fault::serial();
+    cases::cut_under_load(Rig::proxied(), true);
 }
 
 #[test]
 fn connection_closed_with_fin_fails_in_flight_calls_fast_and_pool_reconnects() {
-    cut_under_load(false);
+    let _serial = fault::serial();
+    cases::cut_under_load(Rig::proxied(), false);
 }
 
 /// A blackhole (half-open link: bytes vanish, no FIN, no RST) is detected by the
@@ -115,25 +82,7 @@ fn blackhole_is_detected_by_heartbeat_within_interval_plus_timeout() {
             break;
         }
     }
-    let lost = rig.client_stats().connections_lost;
-    rig.proxy().set_blackhole(true);
-    let holed = rig.mark("blackhole");
-    wait_until(
-        Duration::from_secs(3),
-        "heartbeat closes the connection",
-        || rig.client_stats().connections_lost > lost,
-    );
-    let detected = holed.elapsed();
-    let lifted = rig.mark("blackhole lifted");
-    rig.proxy().set_blackhole(false);
-    load.wait_ok(100, Duration::from_secs(3));
-    let report = load.stop();
-    // Calls whose bytes vanished on the new connection before the blackhole was
-    // lifted can only time out.
-    rig.check(
-        &report,
-        &Expect::errors(&["ConnectionLost", "Unavailable", "Timeout"]),
-    );
+    let (report, holed, detected, lifted) = cases::blackhole_until_detected(&rig, load);
 
     let bound = interval + timeout + SLACK;
     let hit: Vec<_> = report.in_flight_at(holed).collect();
@@ -300,29 +249,7 @@ fn corrupted_length_field_from_server_closes_the_connection_within_heartbeat() {
 #[test]
 fn one_byte_segments_are_reassembled_without_errors() {
     let _serial = fault::serial();
-    let rig = Rig::proxied();
-    rig.proxy().set_split(true);
-    // Bodies up to 2 KiB: every byte is a write (and a read) of its own.
-    let load = rig.load(
-        6,
-        Arc::new(|caller, seq| {
-            let mut plan = mixed()(caller, seq);
-            plan.body_len = plan.body_len.min(2048);
-            plan
-        }),
-    );
-    load.wait_ok(200, Duration::from_secs(8));
-    let report = load.stop();
-    rig.check(&report, &Expect::errors(&[]));
-    assert!(
-        rig.proxy().split_writes() > 10_000,
-        "{}",
-        rig.proxy().split_writes()
-    );
-    let stats = rig.client_stats();
-    assert_eq!(stats.connections_lost, 0, "{stats:?}");
-    assert_eq!(rig.server.stats().protocol_errors, 0);
-    rig.finish();
+    cases::one_byte_segments_are_reassembled_without_errors(Rig::proxied());
 }
 
 /// A stall shorter than heartbeat interval + timeout only delays calls; a longer

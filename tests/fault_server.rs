@@ -17,12 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{wait_until, TestClient};
+use fault::cases::{self, FAIL_FAST};
 use fault::{
     client_builder, mixed, server_builder, timed_call, Expect, Kind, Outcome, Plan, Rig, SLACK,
 };
-
-/// How fast calls in flight must fail once their connection is gone.
-const FAIL_FAST: Duration = Duration::from_millis(250);
 
 /// The server is killed (aborted: every socket closed at once) while calls are in
 /// flight: they fail with ConnectionLost at once, not at their deadlines; later
@@ -30,41 +28,7 @@ const FAIL_FAST: Duration = Duration::from_millis(250);
 #[test]
 fn killed_server_fails_in_flight_calls_fast() {
     let _serial = fault::serial();
-    let mut rig = Rig::direct();
-    let load = rig.load(6, mixed());
-    load.wait_ok(100, Duration::from_secs(3));
-    load.in_flight_now();
-
-    let killed = rig.mark("kill");
-    let before = rig.server.abort();
-    assert_eq!(before.open_connections, 1, "{before:?}");
-    load.wait_failed(20, Duration::from_secs(2));
-    // Keep calling a while with nothing listening.
-    std::thread::sleep(Duration::from_millis(300));
-    let report = load.stop();
-    rig.check(&report, &Expect::errors(&["ConnectionLost", "Unavailable"]));
-
-    report.assert_failed_fast(killed, FAIL_FAST, "kill");
-    // Nothing listens any more: every later call fails, and fast.
-    let later: Vec<_> = report
-        .records
-        .iter()
-        .filter(|r| r.start > killed + Duration::from_millis(50))
-        .collect();
-    assert!(!later.is_empty());
-    for r in later {
-        assert_ne!(
-            r.outcome,
-            Outcome::Ok,
-            "call succeeded with the server down"
-        );
-        let bound = FAIL_FAST + report.lag_during(r.start, r.end);
-        assert!(r.elapsed() < bound, "slow failure {r:?}");
-    }
-    let stats = rig.client_stats();
-    assert_eq!(stats.live_connections, 0, "{stats:?}");
-    assert!(stats.connections_lost >= 1, "{stats:?}");
-    rig.finish();
+    cases::killed_server_fails_in_flight_calls_fast(Rig::direct());
 }
 
 /// The server is aborted and served again on the same address three times while

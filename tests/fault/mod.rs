@@ -15,12 +15,14 @@
 //!   an overloaded CI machine does not fail them, while a late call on cores that
 //!   were running still does;
 //! - [`FaultServer`]: a server on its own runtime with the workload's methods,
-//!   that can be aborted, drained and restarted on the same address.
+//!   that can be aborted, drained and restarted on the same address;
+//! - [`cases`]: the cases run both in plaintext and under TLS.
 //!
 //! Test binaries include it with `mod common; mod fault;` (it uses
 //! `common::TestClient` and `common::wait_until`).
 #![allow(dead_code)]
 
+pub mod cases;
 pub mod proxy;
 
 use std::collections::BTreeMap;
