@@ -14,9 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{base_server, client_builder, client_runtime, Msg, TestServer};
-use ringrpc::cluster::{Balance, Budget, Cluster, ClusterBuilder, Dns, Ejection, Hedging, Resolve};
+use ringrpc::cluster::{
+    Balance, Budget, Cluster, ClusterBuilder, ClusterStats, Dns, Ejection, Hedging, Resolve,
+};
 use ringrpc::runtime::io::{sleep, spawn};
-use ringrpc::{Error, Method, Request, ServerBuilder};
+use ringrpc::runtime::CoreTask;
+use ringrpc::{Error, Method, Request, Runtime, ServerBuilder};
 
 /// The tests measure latency and time ejections: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -86,6 +89,81 @@ async fn who(cluster: &Cluster, id: u64) -> Outcome {
     }
 }
 
+/// Whether `victim` was ejected, sampled over time.
+type Timeline = Vec<(Instant, bool)>;
+
+/// On core 0 of `rt`: a cluster from `builder` over `addrs` (all of them
+/// connected first), 8 callers calling `who` one call after the other
+/// (`pace` between calls, if any) and `victim`'s ejection state sampled
+/// every 2 ms, until `stop`. Yields every call's outcome, the timeline and
+/// the cluster's stats at the end.
+fn load_and_watch(
+    rt: &Runtime,
+    builder: ClusterBuilder,
+    addrs: Vec<SocketAddr>,
+    victim: SocketAddr,
+    stop: Arc<AtomicBool>,
+    pace: Option<Duration>,
+) -> CoreTask<(Vec<Outcome>, Timeline, ClusterStats)> {
+    rt.spawn_on(0, move || async move {
+        let cluster = builder.connect_static(&addrs).expect("cluster");
+        assert!(
+            cluster
+                .wait_connected(addrs.len(), Duration::from_secs(5))
+                .await
+        );
+        let callers: Vec<_> = (0..8u64)
+            .map(|c| {
+                let (cluster, stop) = (cluster.clone(), stop.clone());
+                spawn(async move {
+                    let mut out = Vec::new();
+                    let mut id = c << 32;
+                    while !stop.load(Ordering::Relaxed) {
+                        out.push(who(&cluster, id).await);
+                        id += 1;
+                        if let Some(pace) = pace {
+                            sleep(pace).await;
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut timeline = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let stats = cluster.stats();
+            let v = stats.endpoints.iter().find(|e| e.addr == victim);
+            timeline.push((Instant::now(), v.is_some_and(|e| e.ejected)));
+            sleep(Duration::from_millis(2)).await;
+        }
+        let mut outcomes = Vec::new();
+        for caller in callers {
+            outcomes.extend(caller.await.expect("caller"));
+        }
+        (outcomes, timeline, cluster.stats())
+    })
+    .expect("client core")
+}
+
+/// Every call succeeded, none slower than `deadline`.
+fn assert_all_ok_within(outcomes: &[Outcome], deadline: Duration, stats: &ClusterStats) {
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    assert!(failed.is_empty(), "calls failed: {failed:?} ({stats:?})");
+    let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap();
+    assert!(
+        slowest < deadline,
+        "a call outlived its deadline: {slowest:?}"
+    );
+}
+
+/// Calls started after `t` that server 0 answered.
+fn served_by_0_after(outcomes: &[Outcome], t: Instant) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| o.start > t && o.result == Ok(0))
+        .count()
+}
+
 /// One server killed under load from 8 callers: every call still succeeds
 /// (in-flight ones are retried elsewhere, new ones avoid it), none outlives
 /// its deadline, the endpoint is ejected, and once a server is back on its
@@ -107,40 +185,7 @@ fn a_killed_server_is_failed_over_ejected_and_readmitted_after_it_recovers() {
         .idempotent(&WHO)
         .ejection(ejection)
         .hedging(None);
-    let flag = stop.clone();
-    let load = rt
-        .spawn_on(0, move || async move {
-            let cluster = builder.connect_static(&addrs).expect("cluster");
-            assert!(cluster.wait_connected(3, Duration::from_secs(5)).await);
-            let callers: Vec<_> = (0..8u64)
-                .map(|c| {
-                    let (cluster, stop) = (cluster.clone(), flag.clone());
-                    spawn(async move {
-                        let mut out = Vec::new();
-                        let mut id = c << 32;
-                        while !stop.load(Ordering::Relaxed) {
-                            out.push(who(&cluster, id).await);
-                            id += 1;
-                        }
-                        out
-                    })
-                })
-                .collect();
-            // The victim's ejection state over time.
-            let mut timeline = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let stats = cluster.stats();
-                let v = stats.endpoints.iter().find(|e| e.addr == victim);
-                timeline.push((Instant::now(), v.is_some_and(|e| e.ejected)));
-                sleep(Duration::from_millis(2)).await;
-            }
-            let mut outcomes = Vec::new();
-            for caller in callers {
-                outcomes.extend(caller.await.expect("caller"));
-            }
-            (outcomes, timeline, cluster.stats())
-        })
-        .expect("client core");
+    let load = load_and_watch(&rt, builder, addrs, victim, stop.clone(), None);
 
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
@@ -152,13 +197,7 @@ fn a_killed_server_is_failed_over_ejected_and_readmitted_after_it_recovers() {
     stop.store(true, Ordering::Relaxed);
     let (outcomes, timeline, stats) = load.join().expect("load");
 
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(failed.is_empty(), "calls failed: {failed:?} ({stats:?})");
-    let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap();
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a call outlived its deadline: {slowest:?}"
-    );
+    assert_all_ok_within(&outcomes, Duration::from_secs(1), &stats);
     assert!(outcomes.len() > 500, "only {} calls", outcomes.len());
     let ejected_at = timeline
         .iter()
@@ -171,10 +210,7 @@ fn a_killed_server_is_failed_over_ejected_and_readmitted_after_it_recovers() {
         !still_ejected,
         "not re-admitted 1.5 s after its restart: {stats:?}"
     );
-    let served_again = outcomes
-        .iter()
-        .filter(|o| o.start > restarted && o.result == Ok(0))
-        .count();
+    let served_again = served_by_0_after(&outcomes, restarted);
     assert!(served_again > 0, "the restarted server got no call");
     // Retries happen when calls were in flight to it at the kill (usually).
     assert!(stats.ejections >= 1, "{stats:?}");
@@ -214,45 +250,10 @@ fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted(
         .idempotent(&WHO)
         .ejection(ejection);
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
     let rt = client_runtime();
-    let load = rt
-        .spawn_on(0, move || async move {
-            let cluster = builder.connect_static(&addrs).expect("cluster");
-            assert!(cluster.wait_connected(3, Duration::from_secs(5)).await);
-            let callers: Vec<_> = (0..8u64)
-                .map(|c| {
-                    let (cluster, stop) = (cluster.clone(), flag.clone());
-                    spawn(async move {
-                        let mut out = Vec::new();
-                        let mut id = c << 32;
-                        while !stop.load(Ordering::Relaxed) {
-                            out.push(who(&cluster, id).await);
-                            id += 1;
-                            // Paced: a few thousand calls a second in all.
-                            sleep(Duration::from_millis(2)).await;
-                        }
-                        out
-                    })
-                })
-                .collect();
-            let mut timeline = Vec::new();
-            while !flag.load(Ordering::Relaxed) {
-                let v = cluster
-                    .stats()
-                    .endpoints
-                    .into_iter()
-                    .find(|e| e.addr == victim);
-                timeline.push((Instant::now(), v.is_some_and(|e| e.ejected)));
-                sleep(Duration::from_millis(2)).await;
-            }
-            let mut outcomes = Vec::new();
-            for caller in callers {
-                outcomes.extend(caller.await.expect("caller"));
-            }
-            (outcomes, timeline, cluster.stats())
-        })
-        .expect("client core");
+    // Paced: a few thousand calls a second in all.
+    let pace = Some(Duration::from_millis(2));
+    let load = load_and_watch(&rt, builder, addrs, victim, stop.clone(), pace);
     std::thread::sleep(Duration::from_millis(400));
     let cut = Instant::now();
     proxies[0].set_blackhole(true);
@@ -264,13 +265,7 @@ fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted(
     let (outcomes, timeline, stats) = load.join().expect("load");
     eprintln!("{} calls; {stats:?}", outcomes.len());
 
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
-    assert!(failed.is_empty(), "calls failed: {failed:?}");
-    let slowest = outcomes.iter().map(|o| o.elapsed).max().unwrap();
-    assert!(
-        slowest < Duration::from_secs(2),
-        "a call outlived its deadline: {slowest:?}"
-    );
+    assert_all_ok_within(&outcomes, Duration::from_secs(2), &stats);
     assert!(
         timeline
             .iter()
@@ -281,10 +276,7 @@ fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted(
         !timeline.last().unwrap().1,
         "not re-admitted 2.5 s after healing: {stats:?}"
     );
-    let after = outcomes
-        .iter()
-        .filter(|o| o.start > healed && o.result == Ok(0))
-        .count();
+    let after = served_by_0_after(&outcomes, healed);
     assert!(after > 0, "the healed endpoint served no call");
 }
 

@@ -75,23 +75,36 @@ fn ringrpc_without_io_uring(args: &[&str]) -> Output {
     cmd.output().expect("run ringrpc")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[test]
-fn forcing_io_uring_fails_where_the_filter_refuses_it() {
-    let out = ringrpc_without_io_uring(&[
+/// `ringrpc serve` on one core of 127.0.0.1 for `duration` seconds, with
+/// `extra` arguments, io_uring blocked.
+fn serve_without_io_uring(duration: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--cores",
         "1",
         "--duration",
-        "0.1",
-        "--driver",
-        "io_uring",
-    ]);
+        duration,
+    ];
+    args.extend_from_slice(extra);
+    ringrpc_without_io_uring(&args)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The stdout and stderr of a run that must have succeeded.
+fn succeeded(out: &Output) -> (String, String) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn forcing_io_uring_fails_where_the_filter_refuses_it() {
+    let out = serve_without_io_uring("0.1", &["--driver", "io_uring"]);
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "io_uring ran despite the filter");
     assert!(stderr.contains("io_uring is unavailable"), "{stderr}");
@@ -100,17 +113,8 @@ fn forcing_io_uring_fails_where_the_filter_refuses_it() {
 
 #[test]
 fn serve_falls_back_to_epoll_and_says_so_once() {
-    let out = ringrpc_without_io_uring(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--cores",
-        "1",
-        "--duration",
-        "0.3",
-    ]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let out = serve_without_io_uring("0.3", &[]);
+    let (stdout, _) = succeeded(&out);
     assert!(
         stdout.contains("driver epoll (io_uring unavailable: Operation not permitted"),
         "{stdout}"
@@ -134,8 +138,7 @@ fn the_default_bench_runs_on_epoll_and_says_so_once() {
         "--client-cpu",
         "0",
     ]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = succeeded(&out);
     assert_eq!(
         stderr
             .matches("ringrpc: driver epoll (io_uring unavailable: Operation not permitted")
