@@ -103,7 +103,7 @@ async fn caller(cluster: Cluster, window: Window, first_id: u64, payload: usize)
         Ok(()) => tally.ok(&window, started),
         Err(e) => tally.error(|| e),
     };
-    echo::cluster_call_loop(&cluster, first_id, payload, window.end, record).await;
+    echo::call_loop(&cluster, first_id, payload, window.end, record).await;
     tally
 }
 
