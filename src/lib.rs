@@ -150,6 +150,18 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// A builder setter: `pub fn $name(mut self, value: $ty) -> Self` that stores
+/// `value` in `self.cfg.$name` (the client's and the cluster's builders).
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.cfg.$name = value;
+            self
+        }
+    };
+}
+
 mod app_error;
 pub mod client;
 pub mod cluster;

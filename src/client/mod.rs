@@ -163,16 +163,6 @@ impl Default for ClientBuilder {
     }
 }
 
-macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(mut self, value: $ty) -> Self {
-            self.cfg.$name = value;
-            self
-        }
-    };
-}
-
 impl ClientBuilder {
     setter!(
         /// Persistent connections per core to the endpoint.

@@ -83,16 +83,6 @@ impl Default for ClusterBuilder {
     }
 }
 
-macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
-        $(#[$doc])*
-        pub fn $name(mut self, value: $ty) -> Self {
-            self.cfg.$name = value;
-            self
-        }
-    };
-}
-
 impl ClusterBuilder {
     /// The endpoints' connections in plaintext: shorthand for
     /// `.client(client.insecure_plaintext())` on the current client settings
