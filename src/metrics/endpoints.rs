@@ -9,7 +9,6 @@
 //! [`PHASE_SAMPLING`](super::PHASE_SAMPLING) is timed into the histogram.
 
 use std::cell::{Cell, RefCell};
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -219,12 +218,7 @@ pub(super) fn render(out: &mut String, snapshot: &MetricsSnapshot, cores: &[Stri
         super::prometheus::header(out, name, kind, help);
         for (core, snap) in cores.iter().zip(&snapshot.cores) {
             for e in &snap.endpoints {
-                let _ = writeln!(
-                    out,
-                    "{name}{{core=\"{core}\",endpoint=\"{}\"}} {}",
-                    e.endpoint,
-                    value(e)
-                );
+                super::prometheus::endpoint_line(out, name, core, e.endpoint, value(e));
             }
         }
     }

@@ -200,12 +200,7 @@ fn header_only_lines(
 ) {
     for (core, snap) in cores.iter().zip(&snapshot.cores) {
         for p in &snap.pools {
-            let _ = writeln!(
-                out,
-                "{name}{{core=\"{core}\",endpoint=\"{}\"}} {}",
-                p.endpoint,
-                value(p)
-            );
+            endpoint_line(out, name, core, p.endpoint, value(p));
         }
     }
 }
@@ -235,4 +230,18 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// One sample of a per-core, per-endpoint family (pool and cluster counters).
+pub(super) fn endpoint_line(
+    out: &mut String,
+    name: &str,
+    core: &str,
+    endpoint: std::net::SocketAddr,
+    value: u64,
+) {
+    let _ = writeln!(
+        out,
+        "{name}{{core=\"{core}\",endpoint=\"{endpoint}\"}} {value}"
+    );
 }
