@@ -129,6 +129,18 @@ fn open_fds() -> usize {
         .count()
 }
 
+/// What each open descriptor is (sockets by inode), for a failure message.
+fn fd_targets() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Outcome counters shared by the load tasks and the sampler.
 #[derive(Default)]
 struct Counts {
@@ -385,11 +397,16 @@ fn soak_rss_stays_flat() {
     hostile.join().expect("hostile peers thread");
     let client_stats = load.join().expect("client load task");
     server.wait_no_connections(Duration::from_secs(5));
-    common::wait_until(
-        Duration::from_secs(5),
-        "descriptors back to baseline",
-        || open_fds() == fds_before,
-    );
+    let fds_deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds() != fds_before {
+        assert!(
+            Instant::now() < fds_deadline,
+            "descriptors not back to baseline after 5 s: {fds_before} before, {} now: {:?}",
+            open_fds(),
+            fd_targets()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let unexpected = counts.unexpected.lock().unwrap().clone();
     eprintln!("soak: client {client_stats}; server {:?}", server.stats());
     assert!(
