@@ -19,6 +19,8 @@ struct Runs {
     calls_per_sec: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
+    /// Client CPU µs per call (NaN where it could not be measured).
+    client_cpu: Vec<f64>,
 }
 
 impl Runs {
@@ -26,6 +28,7 @@ impl Runs {
         self.calls_per_sec.push(row.calls_per_sec);
         self.p50.push(row.p50 as f64);
         self.p99.push(row.p99 as f64);
+        self.client_cpu.push(row.cpu.client_us.unwrap_or(f64::NAN));
     }
 }
 
@@ -127,6 +130,41 @@ fn summary(in_flight: usize, labels: [&str; 2], on: &Runs, off: &Runs) {
         "    throughput on/off = {ratio:.4} ({:+.2}% with {a})",
         (ratio - 1.0) * 100.0
     );
+    // Each round's two runs are adjacent in time: their ratio cancels the
+    // machine's slow drift, which the medians above do not.
+    let paired = paired_ratios(&on.calls_per_sec, &off.calls_per_sec);
+    println!(
+        "    paired throughput on/off (median of {} rounds) = {:.4} ({:+.2}% with {a}) [{:.4} .. {:.4}]",
+        paired.len(),
+        median(&paired),
+        (median(&paired) - 1.0) * 100.0,
+        min(&paired),
+        max(&paired),
+    );
+    // Time the host took from the client (steal, other tenants) slows it
+    // but is not its CPU time: per call, this is the steadier measure of
+    // what the setting costs a client that is CPU-bound.
+    let cpu = paired_ratios(&on.client_cpu, &off.client_cpu);
+    let cpu: Vec<f64> = cpu.into_iter().filter(|r| r.is_finite()).collect();
+    if !cpu.is_empty() {
+        println!(
+            "    client CPU µs/call on {:.3} off {:.3}; paired on/off (median of {} rounds) = {:.4} ({:+.2}% with {a})",
+            median(&on.client_cpu),
+            median(&off.client_cpu),
+            cpu.len(),
+            median(&cpu),
+            (median(&cpu) - 1.0) * 100.0,
+        );
+    }
+}
+
+/// Round by round, `on[i] / off[i]` (rounds where `off` measured nothing are skipped).
+fn paired_ratios(on: &[f64], off: &[f64]) -> Vec<f64> {
+    on.iter()
+        .zip(off)
+        .filter(|(_, &b)| b > 0.0)
+        .map(|(a, b)| a / b)
+        .collect()
 }
 
 /// The median (mean of the middle two for an even count); NaN when empty.
@@ -150,7 +188,15 @@ fn max(values: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, paired_ratios};
+
+    #[test]
+    fn paired_ratios_are_taken_round_by_round() {
+        assert_eq!(
+            paired_ratios(&[2.0, 3.0, 1.0], &[1.0, 0.0, 4.0]),
+            [2.0, 0.25]
+        );
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

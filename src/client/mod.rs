@@ -22,7 +22,7 @@ mod sharded;
 #[cfg(feature = "tls")]
 mod tls;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -330,13 +330,15 @@ impl Client {
     }
 
     /// Calls `method` with the default deadline.
-    pub async fn call<Req: Message, Resp: Message>(
-        &self,
+    ///
+    /// The returned future is the call path's own (no layer per call
+    /// variant): it is small and is polled without indirection.
+    pub fn call<'a, Req: Message, Resp: Message>(
+        &'a self,
         method: &Method<Req, Resp>,
-        req: &Req,
-    ) -> Result<Reply<Resp>, Error> {
+        req: &'a Req,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + use<'a, Req, Resp> {
         self.call_with_deadline(method, req, self.pool.shared.cfg.deadline)
-            .await
     }
 
     /// Calls `method` with a request that borrows its data: any `B` that
@@ -363,11 +365,11 @@ impl Client {
     ///     Ok(reply.to_native())
     /// }
     /// ```
-    pub async fn call_borrowed<Req, Resp, B>(
-        &self,
+    pub fn call_borrowed<'a, Req, Resp, B>(
+        &'a self,
         method: &Method<Req, Resp>,
-        req: &B,
-    ) -> Result<Reply<Resp>, Error>
+        req: &'a B,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + use<'a, Req, Resp, B>
     where
         Req: Message,
         Resp: Message,
@@ -375,98 +377,93 @@ impl Client {
     {
         let method = method.with_request::<B>();
         self.call_with_deadline(&method, req, self.pool.shared.cfg.deadline)
-            .await
     }
 
     /// Calls `method` with per-call settings: a deadline (for example the
     /// remaining budget of the handler making this call, see
     /// [`CallOptions::inherit`]) and metadata.
-    pub async fn call_with<Req: Message, Resp: Message>(
-        &self,
+    pub fn call_with<'a, Req: Message, Resp: Message>(
+        &'a self,
         method: &Method<Req, Resp>,
-        req: &Req,
-        opts: &CallOptions,
-    ) -> Result<Reply<Resp>, Error> {
+        req: &'a Req,
+        opts: &'a CallOptions,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + use<'a, Req, Resp> {
         let deadline = opts.deadline.unwrap_or(self.pool.shared.cfg.deadline);
-        self.call_opts(method, req, deadline, opts).await
+        self.call_opts(method, req, deadline.into(), opts)
     }
 
     /// [`call_with`](Self::call_with) with the deadline given (a cluster's
     /// attempt: what is left of the call's deadline, from when it started).
-    pub(crate) async fn call_opts<Req: Message, Resp: Message>(
-        &self,
+    pub(crate) fn call_opts<'a, Req: Message, Resp: Message>(
+        &'a self,
         method: &Method<Req, Resp>,
-        req: &Req,
-        deadline: impl Into<Deadline>,
-        opts: &CallOptions,
-    ) -> Result<Reply<Resp>, Error> {
-        let deadline = deadline.into();
+        req: &'a Req,
+        deadline: Deadline,
+        opts: &'a CallOptions,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + use<'a, Req, Resp> {
         #[cfg(feature = "otel")]
         {
-            let mut metadata = opts.metadata.clone();
-            crate::trace_context::inject(&mut metadata);
-            let metadata = (!metadata.is_empty()).then_some(&metadata);
-            self.call_traced(method, req, deadline, metadata).await
+            let (id, name) = (method.id(), method.name());
+            async move {
+                let mut metadata = opts.metadata.clone();
+                crate::trace_context::inject(&mut metadata);
+                let metadata = (!metadata.is_empty()).then_some(&metadata);
+                self.call_inner((id, name), req, deadline, metadata).await
+            }
         }
         #[cfg(not(feature = "otel"))]
         {
             let metadata = (!opts.metadata.is_empty()).then_some(&opts.metadata);
-            self.call_traced(method, req, deadline, metadata).await
+            self.call_inner((method.id(), method.name()), req, deadline, metadata)
         }
     }
 
     /// Calls `method`, giving up after `deadline`. The remaining budget travels to
     /// the server, which skips work whose budget has run out.
-    pub async fn call_with_deadline<Req: Message, Resp: Message>(
-        &self,
+    pub fn call_with_deadline<'a, Req: Message, Resp: Message>(
+        &'a self,
         method: &Method<Req, Resp>,
-        req: &Req,
+        req: &'a Req,
         deadline: Duration,
-    ) -> Result<Reply<Resp>, Error> {
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + use<'a, Req, Resp> {
+        let method = (method.id(), method.name());
         #[cfg(feature = "otel")]
         {
-            let mut metadata = Metadata::new();
-            crate::trace_context::inject(&mut metadata);
-            let metadata = (!metadata.is_empty()).then_some(&metadata);
-            self.call_traced(method, req, deadline.into(), metadata)
-                .await
+            async move {
+                let mut metadata = Metadata::new();
+                crate::trace_context::inject(&mut metadata);
+                let metadata = (!metadata.is_empty()).then_some(&metadata);
+                self.call_inner(method, req, deadline.into(), metadata)
+                    .await
+            }
         }
         #[cfg(not(feature = "otel"))]
-        self.call_traced(method, req, deadline.into(), None).await
+        self.call_inner(method, req, deadline.into(), None)
     }
 
-    async fn call_traced<Req: Message, Resp: Message>(
-        &self,
-        method: &Method<Req, Resp>,
-        req: &Req,
+    /// The call path's future for a typed request: [`call_encoded`](Self::call_encoded)
+    /// serialising `req` and validating the reply, in a `call` span when
+    /// TRACE is on (otherwise not even a disabled span is made).
+    fn call_inner<'a, Req: Message, Resp: Message>(
+        &'a self,
+        (method_id, method_name): (u32, &'static str),
+        req: &'a Req,
         deadline: Deadline,
-        metadata: Option<&Metadata>,
-    ) -> Result<Reply<Resp>, Error> {
-        // A span per call only when TRACE is on: otherwise not even a disabled span.
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let span = tracing::trace_span!("call", method = method.name());
-            let call = self.call_inner(method, req, deadline, metadata);
-            tracing::Instrument::instrument(call, span).await
+        metadata: Option<&'a Metadata>,
+    ) -> impl Future<Output = Result<Reply<Resp>, Error>> + use<'a, Req, Resp> {
+        let span = if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace_span!("call", method = method_name)
         } else {
-            self.call_inner(method, req, deadline, metadata).await
-        }
-    }
-
-    async fn call_inner<Req: Message, Resp: Message>(
-        &self,
-        method: &Method<Req, Resp>,
-        req: &Req,
-        deadline: Deadline,
-        metadata: Option<&Metadata>,
-    ) -> Result<Reply<Resp>, Error> {
-        self.call_encoded(
-            (method.id(), method.name()),
+            tracing::Span::none()
+        };
+        let call = self.call_encoded(
+            (method_id, method_name),
             deadline,
-            |out| serialize_into(req, out),
+            move |out| serialize_into(req, out),
             |bytes| Ok(Reply::new(bytes)?),
             metadata,
-        )
-        .await
+        );
+        tracing::Instrument::instrument(call, span)
     }
 
     /// The call path under [`call`](Self::call) and [`Handle`]'s calls: the
@@ -489,7 +486,12 @@ impl Client {
         let deadline_at = started + deadline.after;
         let pool = &self.pool.shared;
         pool.counters.call_made();
-        let (conn, waited) = pool.acquire(deadline_at).await?;
+        let (conn, waited) = match pool.acquire_now()? {
+            Some(conn) => (conn, false),
+            // Boxed: the (rare) wait for a connection would otherwise make
+            // every call's future larger.
+            None => Box::pin(pool.acquire(deadline_at)).await?,
+        };
         // The budget sent to the server counts from now; metrics from `started`.
         let now = if waited { Instant::now() } else { started };
         let id = conn

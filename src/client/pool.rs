@@ -92,8 +92,28 @@ impl PoolShared {
         }
     }
 
+    /// A connection with room for one more call now: `Ok(None)` when the
+    /// call has to wait for one ([`acquire`](Self::acquire)), an error when
+    /// it must not (fail-fast overload, endpoint down).
+    #[inline]
+    pub fn acquire_now(&self) -> Result<Option<Rc<ClientConn>>, Error> {
+        match self.pick() {
+            Pick::Conn(conn) => {
+                self.counters.pool_access(true);
+                Ok(Some(conn))
+            }
+            Pick::Saturated if self.cfg.overload == OverloadPolicy::FailFast => {
+                Err(self.refuse(Error::Overloaded))
+            }
+            Pick::Down => Err(self.refuse(Error::Unavailable)),
+            Pick::Saturated | Pick::Connecting => Ok(None),
+        }
+    }
+
     /// A connection with room for one more call, waiting until `deadline` if
-    /// needed; the flag says whether it had to wait.
+    /// needed; the flag says whether it had to wait. Callers try
+    /// [`acquire_now`](Self::acquire_now) first and box this (rare) wait,
+    /// so that the call's future does not carry it.
     pub async fn acquire(&self, deadline: Instant) -> Result<(Rc<ClientConn>, bool), Error> {
         let mut waited = false;
         loop {

@@ -27,15 +27,33 @@ pub(crate) fn default_options() -> &'static CallOptions {
     &DEFAULT
 }
 
-/// One call through the cluster (see the module docs).
+/// What one call decided when it started (shared by its attempts).
+#[derive(Clone, Copy)]
+struct Plan {
+    /// The first clock reading: the first attempt starts here.
+    started: Instant,
+    /// The call's whole budget, counted from `started`.
+    budget: std::time::Duration,
+    idempotent: bool,
+    hedged: bool,
+}
+
+impl Plan {
+    fn deadline(&self) -> Instant {
+        self.started + self.budget
+    }
+}
+
+/// One call through the cluster (see the module docs). The first attempt
+/// runs inline; retries (and the rare wait for a first endpoint) run in a
+/// boxed future of their own, so the common call's future stays small and
+/// pays for no retry bookkeeping.
 pub(crate) async fn call<Req: Message, Resp: Message>(
     inner: &Inner,
     method: &Method<Req, Resp>,
     req: &Req,
     opts: &CallOptions,
 ) -> Result<Reply<Resp>, Error> {
-    let started = Instant::now();
-    let deadline = started + opts.deadline.unwrap_or(inner.cfg.deadline);
     let idempotent = opts
         .idempotent
         .unwrap_or_else(|| inner.cfg.is_idempotent(method.id()));
@@ -48,20 +66,74 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
         }
         _ => false,
     };
+    let plan = Plan {
+        started: Instant::now(),
+        budget: opts.deadline.unwrap_or(inner.cfg.deadline),
+        idempotent,
+        hedged,
+    };
+    let args = (method, req, opts);
+    let Some(ep) = inner.pick_now(&[]) else {
+        // Rare (no endpoint yet).
+        return Box::pin(retry(inner, args, plan, Tried::default(), None)).await;
+    };
     let mut tried = Tried::default();
+    tried.push(ep.id);
+    let result = if hedged && inner.endpoints.borrow().len() > 1 {
+        // Boxed: the plain path's future stays small.
+        let at = (plan.started, plan.deadline());
+        Box::pin(hedged_attempt(inner, &ep, args, at, &mut tried)).await
+    } else if plan.budget.is_zero() {
+        Err(Error::Timeout)
+    } else {
+        // The plain attempt, inline (`attempt` without a future of its own:
+        // the call's future stays one level shallower).
+        let _in_flight = ep.begin();
+        let at = crate::client::Deadline {
+            started: Some(plan.started),
+            after: plan.budget,
+        };
+        let result = ep.client.call_opts(method, req, at, opts).await;
+        let ended = result.as_ref().map(|_| ());
+        record_outcome(inner, &ep, ended, (plan.started, plan.budget), None);
+        result
+    };
+    match result {
+        Ok(reply) => Ok(reply),
+        Err(error) => {
+            let failed = Some((ep, error));
+            Box::pin(retry(inner, args, plan, tried, failed)).await
+        }
+    }
+}
+
+/// The call after its first attempt failed at an endpoint with an error
+/// (`failed`), or before any attempt (`None`: no endpoint yet): attempts
+/// while the error is retryable, the retry budget allows and time is left.
+async fn retry<Req: Message, Resp: Message>(
+    inner: &Inner,
+    (method, req, opts): CallArgs<'_, Req, Resp>,
+    plan: Plan,
+    mut tried: Tried,
+    mut failed: Option<(Rc<Endpoint>, Error)>,
+) -> Result<Reply<Resp>, Error> {
+    let deadline = plan.deadline();
     let mut retries = 0;
-    // The first attempt starts with the call (one clock reading for both).
-    let mut start = Some(started);
+    // Before any attempt the first starts with the call (one clock reading).
+    let mut start = failed.is_none().then_some(plan.started);
     loop {
+        if let Some((ep, error)) = failed.take() {
+            may_retry(inner, &plan, &ep, error, retries)?;
+            retries += 1;
+        }
         let ep = match inner.pick_now(tried.ids()) {
             Some(ep) => ep,
-            // Rare (no endpoint yet): boxed, so the call's future stays small.
-            None => Box::pin(inner.pick(tried.ids(), deadline)).await?,
+            None => inner.pick(tried.ids(), deadline).await?,
         };
         if tried.contains(ep.id) {
             // No other endpoint to go to: give this one a moment.
             let at = (Instant::now() + inner.cfg.retry_backoff).min(deadline);
-            Box::pin(io::sleep_until(at)).await;
+            io::sleep_until(at).await;
             start = None;
         }
         if retries > 0 {
@@ -70,51 +142,48 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
         }
         tried.push(ep.id);
         let start = start.take().unwrap_or_else(Instant::now);
+        let args = (method, req, opts);
         // A hedge needs another endpoint to go to.
-        let result = if hedged && inner.endpoints.borrow().len() > 1 {
-            // Boxed: the plain path's future stays small.
-            let args = (method, req, opts);
-            let call = hedged_attempt(inner, &ep, args, (start, deadline), &mut tried);
-            Box::pin(call).await
+        let result = if plan.hedged && inner.endpoints.borrow().len() > 1 {
+            hedged_attempt(inner, &ep, args, (start, deadline), &mut tried).await
         } else {
-            // The plain attempt, inline (`attempt` without a future of its own:
-            // the call's future stays one level shallower).
-            let left = deadline.saturating_duration_since(start);
-            if left.is_zero() {
-                Err(Error::Timeout)
-            } else {
-                let _in_flight = ep.begin();
-                let at = crate::client::Deadline {
-                    started: Some(start),
-                    after: left,
-                };
-                let result = ep.client.call_opts(method, req, at, opts).await;
-                record_outcome(inner, &ep, result.as_ref().map(|_| ()), (start, left), None);
-                result
-            }
+            attempt(inner, &ep, args, start, deadline, false).await
         };
-        let error = match result {
+        match result {
             Ok(reply) => return Ok(reply),
-            Err(e) => e,
-        };
-        let retryable = if idempotent {
-            error.is_retryable()
-        } else {
-            error.did_not_run()
-        };
-        let now = Instant::now();
-        if !retryable || retries >= inner.cfg.max_retries || now >= deadline {
-            return Err(error);
+            Err(error) => failed = Some((ep, error)),
         }
-        if !inner.retry.try_withdraw(now) {
-            inc(&ep.cells.retry_budget_exhausted);
-            inc(&inner.counts.retry_budget_exhausted);
-            return Err(Error::RetryBudgetExhausted {
-                last: Box::new(error),
-            });
-        }
-        retries += 1;
     }
+}
+
+/// Whether a call whose attempt at `ep` failed with `error` may try again
+/// (its `retries` so far): the error is retryable for the call, retries and
+/// time are left, and the retry budget gives a token (taken here).
+/// Otherwise the error to fail the call with.
+fn may_retry(
+    inner: &Inner,
+    plan: &Plan,
+    ep: &Endpoint,
+    error: Error,
+    retries: u32,
+) -> Result<(), Error> {
+    let retryable = if plan.idempotent {
+        error.is_retryable()
+    } else {
+        error.did_not_run()
+    };
+    let now = Instant::now();
+    if !retryable || retries >= inner.cfg.max_retries || now >= plan.deadline() {
+        return Err(error);
+    }
+    if !inner.retry.try_withdraw(now) {
+        inc(&ep.cells.retry_budget_exhausted);
+        inc(&inner.counts.retry_budget_exhausted);
+        return Err(Error::RetryBudgetExhausted {
+            last: Box::new(error),
+        });
+    }
+    Ok(())
 }
 
 /// The endpoints one call has tried (inline up to [`Tried::INLINE`]; a call
