@@ -427,7 +427,20 @@ impl ClientCore {
         let spare = std::mem::take(&mut self.spare);
         let batch = tls::take_batch(&mut self.tls, &mut self.out, spare);
         self.counters.bytes_out(batch.len());
+        self.rotate_keys();
         Some(batch)
+    }
+
+    /// Under TLS, when the keys have protected half the records their cipher
+    /// allows: takes no new calls here (the pool opens a fresh connection)
+    /// and closes once the calls in flight are answered; at the limit itself,
+    /// at once.
+    fn rotate_keys(&mut self) {
+        match &self.tls {
+            Some(tls) if tls.is_lost() => self.close(self.clock),
+            Some(tls) if tls.should_rotate() => self.retire(),
+            _ => {}
+        }
     }
 
     /// The buffer from [`poll_transmit`](Self::poll_transmit) was sent

@@ -31,6 +31,8 @@ mod server_tests;
 #[cfg(test)]
 mod tests;
 pub(crate) mod tls;
+#[cfg(feature = "tls")]
+mod tls_record;
 
 pub(crate) use client::{ClientCore, ClientCoreConfig, Finished};
 pub(crate) use server::{CallCtx, Clock, Dispatch, Incoming, ServerCore, ServerCoreConfig};

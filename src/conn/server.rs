@@ -652,10 +652,22 @@ impl<C: Clock> ServerCore<C> {
         }
         let spare = std::mem::take(&mut self.spare);
         let batch = tls::take_batch(&mut self.tls, &mut self.out, spare);
+        self.rotate_keys();
         self.sending_started = self.batch_started.take();
         add(&self.metrics.server.bytes_out, batch.len() as u64);
         self.writing = true;
         Some(batch)
+    }
+
+    /// Under TLS, when the keys have protected half the records their cipher
+    /// allows: a goaway moves the client's new calls to a fresh connection;
+    /// at the limit itself, the connection closes.
+    fn rotate_keys(&mut self) {
+        match &self.tls {
+            Some(tls) if tls.is_lost() => self.closed = true,
+            Some(tls) if tls.should_rotate() => self.go_away(),
+            _ => {}
+        }
     }
 
     /// The buffer from [`poll_transmit`](Self::poll_transmit) is done with

@@ -69,48 +69,41 @@ impl TlsSession {
     pub fn at_record_boundary(&self) -> bool {
         match *self {}
     }
+    pub fn should_rotate(&self) -> bool {
+        match *self {}
+    }
+    pub fn is_lost(&self) -> bool {
+        match *self {}
+    }
 }
 
-/// Where the received ciphertext stands in TLS's record framing (a 5-byte
-/// header whose last two bytes are the body's length), so that a record cut
-/// short is held to the read timeout like a partial frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct RecordTracker {
-    /// Header bytes seen of the record being received (0..5).
-    header: usize,
-    /// The length bytes of that header.
-    len: [u8; 2],
-    /// Body bytes still to come.
-    body_left: usize,
-}
-
-impl RecordTracker {
-    /// Accounts for `bytes`, the next ciphertext received.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.body_left > 0 {
-                let n = self.body_left.min(bytes.len());
-                self.body_left -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            if let Some(i) = self.header.checked_sub(3).filter(|&i| i < 2) {
-                self.len[i] = bytes[0];
-            }
-            self.header += 1;
-            bytes = &bytes[1..];
-            if self.header == 5 {
-                self.header = 0;
-                self.body_left = usize::from(u16::from_be_bytes(self.len));
-            }
+/// The length of the whole TLS records (a 5-byte header whose last two
+/// bytes are the body's length) at the front of `bytes`. A header no TLS
+/// record has (content type, version, length) counts as whole with
+/// everything after it: it is handed on, to be refused, not waited for.
+pub(crate) fn complete_records(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(&[kind, major, ..]) = bytes.get(at..at + 2) {
+        if !(20..=23).contains(&kind) || major != 3 {
+            return bytes.len();
         }
+        let Some(header) = bytes[at..].first_chunk::<5>() else {
+            break;
+        };
+        let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if body > MAX_RECORD_BODY {
+            return bytes.len();
+        }
+        if bytes.len() - at < 5 + body {
+            break;
+        }
+        at += 5 + body;
     }
-
-    /// True between records.
-    pub fn at_boundary(&self) -> bool {
-        self.header == 0 && self.body_left == 0
-    }
+    at
 }
+
+/// The largest record body any TLS version allows (RFC 5246 §6.2.3).
+const MAX_RECORD_BODY: usize = (1 << 14) + 2048;
 
 /// Hands out what a core sends: without TLS the queued frames themselves
 /// (`out` is swapped with `spare`), with TLS the records sealing them (into
@@ -151,20 +144,43 @@ mod enabled {
     use std::sync::Arc;
 
     use rustls::pki_types::ServerName;
+    use rustls::{ProtocolVersion, SupportedCipherSuite};
 
-    use super::{HandshakeFailure, Opened, PeerIdentity, RecvBuf};
+    use super::super::tls_record::RecordLayer;
+    use super::{complete_records, HandshakeFailure, Opened, PeerIdentity, RecvBuf};
+
+    /// Who protects the records: rustls through the handshake (and for good
+    /// on a connection its secrets cannot leave: TLS 1.2, or a config
+    /// without secret extraction), then ringrpc's record layer.
+    enum Records {
+        Rustls(rustls::Connection),
+        Own(RecordLayer),
+        /// The secrets could not be taken over: the connection is lost.
+        Lost,
+    }
 
     /// One connection's TLS state (client or server side).
     pub(crate) struct TlsSession {
-        conn: rustls::Connection,
+        records: Records,
+        /// Whether rustls may hand its secrets over after the handshake.
+        extract: bool,
         handshaking: bool,
-        records: super::RecordTracker,
+        /// A record has been received only in part.
+        partial: bool,
+        /// The peer's verified certificate, read when rustls hands over.
+        identity: Option<PeerIdentity>,
     }
 
     impl std::fmt::Debug for TlsSession {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let records = match self.records {
+                Records::Rustls(_) => "rustls",
+                Records::Own(_) => "own",
+                Records::Lost => "lost",
+            };
             f.debug_struct("TlsSession")
                 .field("handshaking", &self.handshaking)
+                .field("records", &records)
                 .finish_non_exhaustive()
         }
     }
@@ -172,8 +188,9 @@ mod enabled {
     impl TlsSession {
         /// The server side of a new connection.
         pub fn server(cfg: Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+            let extract = cfg.enable_secret_extraction;
             let conn = rustls::ServerConnection::new(cfg)?;
-            Ok(Self::from(rustls::Connection::Server(conn)))
+            Ok(Self::from(rustls::Connection::Server(conn), extract))
         }
 
         /// The client side of a new connection to `name`.
@@ -181,18 +198,21 @@ mod enabled {
             cfg: Arc<rustls::ClientConfig>,
             name: ServerName<'static>,
         ) -> Result<Self, rustls::Error> {
+            let extract = cfg.enable_secret_extraction;
             let conn = rustls::ClientConnection::new(cfg, name)?;
-            Ok(Self::from(rustls::Connection::Client(conn)))
+            Ok(Self::from(rustls::Connection::Client(conn), extract))
         }
 
-        fn from(mut conn: rustls::Connection) -> Self {
+        fn from(mut conn: rustls::Connection, extract: bool) -> Self {
             // The core bounds what it queues (max_pending_out); rustls must
             // not cut a sealed batch short.
             conn.set_buffer_limit(None);
             Self {
                 handshaking: conn.is_handshaking(),
-                conn,
-                records: super::RecordTracker::default(),
+                records: Records::Rustls(conn),
+                extract,
+                partial: false,
+                identity: None,
             }
         }
 
@@ -203,32 +223,63 @@ mod enabled {
 
         /// True unless a record has been received only in part.
         pub fn at_record_boundary(&self) -> bool {
-            self.records.at_boundary()
+            !self.partial
         }
 
         /// True when records (handshake, alerts, sealed data) wait to be sent.
         pub fn wants_write(&self) -> bool {
-            self.conn.wants_write()
+            match &self.records {
+                Records::Rustls(conn) => conn.wants_write(),
+                Records::Own(_) | Records::Lost => false,
+            }
+        }
+
+        /// True when the connection should be replaced by a fresh one (its
+        /// keys have protected half the records their cipher allows).
+        pub fn should_rotate(&self) -> bool {
+            match &self.records {
+                Records::Own(layer) => layer.should_rotate(),
+                Records::Rustls(_) => false,
+                Records::Lost => true,
+            }
+        }
+
+        /// True when nothing more can be sealed: the connection must close.
+        pub fn is_lost(&self) -> bool {
+            matches!(self.records, Records::Lost)
         }
 
         /// Seals `plain` (whole frames) and appends every record waiting to
         /// be sent to `out`.
         pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) {
-            if !plain.is_empty() {
-                // Unlimited buffer: the write takes everything.
-                let _ = std::io::Write::write_all(&mut self.conn.writer(), plain);
-            }
-            while self.conn.wants_write() {
-                match self.conn.write_tls(out) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+            match &mut self.records {
+                Records::Own(layer) => {
+                    if layer.seal(plain, out).is_err() {
+                        // Past the cipher's limit: never reuse a nonce.
+                        self.records = Records::Lost;
+                    }
                 }
+                Records::Rustls(conn) => {
+                    if !plain.is_empty() {
+                        // Unlimited buffer: the write takes everything.
+                        let _ = std::io::Write::write_all(&mut conn.writer(), plain);
+                    }
+                    while conn.wants_write() {
+                        match conn.write_tls(out) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    self.take_over();
+                }
+                Records::Lost => {}
             }
         }
 
         /// Feeds the ciphertext in `cipher` to the session and appends the
-        /// plaintext it yields to `plain`. An error ends the connection (its
-        /// alert, if any, is then waiting in [`seal`](Self::seal)'s output);
+        /// plaintext it yields to `plain`; a record received in part stays in
+        /// `cipher`. An error ends the connection (its alert, if any, is then
+        /// waiting in [`seal`](Self::seal)'s output);
         /// [`is_handshaking`](Self::is_handshaking) then says whether it
         /// failed during the handshake.
         pub fn open(
@@ -236,64 +287,131 @@ mod enabled {
             cipher: &mut RecvBuf,
             plain: &mut RecvBuf,
         ) -> Result<Opened, HandshakeFailure> {
+            let opened = match &mut self.records {
+                Records::Own(layer) => {
+                    let got = layer
+                        .open(cipher.unconsumed(), plain)
+                        .map_err(|_| HandshakeFailure::Garbage)?;
+                    cipher.consume(got.consumed);
+                    Opened {
+                        plaintext: got.plaintext,
+                        handshake_done: false,
+                        peer_closed: got.peer_closed,
+                    }
+                }
+                Records::Rustls(conn) => {
+                    let opened = Self::open_rustls(conn, &mut self.handshaking, cipher, plain)?;
+                    self.take_over();
+                    opened
+                }
+                Records::Lost => return Err(HandshakeFailure::Garbage),
+            };
+            self.partial = !cipher.unconsumed().is_empty();
+            Ok(opened)
+        }
+
+        /// [`open`](Self::open) through rustls: only whole records are fed
+        /// to it, so that it holds no received bytes when it hands over.
+        fn open_rustls(
+            conn: &mut rustls::Connection,
+            handshaking: &mut bool,
+            cipher: &mut RecvBuf,
+            plain: &mut RecvBuf,
+        ) -> Result<Opened, HandshakeFailure> {
             let mut opened = Opened::default();
-            self.records.feed(cipher.unconsumed());
             loop {
-                let mut input = cipher.unconsumed();
+                let whole = complete_records(cipher.unconsumed());
+                let mut input = &cipher.unconsumed()[..whole];
                 if input.is_empty() {
                     break;
                 }
-                let n = self
-                    .conn
+                let n = conn
                     .read_tls(&mut input as &mut dyn Read)
                     .map_err(|_| HandshakeFailure::Garbage)?;
                 cipher.consume(n);
-                let state = match self.conn.process_new_packets() {
+                let state = match conn.process_new_packets() {
                     Ok(state) => state,
                     Err(e) => {
                         // Where it failed: in the handshake, or in a record
                         // after it (the handshake may have finished in this call).
-                        self.handshaking = self.conn.is_handshaking();
+                        *handshaking = conn.is_handshaking();
                         return Err(HandshakeFailure::classify(&e));
                     }
                 };
-                opened.plaintext += self.drain(plain);
+                opened.plaintext += drain(conn, plain);
                 opened.peer_closed |= state.peer_has_closed();
                 if n == 0 {
                     break;
                 }
             }
-            if self.handshaking && !self.conn.is_handshaking() {
-                self.handshaking = false;
+            if *handshaking && !conn.is_handshaking() {
+                *handshaking = false;
                 opened.handshake_done = true;
             }
             Ok(opened)
         }
 
-        /// Moves the decrypted plaintext into `plain`; returns its length.
-        fn drain(&mut self, plain: &mut RecvBuf) -> usize {
-            let mut total = 0;
-            let mut reader = self.conn.reader();
-            loop {
-                let n = match reader.fill_buf() {
-                    Ok(chunk) if !chunk.is_empty() => {
-                        plain.append(chunk);
-                        chunk.len()
-                    }
-                    _ => break,
-                };
-                reader.consume(n);
-                total += n;
+        /// Once the handshake is over and rustls has nothing left to send,
+        /// takes its TLS 1.3 traffic secrets over into [`RecordLayer`].
+        fn take_over(&mut self) {
+            let Records::Rustls(conn) = &self.records else {
+                return;
+            };
+            if !self.extract
+                || self.handshaking
+                || conn.wants_write()
+                || conn.protocol_version() != Some(ProtocolVersion::TLSv1_3)
+            {
+                return;
             }
-            total
+            let Some(SupportedCipherSuite::Tls13(suite)) = conn.negotiated_cipher_suite() else {
+                return;
+            };
+            let limit = suite.common.confidentiality_limit;
+            self.identity = identity_of(conn);
+            let Records::Rustls(conn) = std::mem::replace(&mut self.records, Records::Lost) else {
+                return;
+            };
+            if let Some(layer) = conn
+                .dangerous_extract_secrets()
+                .ok()
+                .and_then(|secrets| RecordLayer::new(secrets, limit))
+            {
+                self.records = Records::Own(layer);
+            }
         }
 
         /// The verified identity of the peer's certificate, once the
         /// handshake has finished and if the peer presented one.
         pub fn peer_identity(&self) -> Option<PeerIdentity> {
-            let cert = self.conn.peer_certificates()?.first()?;
-            Some(PeerIdentity::from_der(cert.as_ref()))
+            match &self.records {
+                Records::Rustls(conn) => identity_of(conn),
+                Records::Own(_) | Records::Lost => self.identity.clone(),
+            }
         }
+    }
+
+    fn identity_of(conn: &rustls::Connection) -> Option<PeerIdentity> {
+        let cert = conn.peer_certificates()?.first()?;
+        Some(PeerIdentity::from_der(cert.as_ref()))
+    }
+
+    /// Moves the plaintext rustls decrypted into `plain`; returns its length.
+    fn drain(conn: &mut rustls::Connection, plain: &mut RecvBuf) -> usize {
+        let mut total = 0;
+        let mut reader = conn.reader();
+        loop {
+            let n = match reader.fill_buf() {
+                Ok(chunk) if !chunk.is_empty() => {
+                    plain.append(chunk);
+                    chunk.len()
+                }
+                _ => break,
+            };
+            reader.consume(n);
+            total += n;
+        }
+        total
     }
 }
 
@@ -368,23 +486,23 @@ mod tests {
     }
 
     #[test]
-    fn the_record_tracker_follows_record_boundaries_across_any_split() {
+    fn only_whole_records_are_counted_across_any_split() {
         let mut stream = Vec::new();
         for len in [0u16, 1, 300, 17_000] {
             stream.extend_from_slice(&[0x17, 3, 3]);
             stream.extend_from_slice(&len.to_be_bytes());
             stream.extend(std::iter::repeat_n(0xAB, usize::from(len)));
         }
-        for chunk in [1, 2, 5, 7, 4096] {
-            let mut t = RecordTracker::default();
-            let mut fed = 0;
-            for piece in stream.chunks(chunk) {
-                t.feed(piece);
-                fed += piece.len();
-                let boundaries = [0, 5, 11, 316, stream.len()];
-                assert_eq!(t.at_boundary(), boundaries.contains(&fed), "{chunk} {fed}");
-            }
+        let boundaries = [0, 5, 11, 316, stream.len()];
+        for end in 0..=stream.len() {
+            let whole = complete_records(&stream[..end]);
+            let expected = boundaries.iter().rev().find(|&&b| b <= end).unwrap();
+            assert_eq!(whole, *expected, "{end}");
         }
+        // Not TLS: handed on whole, to be refused.
+        assert_eq!(complete_records(b"GET / HTTP/1.1"), 14);
+        assert_eq!(complete_records(&[0x17, 3, 3, 0xff, 0xff, 0]), 6);
+        assert_eq!(complete_records(&[0x16]), 0, "too short to tell");
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub fn server_config(
         .with_single_cert(certs(cert_chain, "certificate chain")?, key(key_pem)?)
         .map_err(|e| config_error("certificate and key", e))?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    // After the handshake ringrpc seals and opens records itself (no
+    // allocation per record): rustls hands its traffic secrets over.
+    cfg.enable_secret_extraction = true;
     Ok(Arc::new(cfg))
 }
 
@@ -112,6 +115,9 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    // After the handshake ringrpc seals and opens records itself (no
+    // allocation per record): rustls hands its traffic secrets over.
+    cfg.enable_secret_extraction = true;
     Ok(Arc::new(cfg))
 }
 
@@ -168,22 +174,30 @@ impl rustls::server::ResolvesServerCert for SniGuard {
     }
 }
 
-/// `cfg`, with [`ALPN`] as its only protocol if it named none.
+/// `cfg`, with [`ALPN`] as its only protocol if it named none, and secret
+/// extraction on (ringrpc's record layer takes over after the handshake).
 pub(crate) fn with_server_alpn(cfg: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
-    if !cfg.alpn_protocols.is_empty() {
+    if !cfg.alpn_protocols.is_empty() && cfg.enable_secret_extraction {
         return cfg;
     }
     let mut owned = (*cfg).clone();
-    owned.alpn_protocols = vec![ALPN.to_vec()];
+    if owned.alpn_protocols.is_empty() {
+        owned.alpn_protocols = vec![ALPN.to_vec()];
+    }
+    owned.enable_secret_extraction = true;
     Arc::new(owned)
 }
 
-/// `cfg`, with [`ALPN`] as its only protocol if it named none.
+/// `cfg`, with [`ALPN`] as its only protocol if it named none, and secret
+/// extraction on (ringrpc's record layer takes over after the handshake).
 pub(crate) fn with_client_alpn(cfg: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
-    if !cfg.alpn_protocols.is_empty() {
+    if !cfg.alpn_protocols.is_empty() && cfg.enable_secret_extraction {
         return cfg;
     }
     let mut owned = (*cfg).clone();
-    owned.alpn_protocols = vec![ALPN.to_vec()];
+    if owned.alpn_protocols.is_empty() {
+        owned.alpn_protocols = vec![ALPN.to_vec()];
+    }
+    owned.enable_secret_extraction = true;
     Arc::new(owned)
 }
