@@ -86,6 +86,42 @@ fn mutual_tls_round_trip_shows_the_client_identity_to_the_handler() {
 }
 
 /// A client runtime that calls echo once and returns the outcome.
+/// Many calls in flight with payloads of several records each, from the
+/// first flight on: the first ones reach the server with the client's
+/// Finished (rustls's record layer), the rest after the hand-over to
+/// ringrpc's own, and a record is often cut between two receives.
+#[test]
+fn large_batches_cross_the_hand_over_to_the_own_record_layer_intact() {
+    let pki = Pki::new();
+    let server = tls_server(&pki);
+    let client = tls_client(&pki, Some(&pki.client), server.addr());
+    let failures = client.run(|c| async move {
+        let calls = (0..128u64).map(|id| {
+            let c = c.clone();
+            ringrpc::runtime::io::spawn(async move {
+                let mut failed = 0;
+                for round in 0..8u64 {
+                    let text = format!("{id}-{round}-").repeat(400 + (id as usize % 7) * 300);
+                    let req = Msg { id, text };
+                    match c.call(&common::ECHO, &req).await {
+                        Ok(reply) if reply.text.as_str() == req.text => {}
+                        _ => failed += 1,
+                    }
+                }
+                failed
+            })
+        });
+        let mut failed = 0;
+        for call in calls.collect::<Vec<_>>() {
+            failed += call.await.unwrap_or(8);
+        }
+        failed
+    });
+    assert_eq!(failures, 0, "every large call echoed over TLS");
+    let counts = server_counts(&server);
+    assert_eq!(counts.tls_record_errors, 0);
+}
+
 fn one_call(pki: &Pki, identity: Option<&Identity>, addr: SocketAddr) -> Result<Msg, Error> {
     let rt = Runtime::builder().cores(1).pin(false).build().expect("rt");
     let cfg = pki.client_config(identity);

@@ -319,8 +319,10 @@ mod enabled {
             plain: &mut RecvBuf,
         ) -> Result<Opened, HandshakeFailure> {
             let mut opened = Opened::default();
+            // rustls reads a few KiB at a time: the whole records are counted
+            // once, from the record boundary every call starts at.
+            let mut whole = complete_records(cipher.unconsumed());
             loop {
-                let whole = complete_records(cipher.unconsumed());
                 let mut input = &cipher.unconsumed()[..whole];
                 if input.is_empty() {
                     break;
@@ -329,6 +331,7 @@ mod enabled {
                     .read_tls(&mut input as &mut dyn Read)
                     .map_err(|_| HandshakeFailure::Garbage)?;
                 cipher.consume(n);
+                whole -= n;
                 let state = match conn.process_new_packets() {
                     Ok(state) => state,
                     Err(e) => {
@@ -483,6 +486,46 @@ mod tests {
         assert_eq!(back.plaintext, big.len());
         assert_eq!(c_plain.unconsumed(), &big[..]);
         assert_eq!(c_plain.unconsumed().as_ptr() as usize % 16, 0, "aligned");
+    }
+
+    #[test]
+    fn a_record_cut_short_at_the_hand_over_is_opened_by_the_own_layer() {
+        let (server, client) = pair();
+        let (mut server, mut client) = (Some(server), Some(client));
+        let (mut s_plain, mut c_plain) = (RecvBuf::new(64 << 10), RecvBuf::new(64 << 10));
+        // Several records of frames leave with the client's Finished.
+        let big: Vec<u8> = (0..40_000u32).map(|i| (i * 3) as u8).collect();
+        let (mut c_out, mut s_out) = (big.clone(), Vec::new());
+        hop(&mut client, &mut c_out, &mut server, &mut s_plain);
+        hop(&mut server, &mut s_out, &mut client, &mut c_plain);
+        let flight = take_batch(&mut client, &mut c_out, Vec::new());
+        for cut in [flight.len() - 1, flight.len() - 9_000, flight.len() / 2] {
+            let (s, c) = pair();
+            let (mut server, mut client) = (Some(s), Some(c));
+            let mut s_plain = RecvBuf::new(64 << 10);
+            let mut c_out = big.clone();
+            hop(&mut client, &mut c_out, &mut server, &mut s_plain);
+            hop(
+                &mut server,
+                &mut Vec::new(),
+                &mut client,
+                &mut RecvBuf::new(4096),
+            );
+            let flight = take_batch(&mut client, &mut c_out, Vec::new());
+            let session = server.as_mut().unwrap();
+            let mut cipher = RecvBuf::new(64 << 10);
+            cipher.append(&flight[..cut]);
+            session.open(&mut cipher, &mut s_plain).unwrap();
+            assert!(!session.at_record_boundary(), "a record is cut at {cut}");
+            // The server's tickets leave: rustls hands over to the own layer.
+            let _ = take_batch(&mut server, &mut Vec::new(), Vec::new());
+            let session = server.as_mut().unwrap();
+            assert!(format!("{session:?}").contains("own"), "{session:?}");
+            cipher.append(&flight[cut..]);
+            session.open(&mut cipher, &mut s_plain).unwrap();
+            assert!(session.at_record_boundary());
+            assert_eq!(s_plain.unconsumed(), &big[..], "cut at {cut}");
+        }
     }
 
     #[test]
