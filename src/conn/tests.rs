@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+#[cfg(feature = "tls")]
+use super::tls::TlsSession;
 use super::{ClientCore, ClientCoreConfig, Finished};
 use crate::client::Counters;
 use crate::protocol::{
@@ -614,4 +616,77 @@ proptest! {
         prop_assert_eq!(h.core.in_flight(), 0);
         prop_assert!(h.core.is_live());
     }
+}
+
+/// Under TLS the client retires a connection whose keys have sealed half the
+/// records their cipher allows: no new calls, the ones in flight are
+/// answered, then it closes (the pool opens a fresh one).
+#[cfg(feature = "tls")]
+#[test]
+fn a_tls_connection_is_retired_at_half_its_record_limit() {
+    use super::tls::{take_batch, RECORD_LIMIT};
+    RECORD_LIMIT.with(|l| l.set(Some(8)));
+    let (server, client) = super::tls::tests::pair();
+    let mut h = Harness::new();
+    h.core = ClientCore::new(h.now, config(1024), h.counters.clone()).with_tls(client);
+    let mut server = Some(server);
+    let (mut s_cipher, mut s_plain) = (RecvBuf::new(64 << 10), RecvBuf::new(64 << 10));
+    let mut c_cipher = RecvBuf::new(64 << 10);
+    // Client → server: what the core transmits, opened by the server session.
+    let mut to_server = |h: &mut Harness, server: &mut Option<TlsSession>| {
+        while let Some(batch) = h.core.poll_transmit() {
+            s_cipher.append(&batch);
+            h.core.transmit_done(h.now, batch);
+            server
+                .as_mut()
+                .unwrap()
+                .open(&mut s_cipher, &mut s_plain)
+                .unwrap();
+        }
+    };
+    // Server → client: `frames` sealed by the server session, opened by the core.
+    let mut to_client = |h: &mut Harness, server: &mut Option<TlsSession>, frames: &mut Vec<u8>| {
+        let sealed = take_batch(server, frames, Vec::new());
+        c_cipher.append(&sealed);
+        let now = h.now;
+        h.core.open(now, &mut c_cipher, &mut h.rx).unwrap();
+        while let Decoded::Frame(_) = h.core.handle_next(now, &mut h.rx).unwrap() {}
+    };
+    to_server(&mut h, &mut server);
+    to_client(&mut h, &mut server, &mut Vec::new());
+    to_server(&mut h, &mut server);
+    to_client(&mut h, &mut server, &mut Vec::new());
+    // One record per call: the fourth seals record 4 of 8, and retires.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        assert!(h.core.is_live(), "call {i}: still live");
+        ids.push(h.call(i, INTERVAL));
+        to_server(&mut h, &mut server);
+    }
+    assert!(
+        !h.core.is_live() && !h.core.has_room(),
+        "retired: no new calls"
+    );
+    assert!(!h.core.is_closed(), "the calls in flight go on");
+    let mut wire = Vec::new();
+    let mut frames = Vec::new();
+    while let Decoded::Frame(hd) =
+        decode_frame(s_plain.unconsumed(), DecodeOptions::default()).unwrap()
+    {
+        wire.push(hd.call_id);
+        s_plain.consume(hd.frame_len());
+    }
+    assert_eq!(wire.len(), 4, "every request arrived");
+    for call_id in &wire {
+        frames.extend(response(*call_id, b"ok"));
+    }
+    to_client(&mut h, &mut server, &mut frames);
+    for id in ids {
+        assert_eq!(h.finished(id).0.unwrap(), b"ok");
+    }
+    assert!(
+        h.core.is_closed(),
+        "closed once the calls in flight were answered"
+    );
+    RECORD_LIMIT.with(|l| l.set(None));
 }

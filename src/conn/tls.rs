@@ -28,6 +28,8 @@ use crate::tls::{HandshakeFailure, PeerIdentity};
 
 #[cfg(feature = "tls")]
 pub(crate) use enabled::TlsSession;
+#[cfg(all(test, feature = "tls"))]
+pub(crate) use enabled::RECORD_LIMIT;
 
 /// What one call to [`TlsSession::open`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -371,6 +373,8 @@ mod enabled {
                 return;
             };
             let limit = suite.common.confidentiality_limit;
+            #[cfg(test)]
+            let limit = RECORD_LIMIT.with(std::cell::Cell::get).unwrap_or(limit);
             self.identity = identity_of(conn);
             let Records::Rustls(conn) = std::mem::replace(&mut self.records, Records::Lost) else {
                 return;
@@ -392,6 +396,14 @@ mod enabled {
                 Records::Own(_) | Records::Lost => self.identity.clone(),
             }
         }
+    }
+
+    #[cfg(test)]
+    thread_local! {
+        /// A record limit for the sessions this thread hands over (tests of
+        /// rotation, which would otherwise take millions of records).
+        pub(crate) static RECORD_LIMIT: std::cell::Cell<Option<u64>> =
+            const { std::cell::Cell::new(None) };
     }
 
     fn identity_of(conn: &rustls::Connection) -> Option<PeerIdentity> {
@@ -419,13 +431,13 @@ mod enabled {
 }
 
 #[cfg(all(test, feature = "tls"))]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
 
     /// A server and a client session for `localhost`, from certificates made now.
-    fn pair() -> (TlsSession, TlsSession) {
+    pub(crate) fn pair() -> (TlsSession, TlsSession) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
