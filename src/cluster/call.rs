@@ -78,10 +78,10 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
         return Box::pin(retry(inner, args, plan, Tried::default(), None)).await;
     };
     let mut tried = Tried::default();
-    tried.push(ep.id);
-    let result = if hedged && inner.endpoints.borrow().len() > 1 {
+    let result = if hedged && inner.several() {
         // Boxed: the plain path's future stays small.
         let at = (plan.started, plan.deadline());
+        tried.push(ep.id);
         Box::pin(hedged_attempt(inner, &ep, args, at, &mut tried)).await
     } else if plan.budget.is_zero() {
         Err(Error::Timeout)
@@ -101,6 +101,9 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
     match result {
         Ok(reply) => Ok(reply),
         Err(error) => {
+            if !tried.contains(ep.id) {
+                tried.push(ep.id);
+            }
             let failed = Some((ep, error));
             Box::pin(retry(inner, args, plan, tried, failed)).await
         }
@@ -144,7 +147,7 @@ async fn retry<Req: Message, Resp: Message>(
         let start = start.take().unwrap_or_else(Instant::now);
         let args = (method, req, opts);
         // A hedge needs another endpoint to go to.
-        let result = if plan.hedged && inner.endpoints.borrow().len() > 1 {
+        let result = if plan.hedged && inner.several() {
             hedged_attempt(inner, &ep, args, (start, deadline), &mut tried).await
         } else {
             attempt(inner, &ep, args, start, deadline, false).await
@@ -263,15 +266,17 @@ fn record_outcome(
     (start, left): (Instant, std::time::Duration),
     timed: Option<u32>,
 ) {
-    // The turn's clock: the reply's turn, no clock read.
-    let end = io::now().max(start);
-    let latency = || end.saturating_duration_since(start);
+    // The turn's clock: the reply's turn, no clock read (and read only when
+    // the latency is: a sampled call, or several endpoints to weigh).
+    let end = || io::now().max(start);
     let failed = result.err().is_some_and(endpoint_failure);
-    ep.cells.finished_with(!failed, latency);
-    if inner.endpoints.borrow().len() < 2 {
+    ep.cells
+        .finished_with(!failed, || end().saturating_duration_since(start));
+    if !inner.several() {
         return;
     }
-    let latency = latency();
+    let end = end();
+    let latency = end.saturating_duration_since(start);
     if failed {
         // A failure weighs like a peak at least twice the estimate (at most
         // a timeout), so an endpoint that fails fast does not attract traffic.

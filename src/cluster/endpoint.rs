@@ -100,50 +100,22 @@ impl Endpoint {
     }
 
     /// Marks an attempt started; the guard marks it finished when dropped.
-    pub fn begin(self: &Rc<Self>) -> InFlight {
+    pub fn begin(&self) -> InFlight<'_> {
         self.in_flight.set(self.in_flight.get() + 1);
         let c = &self.cells.in_flight;
         c.set(c.get() + 1);
-        InFlight(self.clone())
+        InFlight(self)
     }
 }
 
 /// An attempt in flight at an endpoint (decrements its count when dropped).
-pub(crate) struct InFlight(pub Rc<Endpoint>);
+pub(crate) struct InFlight<'a>(&'a Endpoint);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let e = &self.0;
+        let e = self.0;
         e.in_flight.set(e.in_flight.get().saturating_sub(1));
         let c = &e.cells.in_flight;
         c.set(c.get().saturating_sub(1));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn a_peak_is_taken_at_once_and_fades_with_time() {
-        let t0 = Instant::now();
-        let e = PeakEwma::new(Duration::from_secs(1), MS, t0);
-        e.observe(10 * MS, t0);
-        assert_eq!(e.cost(t0), 0.010, "the peak at once");
-        // Fast samples right after barely move it (the weight is ~Δt/τ).
-        e.observe(MS, t0 + MS);
-        assert!(e.cost(t0 + MS) > 9.0e-3, "{}", e.cost(t0 + MS));
-        // One τ of fast samples brings it most of the way down.
-        let mut t = t0;
-        for _ in 0..1000 {
-            t += MS;
-            e.observe(MS, t);
-        }
-        let cost = e.cost(t);
-        assert!(cost < 5.0e-3 && cost > 1.0e-3, "{cost}");
-        // Without samples it decays towards zero (an idle endpoint is retried).
-        assert!(e.cost(t + Duration::from_secs(5)) < cost / 100.0);
     }
 }

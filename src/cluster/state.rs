@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     /// The source generation applied last.
     seen: Cell<u64>,
     pub endpoints: RefCell<Vec<Rc<Endpoint>>>,
+    /// `endpoints` holds more than one (kept by `reconcile`).
+    several: Cell<bool>,
     next_id: Cell<u64>,
     pub balancer: Balancer,
     pub retry: Tokens,
@@ -67,6 +69,7 @@ impl Inner {
             source,
             seen: Cell::new(0),
             endpoints: RefCell::new(Vec::new()),
+            several: Cell::new(false),
             next_id: Cell::new(0),
             quantiles: RefCell::new(Vec::new()),
             ejected: Cell::new(0),
@@ -163,6 +166,7 @@ impl Inner {
                 Err(e) => tracing::warn!(endpoint = %addr, error = %e, "cannot add endpoint"),
             }
         }
+        self.several.set(endpoints.len() > 1);
     }
 
     /// The mean latency estimate of the endpoints that are not ejected.
@@ -185,6 +189,13 @@ impl Inner {
                 return Err(Error::Unavailable);
             }
         }
+    }
+
+    /// True when the cluster has more than one endpoint (to balance, weigh
+    /// and hedge between); a cluster of one skips that bookkeeping.
+    #[inline]
+    pub fn several(&self) -> bool {
+        self.several.get()
     }
 
     /// Picks an endpoint now, if the cluster has any.
@@ -282,6 +293,7 @@ impl Inner {
     pub fn close(&self) {
         self.closed.set(true);
         let endpoints = std::mem::take(&mut *self.endpoints.borrow_mut());
+        self.several.set(false);
         for e in endpoints {
             e.client.close();
         }
