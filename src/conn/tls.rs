@@ -436,8 +436,8 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// A server and a client session for `localhost`, from certificates made now.
-    pub(crate) fn pair() -> (TlsSession, TlsSession) {
+    /// A server and a client config for `localhost`, from certificates made now.
+    pub(crate) fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -450,9 +450,15 @@ pub(crate) mod tests {
             crate::tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
                 .unwrap();
         let client_cfg = crate::tls::client_config(ca.pem().as_bytes(), None).unwrap();
+        (server_cfg, client_cfg)
+    }
+
+    /// A server and a client session for `localhost`, from certificates made now.
+    pub(crate) fn pair() -> (TlsSession, TlsSession) {
+        let (server_cfg, client_cfg) = configs();
         let name = "localhost".try_into().unwrap();
         let server = TlsSession::server(server_cfg).unwrap();
-        let client = TlsSession::client(Arc::clone(&client_cfg), name).unwrap();
+        let client = TlsSession::client(client_cfg, name).unwrap();
         (server, client)
     }
 

@@ -2,7 +2,6 @@
 //! in both directions, across any split of the byte stream.
 
 use std::io::{Read, Write};
-use std::sync::Arc;
 
 use rustls::{Connection, SupportedCipherSuite};
 
@@ -11,22 +10,10 @@ use super::*;
 /// A finished handshake between a rustls client and a rustls server (both
 /// with secret extraction on), from certificates made now.
 fn handshake() -> (Connection, Connection) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let cert = leaf.signed_by(&key, &ca, &ca_key).unwrap();
-    let server_cfg =
-        crate::tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
-            .unwrap();
-    let client_cfg = crate::tls::client_config(ca.pem().as_bytes(), None).unwrap();
+    let (server_cfg, client_cfg) = super::super::tls::tests::configs();
     let name = "localhost".try_into().unwrap();
     let mut server = Connection::Server(rustls::ServerConnection::new(server_cfg).unwrap());
-    let mut client =
-        Connection::Client(rustls::ClientConnection::new(Arc::clone(&client_cfg), name).unwrap());
+    let mut client = Connection::Client(rustls::ClientConnection::new(client_cfg, name).unwrap());
     // Stops when both are done: the server's session tickets, queued when
     // the client's Finished arrived, are still waiting in the server.
     loop {
@@ -237,4 +224,28 @@ fn sealing_reuses_the_output_buffer() {
     }
     assert_eq!(out.as_ptr(), ptr, "no reallocation");
     assert_eq!(out.len(), 5 + 3000 + 1 + 16);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Bytes from the network that are not records sealed under the keys
+    /// never panic the layer and never yield plaintext: a header or length TLS
+    /// 1.3 does not allow, or a body that fails authentication, is an error;
+    /// a record cut short waits.
+    #[test]
+    fn garbage_never_opens(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+        let mut layer = fresh_layer();
+        let mut plain = RecvBuf::new(4096);
+        match layer.open(&bytes, &mut plain) {
+            Ok(got) => proptest::prop_assert_eq!((got.consumed, got.plaintext), (0, 0)),
+            Err(e) => proptest::prop_assert!(matches!(e, RecordError::Malformed | RecordError::Decrypt)),
+        }
+        proptest::prop_assert!(plain.unconsumed().is_empty());
+    }
+}
+
+/// A layer taken over from a new handshake.
+fn fresh_layer() -> RecordLayer {
+    take_over(handshake().0)
 }
