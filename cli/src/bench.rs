@@ -194,6 +194,10 @@ pub enum Compare {
     /// The same rows through a plain client and a cluster of one (medians of
     /// `--rounds` runs each): what balancing costs.
     Cluster,
+    /// A plain client and a cluster of one on the same client core, server
+    /// and runtimes, taking turns in `--rounds` pairs of `--duration`-long
+    /// phases (the finer measure of what balancing costs).
+    ClusterTurns,
 }
 
 /// Which CPUs the server and the client cores run on.
@@ -220,7 +224,7 @@ impl CpuPlan {
 }
 
 /// Loopback servers (`--servers`) on one pinned runtime.
-struct EmbeddedServer {
+pub struct EmbeddedServer {
     handles: Vec<ServerHandle>,
     runtime: Runtime,
 }
@@ -258,7 +262,7 @@ impl EmbeddedServer {
     }
 
     /// Reads the server runtime's metrics, then stops it.
-    fn stop(self) -> MetricsSnapshot {
+    pub fn stop(self) -> MetricsSnapshot {
         let metrics = self.runtime.metrics();
         for handle in self.handles {
             handle.shutdown(Duration::from_millis(200));
@@ -315,11 +319,21 @@ pub fn run(args: &BenchArgs) -> CliResult<bool> {
         compare::metrics(args, &cpus, &mut rows)?
     } else if args.compare == Some(Compare::Cluster) {
         compare::cluster(args, &cpus, &mut rows)?
+    } else if args.compare == Some(Compare::ClusterTurns) {
+        crate::cluster_turns::run(args, &cpus)?
     } else {
         run_table(args, &cpus, &mut rows)?
     };
     export::write(args, &cpus, &rows)?;
     Ok(healthy)
+}
+
+/// The comparisons made of closed-loop rows only.
+fn closed_loop_compare(c: Compare) -> bool {
+    matches!(
+        c,
+        Compare::Metrics | Compare::Cluster | Compare::ClusterTurns
+    )
 }
 
 /// Rejects option combinations that cannot be measured.
@@ -329,7 +343,7 @@ fn check_args(args: &BenchArgs) -> CliResult<()> {
                     it cannot be combined with --connect"
             .into());
     }
-    if matches!(args.compare, Some(Compare::Metrics | Compare::Cluster)) && !args.rate.is_empty() {
+    if matches!(args.compare, Some(c) if closed_loop_compare(c)) && !args.rate.is_empty() {
         return Err("--compare metrics|cluster measures closed-loop rows; drop --rate".into());
     }
     if args.uses_cluster() && !args.rate.is_empty() {
@@ -436,23 +450,8 @@ fn with_runtimes(
     metrics: bool,
     measure: impl FnOnce(Target<'_>) -> CliResult<Row>,
 ) -> CliResult<Measured> {
-    let server = match args.connect.is_empty() {
-        false => None,
-        true => Some(EmbeddedServer::start(cpus.server, metrics, args)?),
-    };
-    let addrs = match &server {
-        Some(s) => s.addrs(),
-        None => args.connect.clone(),
-    };
+    let (server, runtime, addrs) = start_runtimes(args, cpus, metrics)?;
     let addr = *addrs.first().ok_or("no server address")?;
-    let runtime = Runtime::builder()
-        .cpus(cpus.client.iter().copied())
-        .name(SIDES.client())
-        .busy_poll(args.busy())
-        .send_zc(args.send_zc)
-        .driver(args.driver)
-        .build()?;
-    say_once(runtime.driver());
     let row = measure(Target {
         runtime: &runtime,
         addr,
@@ -468,6 +467,32 @@ fn with_runtimes(
         client,
         server,
     })
+}
+
+/// Starts the embedded server (unless `--connect`) and a fresh client
+/// runtime; returns them with the servers' addresses.
+pub fn start_runtimes(
+    args: &BenchArgs,
+    cpus: &CpuPlan,
+    metrics: bool,
+) -> CliResult<(Option<EmbeddedServer>, Runtime, Vec<SocketAddr>)> {
+    let server = match args.connect.is_empty() {
+        false => None,
+        true => Some(EmbeddedServer::start(cpus.server, metrics, args)?),
+    };
+    let addrs = match &server {
+        Some(s) => s.addrs(),
+        None => args.connect.clone(),
+    };
+    let runtime = Runtime::builder()
+        .cpus(cpus.client.iter().copied())
+        .name(SIDES.client())
+        .busy_poll(args.busy())
+        .send_zc(args.send_zc)
+        .driver(args.driver)
+        .build()?;
+    say_once(runtime.driver());
+    Ok((server, runtime, addrs))
 }
 
 /// Runs `make(core)` on every core of `runtime` and waits for all of them,

@@ -50,7 +50,8 @@ impl ClusterSpec {
         }
     }
 
-    fn builder(&self, client: ClientBuilder) -> ClusterBuilder {
+    /// A cluster builder with these settings over `client`'s.
+    pub fn builder(&self, client: ClientBuilder) -> ClusterBuilder {
         Cluster::builder()
             .insecure_plaintext()
             .client(client)

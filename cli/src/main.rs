@@ -20,6 +20,7 @@
 
 mod bench;
 mod cluster_bench;
+mod cluster_turns;
 mod compare;
 mod driver;
 mod export;
