@@ -141,17 +141,24 @@ impl RecordLayer {
             let [hi, lo] = (body as u16).to_be_bytes();
             let header = [APPLICATION_DATA, 3, 3, hi, lo];
             let nonce = self.tx.next_nonce()?;
+            let before = out.len();
             out.reserve(HEADER_LEN + body);
             out.extend_from_slice(&header);
             let start = out.len();
             out.extend_from_slice(chunk);
             out.push(APPLICATION_DATA);
-            let tag = self
-                .tx
-                .key
-                .seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[start..])
-                .map_err(|_| RecordError::Exhausted)?;
-            out.extend_from_slice(tag.as_ref());
+            match self.tx.key.seal_in_place_separate_tag(
+                nonce,
+                Aad::from(header),
+                &mut out[start..],
+            ) {
+                Ok(tag) => out.extend_from_slice(tag.as_ref()),
+                Err(_) => {
+                    // Never leave the plaintext in what is sent.
+                    out.truncate(before);
+                    return Err(RecordError::Exhausted);
+                }
+            }
         }
         Ok(())
     }
@@ -184,6 +191,10 @@ impl RecordLayer {
                 .key
                 .open_in_place(nonce, Aad::from(header), &mut self.scratch)
                 .map_err(|_| RecordError::Decrypt)?;
+            // RFC 8446 §5.4: content, type and padding in at most 2^14 + 1 bytes.
+            if inner.len() > MAX_PLAINTEXT + 1 {
+                return Err(RecordError::Malformed);
+            }
             // The content type is the last byte that is not padding.
             let end = inner
                 .iter()

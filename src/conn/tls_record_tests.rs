@@ -249,3 +249,36 @@ proptest::proptest! {
 fn fresh_layer() -> RecordLayer {
     take_over(handshake().0)
 }
+
+#[test]
+fn an_inner_plaintext_over_the_record_limit_is_refused() {
+    let (client, mut server) = handshake();
+    let _tickets = sent_by(&mut server);
+    let (mut tx, mut rx) = (take_over(client), take_over(server));
+    // What seal never makes: 2^14 + 1 bytes of content, then the type.
+    let mut inner = vec![7u8; MAX_PLAINTEXT + 1];
+    inner.push(APPLICATION_DATA);
+    let len = inner.len() + TAG_LEN;
+    let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+    let nonce = tx.tx.next_nonce().unwrap();
+    let tag = tx
+        .tx
+        .key
+        .seal_in_place_separate_tag(nonce, Aad::from(header), &mut inner)
+        .unwrap();
+    let mut wire = header.to_vec();
+    wire.extend_from_slice(&inner);
+    wire.extend_from_slice(tag.as_ref());
+    let mut plain = RecvBuf::new(64 << 10);
+    assert_eq!(rx.open(&wire, &mut plain), Err(RecordError::Malformed));
+    // A pair of layers like these agree on a record seal makes.
+    let (mut tx2, mut rx2) = {
+        let (client, mut server) = handshake();
+        let _tickets = sent_by(&mut server);
+        (take_over(client), take_over(server))
+    };
+    let mut ok = Vec::new();
+    tx2.seal(b"fits", &mut ok).unwrap();
+    let got = rx2.open(&ok, &mut plain).unwrap();
+    assert_eq!((got.consumed, got.plaintext), (ok.len(), 4));
+}
