@@ -77,17 +77,17 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
         // Rare (no endpoint yet).
         return Box::pin(retry(inner, args, plan, Tried::default(), None)).await;
     };
-    let mut tried = Tried::default();
-    let result = if hedged && inner.several() {
-        // Boxed: the plain path's future stays small.
-        let at = (plan.started, plan.deadline());
-        tried.push(ep.id);
-        Box::pin(hedged_attempt(inner, &ep, args, at, &mut tried)).await
-    } else if plan.budget.is_zero() {
-        Err(Error::Timeout)
-    } else {
-        // The plain attempt, inline (`attempt` without a future of its own:
-        // the call's future stays one level shallower).
+    if hedged && inner.several() {
+        // Boxed: the plain path's future stays small (it carries no
+        // `Tried` list, no hedge, no retry across its await).
+        return Box::pin(hedged_call(inner, ep, args, plan)).await;
+    }
+    if plan.budget.is_zero() {
+        return Err(Error::Timeout);
+    }
+    // The plain attempt, inline (`attempt` without a future of its own:
+    // the call's future stays one level shallower).
+    let result = {
         let _in_flight = ep.begin();
         let at = crate::client::Deadline {
             started: Some(plan.started),
@@ -101,12 +101,27 @@ pub(crate) async fn call<Req: Message, Resp: Message>(
     match result {
         Ok(reply) => Ok(reply),
         Err(error) => {
-            if !tried.contains(ep.id) {
-                tried.push(ep.id);
-            }
-            let failed = Some((ep, error));
-            Box::pin(retry(inner, args, plan, tried, failed)).await
+            let mut tried = Tried::default();
+            tried.push(ep.id);
+            Box::pin(retry(inner, args, plan, tried, Some((ep, error)))).await
         }
+    }
+}
+
+/// A call whose first attempt is hedged (several endpoints, an idempotent
+/// method, hedging on), then retried like any other.
+async fn hedged_call<Req: Message, Resp: Message>(
+    inner: &Inner,
+    ep: Rc<Endpoint>,
+    args: CallArgs<'_, Req, Resp>,
+    plan: Plan,
+) -> Result<Reply<Resp>, Error> {
+    let mut tried = Tried::default();
+    tried.push(ep.id);
+    let at = (plan.started, plan.deadline());
+    match hedged_attempt(inner, &ep, args, at, &mut tried).await {
+        Ok(reply) => Ok(reply),
+        Err(error) => retry(inner, args, plan, tried, Some((ep, error))).await,
     }
 }
 
