@@ -174,30 +174,30 @@ impl rustls::server::ResolvesServerCert for SniGuard {
     }
 }
 
-/// `cfg`, with [`ALPN`] as its only protocol if it named none, and secret
-/// extraction on (ringrpc's record layer takes over after the handshake).
-pub(crate) fn with_server_alpn(cfg: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
-    if !cfg.alpn_protocols.is_empty() && cfg.enable_secret_extraction {
-        return cfg;
-    }
-    let mut owned = (*cfg).clone();
-    if owned.alpn_protocols.is_empty() {
-        owned.alpn_protocols = vec![ALPN.to_vec()];
-    }
-    owned.enable_secret_extraction = true;
-    Arc::new(owned)
+/// `$cfg` (an `Arc` of a rustls server or client config), with [`ALPN`] as
+/// its only protocol if it named none, and secret extraction on (ringrpc's
+/// record layer takes over after the handshake); copied only if it changes.
+macro_rules! prepared {
+    ($cfg:expr) => {{
+        let cfg = $cfg;
+        if !cfg.alpn_protocols.is_empty() && cfg.enable_secret_extraction {
+            return cfg;
+        }
+        let mut owned = (*cfg).clone();
+        if owned.alpn_protocols.is_empty() {
+            owned.alpn_protocols = vec![ALPN.to_vec()];
+        }
+        owned.enable_secret_extraction = true;
+        Arc::new(owned)
+    }};
 }
 
-/// `cfg`, with [`ALPN`] as its only protocol if it named none, and secret
-/// extraction on (ringrpc's record layer takes over after the handshake).
+/// A server config as every ringrpc server uses it (see `prepared!`).
+pub(crate) fn with_server_alpn(cfg: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    prepared!(cfg)
+}
+
+/// A client config as every ringrpc client uses it (see `prepared!`).
 pub(crate) fn with_client_alpn(cfg: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
-    if !cfg.alpn_protocols.is_empty() && cfg.enable_secret_extraction {
-        return cfg;
-    }
-    let mut owned = (*cfg).clone();
-    if owned.alpn_protocols.is_empty() {
-        owned.alpn_protocols = vec![ALPN.to_vec()];
-    }
-    owned.enable_secret_extraction = true;
-    Arc::new(owned)
+    prepared!(cfg)
 }
