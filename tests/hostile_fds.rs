@@ -216,12 +216,14 @@ fn fd_flood_is_answered_and_live_clients_keep_calling() {
     // Phase 1: past the fitted limit, idle connections are evicted.
     let limit = (NOFILE - 64) as usize;
     let conns = flood(child.addr, FLOOD);
+    // An evicted connection closes on its own task's next turn, after the
+    // connection that displaced it was admitted: the open count is back
+    // within the limit once the last victim has closed, not at every instant.
     let s = child.wait_for(
-        "every flood connection accepted",
+        "every flood connection accepted, the last victims closed",
         Duration::from_secs(10),
-        |s| s["accepted"] as usize > FLOOD,
+        |s| s["accepted"] as usize > FLOOD && s["open"] as usize <= limit,
     );
-    assert!(s["open"] as usize <= limit, "{s:?}");
     assert!(s["evicted"] as usize >= FLOOD + 1 - limit, "{s:?}");
     assert_eq!(s["fd_shed"], 0, "{s:?}");
     drop(conns);
