@@ -23,6 +23,7 @@ use ringrpc_workload::echo::{Echo, ECHO};
 
 use crate::bench::{start_runtimes, BenchArgs, CpuPlan};
 use crate::cluster_bench::ClusterSpec;
+use crate::compare::median;
 use crate::CliResult;
 
 /// How long the client waits for its connections.
@@ -209,9 +210,9 @@ fn report(plan: &Plan, phases: &[Phase], errors: u64) {
             p.cpu[1] / p.cpu[0]
         );
     }
-    let mut rates: Vec<f64> = pairs.iter().map(|p| p.rate[1] / p.rate[0]).collect();
-    let mut cpus: Vec<f64> = pairs.iter().map(|p| p.cpu[1] / p.cpu[0]).collect();
-    let (r, c) = (median(&mut rates), median(&mut cpus));
+    let rates: Vec<f64> = pairs.iter().map(|p| p.rate[1] / p.rate[0]).collect();
+    let cpus: Vec<f64> = pairs.iter().map(|p| p.cpu[1] / p.cpu[0]).collect();
+    let (r, c) = (median(&rates), median(&cpus));
     println!(
         "  median of {} pairs: calls/s cluster/plain = {r:.4} ({:+.2}%), client CPU per call = {c:.4} ({:+.2}%); {errors} failed calls",
         rates.len(),
@@ -248,15 +249,6 @@ fn pairs(phases: &[Phase]) -> Vec<Pair> {
         .collect()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +277,5 @@ mod tests {
             "µs per call: {:?}",
             got[1]
         );
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
     }
 }

@@ -168,7 +168,7 @@ fn paired_ratios(on: &[f64], off: &[f64]) -> Vec<f64> {
 }
 
 /// The median (mean of the middle two for an even count); NaN when empty.
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
