@@ -271,7 +271,7 @@ async fn run_call(client: Client, call: Pending) {
         Ok(())
     };
     let finish = |bytes: crate::runtime::buf::FrameBytes| Ok(copy_aligned(&bytes));
-    let mut call = pin!(client.call_encoded(method, budget, encode, finish, None));
+    let mut call = pin!(client.call_encoded(method, budget.into(), encode, finish, None));
     let outcome = poll_fn(|cx| match call.as_mut().poll(cx) {
         Poll::Ready(result) => Poll::Ready(Some(result)),
         Poll::Pending => reply.poll_canceled(cx).map(|()| None),

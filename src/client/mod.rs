@@ -39,6 +39,16 @@ pub use options::{CallOptions, DEFAULT_PROPAGATION_MARGIN};
 use pool::Pool;
 pub use sharded::{shard_of, ShardedClient};
 
+/// A call's slot on its connection, freed if the call's future is dropped
+/// before the reply.
+struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
 /// A call's deadline: `after` from `started` (read now when `None`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadline {
@@ -470,52 +480,56 @@ impl Client {
     /// request payload is written by `encode` (into the send buffer), the
     /// reply's bytes are turned into the result by `finish` (on this core,
     /// before the call is counted as ended).
-    pub(crate) async fn call_encoded<R>(
-        &self,
+    pub(crate) fn call_encoded<'a, R, E, F>(
+        &'a self,
         (method_id, method_name): (u32, &'static str),
-        deadline: impl Into<Deadline>,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
-        finish: impl FnOnce(FrameBytes) -> Result<R, Error>,
-        metadata: Option<&Metadata>,
-    ) -> Result<R, Error> {
-        // A fresh reading, not the turn's clock: a call must never time out
-        // before its deadline counted from when it was made (a cluster hands
-        // over the fresh reading it took when its attempt started).
-        let deadline = deadline.into();
+        deadline: Deadline,
+        encode: E,
+        finish: F,
+        metadata: Option<&'a Metadata>,
+    ) -> impl Future<Output = Result<R, Error>> + use<'a, R, E, F>
+    where
+        E: FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+        F: FnOnce(FrameBytes) -> Result<R, Error>,
+    {
+        // A fresh reading, not the turn's clock, taken when the call is made:
+        // a call must never time out before its deadline counted from then (a
+        // cluster hands over the fresh reading it took when its attempt
+        // started).
         let started = deadline.started.unwrap_or_else(Instant::now);
         let deadline_at = started + deadline.after;
-        let pool = &self.pool.shared;
-        pool.counters.call_made();
-        let (conn, waited) = match pool.acquire_now()? {
-            Some(conn) => (conn, false),
-            // Boxed: the (rare) wait for a connection would otherwise make
-            // every call's future larger.
-            None => Box::pin(pool.acquire(deadline_at)).await?,
-        };
-        // The budget sent to the server counts from now; metrics from `started`.
-        let now = if waited { Instant::now() } else { started };
-        let id = conn
-            .start_call(method_id, deadline_at, now, encode, metadata)
-            .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
-        struct Forget<'a>(&'a conn::ClientConn, crate::protocol::CallId);
-        impl Drop for Forget<'_> {
-            fn drop(&mut self) {
-                self.0.forget(self.1);
+        // An `async` block, not an `async fn`: an `async fn` keeps a second
+        // copy of every argument in its future (the argument, and the local
+        // it is moved into); the block captures each once. A call's future
+        // is moved into place whole, so every byte of it is copied per call.
+        async move {
+            let pool = &self.pool.shared;
+            pool.counters.call_made();
+            let (conn, waited) = match pool.acquire_now()? {
+                Some(conn) => (conn, false),
+                // Boxed: the (rare) wait for a connection would otherwise make
+                // every call's future larger.
+                None => Box::pin(pool.acquire(deadline_at)).await?,
+            };
+            // The budget sent to the server counts from now; metrics from `started`.
+            let now = if waited { Instant::now() } else { started };
+            let id = conn
+                .start_call(method_id, deadline_at, now, encode, metadata)
+                .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
+            let _forget = Forget(&conn, id);
+            // No timer per call: the connection's expiry task completes overdue calls.
+            let finished = poll_fn(|cx| conn.poll_reply(id, cx)).await;
+            let counters = &pool.counters;
+            let result = finished.result.and_then(finish);
+            counters.call_ended(result.as_ref().map(|_| ()));
+            // Every successful call is counted under its method; the clock is only
+            // read for the timed ones.
+            if counters.timing && result.is_ok() && counters.call_ok(method_id, method_name) {
+                let (started, received) = (finished.started, finished.received);
+                counters.delivered(method_id, method_name, started, received, Instant::now());
             }
+            result
         }
-        let _forget = Forget(&conn, id);
-        // No timer per call: the connection's expiry task completes overdue calls.
-        let finished = poll_fn(|cx| conn.poll_reply(id, cx)).await;
-        let counters = &pool.counters;
-        let result = finished.result.and_then(finish);
-        counters.call_ended(result.as_ref().map(|_| ()));
-        // Every successful call is counted under its method; the clock is only
-        // read for the timed ones.
-        if counters.timing && result.is_ok() && counters.call_ok(method_id, method_name) {
-            let (started, received) = (finished.started, finished.received);
-            counters.delivered(method_id, method_name, started, received, Instant::now());
-        }
-        result
     }
 
     /// True if at least one connection of the pool is up and takes calls
