@@ -11,6 +11,13 @@
 //! each pair's ratios and their medians. Phases a fraction of a second apart
 //! on the same runtimes see far less of the host's run-to-run spread than
 //! separate runs on fresh runtimes do (`--compare cluster`).
+//!
+//! For a count that does not depend on the host at all, [`ONLY_ENV`]
+//! (`RINGRPC_TURNS_ONLY=plain|cluster`) makes every phase use one of the two;
+//! run each under `valgrind --tool=callgrind` (epoll driver) for two
+//! durations and divide the difference in the client thread's instructions
+//! by the difference in the calls made in all, which the report prints
+//! (`docs/benchmarks.md` has the recipe).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -25,6 +32,10 @@ use crate::bench::{start_runtimes, BenchArgs, CpuPlan};
 use crate::cluster_bench::ClusterSpec;
 use crate::compare::median;
 use crate::CliResult;
+
+/// Environment variable that makes every phase call through one of the two:
+/// `plain` or `cluster` (for instruction counts; no pairs are reported then).
+pub const ONLY_ENV: &str = "RINGRPC_TURNS_ONLY";
 
 /// How long the client waits for its connections.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -64,9 +75,9 @@ pub fn run(args: &BenchArgs, cpus: &CpuPlan) -> CliResult<bool> {
     if let Some(server) = server {
         server.stop();
     }
-    let (phases, errors) = outcome?;
-    report(&plan, &phases, errors);
-    Ok(errors == 0)
+    let outcome = outcome?;
+    report(&plan, &outcome);
+    Ok(outcome.errors == 0)
 }
 
 /// The settings of one comparison (`Send`).
@@ -83,6 +94,16 @@ struct Plan {
     cluster: ClusterSpec,
 }
 
+/// What the client core measured.
+struct Outcome {
+    phases: Vec<Phase>,
+    errors: u64,
+    /// Calls completed in all, warm-up included.
+    calls: u64,
+    /// The size of a plain call's and a cluster call's future, in bytes.
+    future_sizes: [usize; 2],
+}
+
 /// Which caller the callers use now, and what they did.
 #[derive(Default)]
 struct Shared {
@@ -93,7 +114,13 @@ struct Shared {
 }
 
 /// On the client core: connects both, runs the callers and the phases.
-async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<(Vec<Phase>, u64), String> {
+async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<Outcome, String> {
+    let only = match std::env::var(ONLY_ENV).ok().as_deref() {
+        None | Some("") => None,
+        Some("plain") => Some(false),
+        Some("cluster") => Some(true),
+        Some(other) => return Err(format!("{ONLY_ENV}={other}: expected plain or cluster")),
+    };
     let builder = Client::builder()
         .insecure_plaintext()
         .metrics(plan.metrics)
@@ -125,16 +152,29 @@ async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<(Vec<Phase>, u6
     let mut phases = Vec::with_capacity(2 * plan.pairs);
     for i in 0..2 * plan.pairs {
         // plain, cluster, cluster, plain, plain, cluster, ...
-        let on = matches!(i % 4, 1 | 2);
+        let on = only.unwrap_or(matches!(i % 4, 1 | 2));
         phases.push(phase(&shared, on, plan.phase).await);
     }
     shared.stop.set(true);
     for c in callers {
         let _ = c.await;
     }
+    let req = Echo {
+        id: 0,
+        payload: Vec::new(),
+    };
+    let future_sizes = [
+        std::mem::size_of_val(&client.call(&ECHO, &req)),
+        std::mem::size_of_val(&cluster.call(&ECHO, &req)),
+    ];
     client.close();
     cluster.close();
-    Ok((phases, shared.errors.get()))
+    Ok(Outcome {
+        phases,
+        errors: shared.errors.get(),
+        calls: shared.done.iter().map(Cell::get).sum(),
+        future_sizes,
+    })
 }
 
 /// One phase with the cluster `on` (or the plain client).
@@ -185,7 +225,8 @@ fn thread_cpu() -> f64 {
 }
 
 /// Prints every pair and the medians.
-fn report(plan: &Plan, phases: &[Phase], errors: u64) {
+fn report(plan: &Plan, outcome: &Outcome) {
+    let (phases, errors) = (&outcome.phases, outcome.errors);
     println!();
     println!(
         "{} (1 endpoint) vs plain client at {} in flight × {} B: {} pairs of {:.2} s phases, taking turns on one client core",
@@ -218,6 +259,10 @@ fn report(plan: &Plan, phases: &[Phase], errors: u64) {
         rates.len(),
         (r - 1.0) * 100.0,
         (c - 1.0) * 100.0
+    );
+    println!(
+        "  {} calls in all (warm-up included); a call's future: plain {} B, cluster {} B",
+        outcome.calls, outcome.future_sizes[0], outcome.future_sizes[1]
     );
 }
 
