@@ -2,9 +2,10 @@
 //! costs over a plain client, measured with both on one client core, one
 //! server and one pair of runtimes, taking turns.
 //!
-//! The `--in-flight` callers call through the plain `Client` in one phase and
-//! through the `Cluster` in the next (each with its own connection to the
-//! same server), in the order plain, cluster, cluster, plain, ... so that a
+//! `--in-flight` callers call through the plain `Client` in one phase and as
+//! many through the `Cluster` in the next (each side with its own connection
+//! to the same server, its own caller tasks, parked while the other side's
+//! phase runs), in the order plain, cluster, cluster, plain, ... so that a
 //! drift of the machine hits both alike; a phase lasts `--duration` seconds
 //! and there are `--rounds` pairs of them after `--warmup`. Per phase it counts
 //! the calls that completed and the client core thread's CPU time; it prints
@@ -19,8 +20,10 @@
 //! by the difference in the calls made in all, which the report prints
 //! (`docs/benchmarks.md` has the recipe).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ringrpc::cluster::Cluster;
@@ -111,6 +114,16 @@ struct Shared {
     stop: Cell<bool>,
     done: [Cell<u64>; 2],
     errors: Cell<u64>,
+    /// Callers waiting for their side's phase.
+    parked: RefCell<Vec<Waker>>,
+}
+
+impl Shared {
+    fn wake_parked(&self) {
+        for w in self.parked.take() {
+            w.wake();
+        }
+    }
 }
 
 /// On the client core: connects both, runs the callers and the phases.
@@ -136,18 +149,21 @@ async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<Outcome, String
         return Err(format!("no connection to {addr} within {CONNECT_WAIT:?}"));
     }
     let shared = Rc::new(Shared::default());
-    let callers: Vec<_> = (0..plan.in_flight)
-        .map(|i| {
-            let (client, cluster, shared) = (client.clone(), cluster.clone(), shared.clone());
-            io::spawn(caller(
-                client,
-                cluster,
-                shared,
-                (i as u64) << 32,
-                plan.payload,
-            ))
-        })
-        .collect();
+    // A caller task per side and slot: each side's call path is compiled
+    // into a poll function of its own, so neither's code is inlined (or
+    // not) according to the other's size.
+    let mut callers = Vec::with_capacity(2 * plan.in_flight);
+    for i in 0..plan.in_flight {
+        let first = (i as u64) << 32;
+        let (plain, both) = (client.clone(), cluster.clone());
+        callers.push(io::spawn(caller(
+            plain,
+            shared.clone(),
+            first,
+            plan.payload,
+        )));
+        callers.push(io::spawn(caller(both, shared.clone(), first, plan.payload)));
+    }
     io::sleep(plan.warmup).await;
     let mut phases = Vec::with_capacity(2 * plan.pairs);
     for i in 0..2 * plan.pairs {
@@ -156,6 +172,7 @@ async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<Outcome, String
         phases.push(phase(&shared, on, plan.phase).await);
     }
     shared.stop.set(true);
+    shared.wake_parked();
     for c in callers {
         let _ = c.await;
     }
@@ -180,6 +197,7 @@ async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<Outcome, String
 /// One phase with the cluster `on` (or the plain client).
 async fn phase(shared: &Shared, on: bool, length: Duration) -> Phase {
     shared.cluster.set(on);
+    shared.wake_parked();
     let counter = &shared.done[usize::from(on)];
     let (calls0, cpu0, t0) = (counter.get(), thread_cpu(), Instant::now());
     io::sleep(length).await;
@@ -191,24 +209,53 @@ async fn phase(shared: &Shared, on: bool, length: Duration) -> Phase {
     }
 }
 
-/// A closed-loop caller through whichever the phase says.
-async fn caller(client: Client, cluster: Cluster, shared: Rc<Shared>, first: u64, payload: usize) {
+/// One side of the comparison: the plain client or the cluster.
+trait Side {
+    /// Whether this is the cluster.
+    const CLUSTER: bool;
+
+    fn call<'a>(&'a self, req: &'a Echo) -> impl Future<Output = Result<Reply<Echo>, Error>> + 'a;
+}
+
+impl Side for Client {
+    const CLUSTER: bool = false;
+
+    fn call<'a>(&'a self, req: &'a Echo) -> impl Future<Output = Result<Reply<Echo>, Error>> + 'a {
+        Client::call(self, &ECHO, req)
+    }
+}
+
+impl Side for Cluster {
+    const CLUSTER: bool = true;
+
+    fn call<'a>(&'a self, req: &'a Echo) -> impl Future<Output = Result<Reply<Echo>, Error>> + 'a {
+        Cluster::call(self, &ECHO, req)
+    }
+}
+
+/// A closed-loop caller through `side`, while the phase is that side's
+/// (parked otherwise).
+async fn caller<S: Side>(side: S, shared: Rc<Shared>, first: u64, payload: usize) {
     let mut req = Echo {
         id: first,
         payload: vec![0xA5; payload],
     };
-    while !shared.stop.get() {
-        let on = shared.cluster.get();
-        let result: Result<Reply<Echo>, Error> = if on {
-            cluster.call(&ECHO, &req).await
-        } else {
-            client.call(&ECHO, &req).await
-        };
-        match result {
-            Ok(reply) if reply.id.to_native() == req.id => {
-                let c = &shared.done[usize::from(on)];
-                c.set(c.get() + 1);
+    let done = &shared.done[usize::from(S::CLUSTER)];
+    loop {
+        std::future::poll_fn(|cx| {
+            if shared.stop.get() || shared.cluster.get() == S::CLUSTER {
+                Poll::Ready(())
+            } else {
+                shared.parked.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
             }
+        })
+        .await;
+        if shared.stop.get() {
+            return;
+        }
+        match side.call(&req).await {
+            Ok(reply) if reply.id.to_native() == req.id => done.set(done.get() + 1),
             _ => shared.errors.set(shared.errors.get() + 1),
         }
         req.id = req.id.wrapping_add(1);
