@@ -342,7 +342,9 @@ impl Client {
     /// Calls `method` with the default deadline.
     ///
     /// The returned future is the call path's own (no layer per call
-    /// variant): it is small and is polled without indirection.
+    /// variant): it is small and is polled without indirection. The
+    /// deadline counts from this call, not from the future's first poll
+    /// (so futures made now and awaited together later share one clock).
     pub fn call<'a, Req: Message, Resp: Message>(
         &'a self,
         method: &Method<Req, Resp>,
