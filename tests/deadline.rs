@@ -341,3 +341,44 @@ fn reply_read_after_the_deadline_is_delivered_or_counted_stale_never_lost() {
     assert_eq!(client.stats().reconnects, 0);
     finish(&client, &server);
 }
+
+/// Sleeps `id` milliseconds (async), then echoes; counts nothing.
+const SLOW: Method<Msg, Msg> = Method::new("Test.slow");
+
+#[test]
+fn a_calls_deadline_counts_from_when_the_call_is_made_not_from_its_first_poll() {
+    let server = TestServer::start(
+        base_server()
+            .register_async(SLOW, |req: Request<Msg>| async move {
+                let id = req.id.to_native();
+                sleep(Duration::from_millis(id)).await;
+                Ok::<_, String>(Msg {
+                    id,
+                    text: req.text.as_str().to_owned(),
+                })
+            })
+            .unwrap(),
+    );
+    let client = TestClient::connect(server.addr());
+    let (result, since_made) = client.run(|client| async move {
+        let made = Instant::now();
+        // A 200 ms handler, a 250 ms deadline, and the future first polled
+        // 150 ms after it was made: counted from when it was made, the call
+        // has 100 ms left and times out; counted from its first poll it
+        // would have succeeded.
+        let request = msg(200);
+        let call = client.call_with_deadline(&SLOW, &request, Duration::from_millis(250));
+        sleep(Duration::from_millis(150)).await;
+        let result = call.await.map(|r| r.id.to_native());
+        (result, made.elapsed())
+    });
+    assert!(
+        matches!(result, Err(Error::Timeout)),
+        "expected Timeout, got {result:?}"
+    );
+    assert!(
+        since_made >= Duration::from_millis(250),
+        "gave up before the deadline: {since_made:?}"
+    );
+    finish(&client, &server);
+}
