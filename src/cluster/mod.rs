@@ -160,7 +160,8 @@ impl Cluster {
         }
     }
 
-    /// Calls `method` with the cluster's default deadline.
+    /// Calls `method` with the cluster's default deadline (for all attempts
+    /// together, counted from the future's first poll).
     pub fn call<'a, Req: Message, Resp: Message>(
         &'a self,
         method: &'a Method<Req, Resp>,
