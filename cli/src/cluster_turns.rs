@@ -155,14 +155,19 @@ async fn turns(addr: std::net::SocketAddr, plan: Plan) -> Result<Outcome, String
     let mut callers = Vec::with_capacity(2 * plan.in_flight);
     for i in 0..plan.in_flight {
         let first = (i as u64) << 32;
-        let (plain, both) = (client.clone(), cluster.clone());
+        let (sh, payload) = (&shared, plan.payload);
         callers.push(io::spawn(caller(
-            plain,
-            shared.clone(),
+            client.clone(),
+            sh.clone(),
             first,
-            plan.payload,
+            payload,
         )));
-        callers.push(io::spawn(caller(both, shared.clone(), first, plan.payload)));
+        callers.push(io::spawn(caller(
+            cluster.clone(),
+            sh.clone(),
+            first,
+            payload,
+        )));
     }
     io::sleep(plan.warmup).await;
     let mut phases = Vec::with_capacity(2 * plan.pairs);
