@@ -41,6 +41,10 @@ pub const PEERS: &[(&str, RunFn)] = &[
     ("ringrpc-epoll", ringrpc_peer::run_epoll),
     ("ringrpc-tls", ringrpc_peer::run_tls),
     ("ringrpc-nodigest", ringrpc_peer::run_no_digest),
+    (
+        "ringrpc-nodigest-plainrecv",
+        ringrpc_peer::run_no_digest_plain_recv,
+    ),
     ("ringrpc-typed", ringrpc_peer::run_typed),
     ("ringrpc-handle", ringrpc_peer::run_handle),
     ("tarpc", tarpc_peer::run),

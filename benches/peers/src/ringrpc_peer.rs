@@ -40,6 +40,29 @@ pub fn run_no_digest(spec: &Spec, window: Window) -> Result<Tally, String> {
     run_with(spec, window, false)
 }
 
+/// [`run_no_digest`] with plain receives into each connection's own buffer
+/// instead of the core's provided-buffer ring (`recv_buffers(None)`).
+pub fn run_no_digest_plain_recv(spec: &Spec, window: Window) -> Result<Tally, String> {
+    let server = echo::register(Server::builder().insecure_plaintext().data_digest(false))
+        .map_err(|e| e.to_string())?;
+    let setup = Pair::start_with(
+        Driver::Auto,
+        Some(None),
+        spec.server_cpu,
+        spec.client_cpu,
+        "peers-rr",
+        server,
+    )
+    .map_err(|e| e.to_string())?;
+    let (addr, spec) = (setup.addr(), *spec);
+    let tally = setup
+        .client_rt
+        .block_on(0, move || client(addr, spec, window, false))
+        .map_err(|e| e.to_string());
+    setup.stop();
+    tally?
+}
+
 fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> {
     serve_and(spec, digest, move |addr, spec| {
         client(addr, spec, window, digest)

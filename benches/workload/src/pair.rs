@@ -40,12 +40,30 @@ impl Pair {
         name: &str,
         server: ServerBuilder,
     ) -> Result<Self, ringrpc::Error> {
+        let buffers = recv_buffers_from_env();
+        Self::start_with(driver, buffers, server_cpu, client_cpu, name, server)
+    }
+
+    /// [`start_on`](Self::start_on) with both runtimes' receive buffers set
+    /// as [`RuntimeBuilder::recv_buffers`](ringrpc::RuntimeBuilder::recv_buffers)
+    /// takes them (`None` here keeps the runtime's default).
+    pub fn start_with(
+        driver: Driver,
+        buffers: Option<Option<(u16, usize)>>,
+        server_cpu: usize,
+        client_cpu: usize,
+        name: &str,
+        server: ServerBuilder,
+    ) -> Result<Self, ringrpc::Error> {
         let runtime = |cpu, side| {
-            Runtime::builder()
+            let mut builder = Runtime::builder()
                 .cpus([cpu])
                 .name(format!("{name}-{side}"))
-                .driver(driver)
-                .build()
+                .driver(driver);
+            if let Some(buffers) = buffers {
+                builder = builder.recv_buffers(buffers);
+            }
+            builder.build()
         };
         let server_rt = runtime(server_cpu, "srv")?;
         let client_rt = runtime(client_cpu, "cli")?;
@@ -69,4 +87,15 @@ impl Pair {
         self.server.shutdown(Duration::from_millis(200));
         self.server_rt.shutdown();
     }
+}
+
+/// `RINGRPC_BENCH_RECV_BUFFERS`: `none` (plain receives) or `COUNTxSIZE`
+/// (the buffer ring's shape); unset keeps the runtime's default.
+fn recv_buffers_from_env() -> Option<Option<(u16, usize)>> {
+    let value = std::env::var("RINGRPC_BENCH_RECV_BUFFERS").ok()?;
+    if value == "none" {
+        return Some(None);
+    }
+    let (count, size) = value.split_once('x')?;
+    Some(Some((count.parse().ok()?, size.parse().ok()?)))
 }
