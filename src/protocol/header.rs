@@ -18,6 +18,8 @@
 //! header digest and kind checks (the data digest is checked by the codec once
 //! the payload is present).
 
+use std::sync::OnceLock;
+
 use super::ProtocolError;
 
 /// Size in bytes of every frame header; a multiple of 16.
@@ -244,12 +246,23 @@ pub fn check_prefix(bytes: &[u8]) -> Result<(), ProtocolError> {
 
 /// The header digest of an encoded header: the CRC32 of its bytes `0..28`.
 pub fn header_digest(header: &[u8; HEADER_LEN]) -> u32 {
-    crc32fast::hash(&header[..HEADER_DIGEST_OFFSET])
+    crc32(&header[..HEADER_DIGEST_OFFSET])
 }
 
 /// The data digest of a payload: the CRC32 of its unpadded bytes.
 pub fn data_digest(payload: &[u8]) -> u32 {
-    crc32fast::hash(payload)
+    crc32(payload)
+}
+
+/// `crc32fast::hash(bytes)` without its CPU feature detection: every
+/// `crc32fast::Hasher::new` asks for up to six CPU features (a cached atomic
+/// read and a test each, ~25 instructions per digest, four digests per call
+/// on each side), so a hasher made once is cloned instead.
+fn crc32(bytes: &[u8]) -> u32 {
+    static DETECTED: OnceLock<crc32fast::Hasher> = OnceLock::new();
+    let mut hasher = DETECTED.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(bytes);
+    hasher.finalize()
 }
 
 /// Recomputes and stores the header digest of an encoded header (for tools and
@@ -419,5 +432,16 @@ mod tests {
             0xcbf4_3926,
             "CRC-32/IEEE check value"
         );
+    }
+
+    #[test]
+    fn digests_match_crc32fast_at_every_length_and_offset() {
+        let bytes: Vec<u8> = (0..600u32).map(|i| (i * 31 + 7) as u8).collect();
+        for start in 0..17 {
+            for len in (0..300).chain([511, 512, 513, 583]) {
+                let slice = &bytes[start..start + len];
+                assert_eq!(data_digest(slice), crc32fast::hash(slice), "{start}+{len}");
+            }
+        }
     }
 }
