@@ -110,8 +110,6 @@ impl Direction {
 pub(crate) struct RecordLayer {
     tx: Direction,
     rx: Direction,
-    /// Where a record's body is opened (its capacity is kept).
-    scratch: Vec<u8>,
 }
 
 impl RecordLayer {
@@ -122,7 +120,6 @@ impl RecordLayer {
         Some(Self {
             tx: Direction::new(secrets.tx, limit)?,
             rx: Direction::new(secrets.rx, limit)?,
-            scratch: Vec::new(),
         })
     }
 
@@ -183,40 +180,49 @@ impl RecordLayer {
                 break;
             };
             let header = *header;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(body);
             let nonce = self.rx.next_nonce()?;
-            let inner = self
-                .rx
-                .key
-                .open_in_place(nonce, Aad::from(header), &mut self.scratch)
-                .map_err(|_| RecordError::Decrypt)?;
-            // RFC 8446 §5.4: content, type and padding in at most 2^14 + 1 bytes.
-            if inner.len() > MAX_PLAINTEXT + 1 {
-                return Err(RecordError::Malformed);
-            }
-            // The content type is the last byte that is not padding.
-            let end = inner
-                .iter()
-                .rposition(|&b| b != 0)
-                .ok_or(RecordError::Malformed)?;
-            let content = &inner[..end];
-            match inner[end] {
-                APPLICATION_DATA => {
-                    plain.append(content);
-                    opened.plaintext += content.len();
+            let key = &self.rx.key;
+            let mut kind = 0;
+            // The body is copied after the plaintext received so far and
+            // opened in place there; only application data is kept.
+            let content = plain.append_with(len, |tail| {
+                tail.copy_from_slice(body);
+                let inner = key
+                    .open_in_place(nonce, Aad::from(header), tail)
+                    .map_err(|_| RecordError::Decrypt)?;
+                let (end, content_type) = inner_content(inner)?;
+                kind = content_type;
+                match content_type {
+                    APPLICATION_DATA => Ok(end),
+                    ALERT if end == 2 && inner[1] == CLOSE_NOTIFY => Ok(0),
+                    HANDSHAKE => only_session_tickets(&inner[..end]).map(|()| 0),
+                    ALERT => Err(RecordError::Unsupported),
+                    _ => Err(RecordError::Malformed),
                 }
-                ALERT if content.len() == 2 && content[1] == CLOSE_NOTIFY => {
-                    opened.peer_closed = true;
-                }
-                HANDSHAKE => only_session_tickets(content)?,
-                ALERT => return Err(RecordError::Unsupported),
-                _ => return Err(RecordError::Malformed),
+            })?;
+            match kind {
+                APPLICATION_DATA => opened.plaintext += content,
+                ALERT => opened.peer_closed = true,
+                _ => {}
             }
             opened.consumed += HEADER_LEN + len;
         }
         Ok(opened)
     }
+}
+
+/// The length of an opened record's content and its content type: RFC 8446
+/// §5.4, the type is the last byte that is not padding, and content, type and
+/// padding take at most 2^14 + 1 bytes.
+fn inner_content(inner: &[u8]) -> Result<(usize, u8), RecordError> {
+    if inner.len() > MAX_PLAINTEXT + 1 {
+        return Err(RecordError::Malformed);
+    }
+    let end = inner
+        .iter()
+        .rposition(|&b| b != 0)
+        .ok_or(RecordError::Malformed)?;
+    Ok((end, inner[end]))
 }
 
 /// Checks that post-handshake `messages` are all session tickets (which a

@@ -549,6 +549,53 @@ impl RecvBuf {
             data = &data[n..];
         }
     }
+
+    /// Makes the chunk the active region with `len` free bytes after the
+    /// unconsumed ones: in place if they fit, by compacting an unshared chunk,
+    /// or in a recycled chunk of the connection's chunk size once a piece
+    /// larger than the small first chunk came (as plain receives grow).
+    #[cfg(any(test, feature = "tls"))]
+    fn room_in_chunk(&mut self, len: usize) {
+        let pending = self.filled - self.consumed;
+        if self.seg.is_none() {
+            if let Some(chunk) = &self.chunk {
+                if chunk.capacity() - self.filled >= len {
+                    return;
+                }
+                if Rc::strong_count(chunk) == 1 && chunk.capacity() >= pending + len {
+                    return self.compact();
+                }
+            }
+        }
+        if pending + len > self.class {
+            self.class = self.chunk_size;
+        }
+        self.switch_chunk((pending + len).max(self.class));
+    }
+
+    /// Hands `fill` the `len` bytes right after the unconsumed ones, in one
+    /// piece, and keeps the first `n` of them when it returns `Ok(n)` (at most
+    /// `len`; nothing on an error). A TLS record is opened this way: its
+    /// ciphertext is copied here and decrypted in place, so its plaintext
+    /// lands where frames are read, with no copy in between.
+    #[cfg(any(test, feature = "tls"))]
+    pub(crate) fn append_with<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        self.room_in_chunk(len);
+        let chunk = self.chunk.as_ref().expect("room_in_chunk leaves a chunk");
+        // SAFETY: room_in_chunk left at least `len` bytes past `filled` in the
+        // chunk, which is the active region (no segment is leased). No view
+        // covers them (views end at or below `filled`) and nothing else writes
+        // them; chunk memory is initialised (zeroed when allocated).
+        let tail =
+            unsafe { std::slice::from_raw_parts_mut(chunk.ptr.as_ptr().add(self.filled), len) };
+        let n = fill(tail)?;
+        self.filled += n.min(len);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -576,6 +623,48 @@ mod tests {
         let mut buf = RecvBuf::new(1 << 63);
         buf.reserve(32);
         assert!(room(&mut buf) <= Chunk::MAX);
+    }
+
+    #[test]
+    fn append_with_keeps_what_fill_reports_after_the_pending_bytes() {
+        let mut buf = RecvBuf::new(64 << 10);
+        buf.append(&[7u8; 20]);
+        let kept = buf.append_with(100, |tail| {
+            assert_eq!(tail.len(), 100, "one piece of the asked length");
+            tail.fill(9);
+            Ok::<_, ()>(30)
+        });
+        assert_eq!(kept, Ok(30));
+        assert_eq!(buf.unconsumed().len(), 50);
+        assert!(buf.unconsumed()[..20].iter().all(|b| *b == 7));
+        assert!(buf.unconsumed()[20..].iter().all(|b| *b == 9));
+        assert_eq!(
+            buf.append_with(100, |tail| {
+                tail.fill(1);
+                Err::<usize, _>("bad record")
+            }),
+            Err("bad record")
+        );
+        assert_eq!(buf.unconsumed().len(), 50, "an error keeps nothing");
+    }
+
+    #[test]
+    fn append_with_never_writes_under_a_held_view() {
+        let mut buf = RecvBuf::new(16 << 10);
+        buf.append(&[1u8; 48]);
+        let view = buf.view(0, 48);
+        buf.consume(48);
+        for round in 0..40u8 {
+            let len = 1000 + usize::from(round) * 97;
+            buf.append_with(len, |tail| {
+                tail.fill(round);
+                Ok::<_, ()>(len - 1)
+            })
+            .unwrap();
+            assert!(buf.unconsumed().iter().all(|b| *b == round));
+            buf.consume(len - 1);
+        }
+        assert!(view.iter().all(|b| *b == 1), "held view unchanged");
     }
 
     #[test]
