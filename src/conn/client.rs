@@ -103,6 +103,13 @@ pub(crate) struct Finished {
 /// Completion times of the most recent write batches, indexed by `seq % len`.
 const WRITTEN_RING: usize = 64;
 
+/// Call slots a new connection reserves. The table grows (doubling) up to
+/// `max_in_flight` as calls pile up and keeps what it grew to, so a busy
+/// connection stops allocating once warm, while an idle or lightly used one
+/// holds a few KiB rather than `max_in_flight` slots (~120 KiB at the
+/// default 1024).
+const INITIAL_CALL_SLOTS: usize = 16;
+
 /// A connection's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -155,7 +162,7 @@ impl ClientCore {
     /// A live connection that came up at `now` (its heartbeat counts from then).
     pub fn new(now: Instant, cfg: ClientCoreConfig, counters: Rc<Counters>) -> Self {
         Self {
-            calls: CallTable::with_capacity(cfg.max_in_flight.min(4096)),
+            calls: CallTable::with_capacity(cfg.max_in_flight.min(INITIAL_CALL_SLOTS)),
             cfg,
             counters,
             out: Vec::new(),
@@ -609,10 +616,26 @@ impl ClientCore {
             self.ping_sent = None;
         }
         if now >= self.last_rx + self.cfg.heartbeat_interval {
+            self.release_idle_memory();
             self.ping_seq += 1;
             self.push_control(FrameKind::Ping, self.ping_seq);
             self.counters.ping();
             self.ping_sent = Some(now);
+        }
+    }
+}
+
+impl ClientCore {
+    /// After a heartbeat interval of silence, with no call in flight and
+    /// nothing being sent: gives back the send buffers and the call slots a
+    /// burst grew (they grow again when calls come), so an idle connection
+    /// holds a few KiB whatever it carried before.
+    fn release_idle_memory(&mut self) {
+        if self.calls.is_empty() && self.out.is_empty() && self.sending.is_none() {
+            self.out = Vec::new();
+            self.spare = Vec::new();
+            self.calls
+                .release_room(self.cfg.max_in_flight.min(INITIAL_CALL_SLOTS));
         }
     }
 }

@@ -384,6 +384,12 @@ impl<C: Clock> ServerCore<C> {
                 None => Incoming::Handled(header),
             },
             FrameKind::Ping => {
+                // A client pings after a second of silence: a good time to
+                // give back the send buffers a burst grew, if idle.
+                if self.is_idle() {
+                    self.out = Vec::new();
+                    self.spare = Vec::new();
+                }
                 self.push_control(FrameKind::Pong, header.call_id);
                 Incoming::Handled(header)
             }

@@ -471,6 +471,7 @@ impl CoreMetrics {
             server_methods,
             stalls: 0,
             recv_ring_dry: 0,
+            recv_pool_bytes: 0,
             driver: None,
         }
     }
@@ -505,6 +506,10 @@ pub struct CoreSnapshot {
     /// Receives that found the core's provided-buffer ring empty and fell
     /// back to a plain receive into the connection's own buffer.
     pub recv_ring_dry: u64,
+    /// Bytes of emptied receive chunks the core keeps for its connections to
+    /// reuse (a gauge; at most 4 MiB per core): memory an idle connection
+    /// gave back, still held by the runtime.
+    pub recv_pool_bytes: u64,
     /// The I/O driver the core runs ([`Driver::IoUring`](crate::Driver::IoUring)
     /// or [`Driver::Epoll`](crate::Driver::Epoll); `None` for a merged view
     /// of cores on different drivers, or off a runtime).
@@ -536,6 +541,7 @@ impl CoreSnapshot {
         self.server.merge(&other.server);
         self.stalls += other.stalls;
         self.recv_ring_dry += other.recv_ring_dry;
+        self.recv_pool_bytes += other.recv_pool_bytes;
         if self.driver != other.driver {
             self.driver = None;
         }

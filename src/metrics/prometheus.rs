@@ -68,6 +68,17 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
         help: "Receives that found the core's buffer ring empty (fell back to a plain receive).",
     }];
     counter_family(&mut out, &dry_info, &cores, &dry);
+    let pooled: Vec<Vec<u64>> = snapshot
+        .cores
+        .iter()
+        .map(|c| vec![c.recv_pool_bytes])
+        .collect();
+    let pool_info = [MetricInfo {
+        name: "ringrpc_core_recv_pool_bytes",
+        kind: "gauge",
+        help: "Bytes of emptied receive chunks the core keeps for reuse (at most 4 MiB).",
+    }];
+    counter_family(&mut out, &pool_info, &cores, &pooled);
     driver_gauge(&mut out, snapshot);
     pools(&mut out, snapshot, &cores);
     super::endpoints::render(&mut out, snapshot, &cores);

@@ -68,6 +68,20 @@ impl<T> CallTable<T> {
         Some(self.slots.remove(id.index as usize).value)
     }
 
+    /// Slots held (in use or free) before the table must grow.
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
+    /// With no call in flight, lets go of the room a burst grew, keeping
+    /// `capacity` slots. Ids issued before stay stale: generations go on
+    /// counting from where they were.
+    pub fn release_room(&mut self, capacity: usize) {
+        if self.slots.is_empty() && self.slots.capacity() > capacity {
+            self.slots = Slab::with_capacity(capacity);
+        }
+    }
+
     /// Number of calls in flight.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -235,6 +235,13 @@ const POOLED_CHUNK_MAX: usize = 256 << 10;
 /// Most bytes the core's pool keeps in all.
 const POOLED_BYTES_MAX: usize = 4 << 20;
 
+/// Bytes of the chunks in this core's pool.
+pub(crate) fn pooled_bytes() -> usize {
+    CORE_POOL
+        .try_with(|p| p.borrow().iter().map(|c| c.capacity()).sum())
+        .unwrap_or(0)
+}
+
 /// Gives a chunk back to the core's pool (dropped when the pool is full, the
 /// chunk is larger than [`POOLED_CHUNK_MAX`] or the pool would hold more than
 /// [`POOLED_BYTES_MAX`]).

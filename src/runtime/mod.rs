@@ -543,6 +543,7 @@ impl Runtime {
                 self.spawn_on(core, move || async move {
                     let mut snap = crate::metrics::local().snapshot(Some(core));
                     snap.recv_ring_dry = bufring::dry_count();
+                    snap.recv_pool_bytes = buf::pooled_bytes() as u64;
                     snap.driver = Some(backend::current());
                     snap
                 })

@@ -38,6 +38,11 @@ async fn pace() {
 pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize> {
     pace().await;
     let source = stream.source()?;
+    if !source.is_ready(Dir::Read) {
+        // About to wait: a connection waiting for bytes holds no receive
+        // memory (its emptied chunks go back to the core's pool).
+        buf.release_idle();
+    }
     source.ready(Dir::Read).await?;
     loop {
         let tail = buf.read_target();
@@ -58,7 +63,10 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
         let e = io::Error::last_os_error();
         buf.commit(tail, 0);
         match e.kind() {
-            io::ErrorKind::WouldBlock => source.blocked(Dir::Read).await?,
+            io::ErrorKind::WouldBlock => {
+                buf.release_idle();
+                source.blocked(Dir::Read).await?;
+            }
             io::ErrorKind::Interrupted => {}
             _ => return Err(e),
         }

@@ -280,6 +280,12 @@ impl Source {
         self.half(dir, |h| h.ready = h.closed);
     }
 
+    /// True unless a call found `dir` drained since its last event (then
+    /// [`ready`](Self::ready) would wait).
+    pub fn is_ready(&self, dir: Dir) -> bool {
+        self.half(dir, |h| h.ready).unwrap_or(true)
+    }
+
     /// Waits until `dir` is ready (at once if no call found it drained since
     /// its last event).
     pub async fn ready(&self, dir: Dir) -> stdio::Result<()> {
