@@ -432,6 +432,10 @@ fn check_prometheus(
     );
     assert_eq!(prom_c.sum("ringrpc_pool_misses_total", &ep), 1.0);
     assert_eq!(one(&prom_c, "ringrpc_core_stalls_total"), c.stalls as f64);
+    assert_eq!(
+        one(&prom_c, "ringrpc_core_recv_pool_bytes"),
+        c.recv_pool_bytes as f64
+    );
 
     let summary_count =
         |p: &Parsed, name: &str, label: (&str, &str)| p.sum(&format!("{name}_count"), &[label]);
