@@ -1,6 +1,6 @@
 //! What an idle connection costs, client and server together, measured with a
-//! counting allocator (live heap): right after it connects, and once a
-//! heartbeat interval passed after a burst of 20 KB calls. A burst grows the
+//! counting allocator (live heap): right after it connects, and once every
+//! connection pinged after a burst of 20 KB calls. A burst grows the
 //! send buffers, the call table and (under TLS) the plaintext buffers; an
 //! idle connection gives them back (the client when it pings, the server
 //! when the ping arrives, the receive buffers before each wait), so
@@ -19,7 +19,7 @@ mod tls_support;
 
 use std::time::Duration;
 
-use common::{base_server, client_builder, Msg, TestClient, TestServer, ECHO};
+use common::{base_server, client_builder, wait_until, Msg, TestClient, TestServer, ECHO};
 use ringrpc::{ClientBuilder, ServerBuilder};
 
 #[path = "support/live_heap.rs"]
@@ -53,8 +53,7 @@ fn heap_of(server: ServerBuilder, client: ClientBuilder, n: usize, text: usize) 
     let before = settled_heap();
     let client = client
         .pool_size(n)
-        .heartbeat_interval(Duration::from_millis(100))
-        .heartbeat_timeout(Duration::from_millis(300));
+        .heartbeat_interval(Duration::from_millis(100));
     let client = TestClient::connect_with(client, server.addr());
     // Every connection of the pool is up (the pool connects them all).
     std::thread::sleep(Duration::from_millis(300));
@@ -71,9 +70,15 @@ fn heap_of(server: ServerBuilder, client: ClientBuilder, n: usize, text: usize) 
         failed.into_iter().filter(|f| *f).count()
     });
     assert_eq!(failed, 0, "every call of the burst answered");
-    // The client pings after 100 ms of silence (or 300 ms after a ping
-    // still outstanding from before the burst).
-    std::thread::sleep(Duration::from_millis(900));
+    // A connection pings once quiet for 100 ms (or once a ping from before
+    // the burst is a heartbeat timeout old): the client lets go of its
+    // buffers then, the server when the ping arrives.
+    let pings = || client.rt.metrics().merged().client.pings;
+    let after_burst = pings();
+    wait_until(Duration::from_secs(5), "a ping on every connection", || {
+        pings() >= after_burst + n as u64
+    });
+    std::thread::sleep(Duration::from_millis(100));
     let idle = live_heap::live_bytes() - pooled(&client);
     drop(client);
     let kib = |bytes: usize| bytes.saturating_sub(before) as f64 / 1024.0;
