@@ -282,6 +282,9 @@ pub(crate) struct RecvBuf {
     /// The last read filled all the room it had (more data is likely waiting).
     filled_tail: bool,
     spare: Vec<Rc<Chunk>>,
+    /// Bytes moved between chunks so far (tests check growth is geometric).
+    #[cfg(test)]
+    moved: usize,
 }
 
 impl Drop for RecvBuf {
@@ -311,6 +314,8 @@ impl RecvBuf {
             class: SMALL_CHUNK,
             filled_tail: false,
             spare: Vec::new(),
+            #[cfg(test)]
+            moved: 0,
         }
     }
 
@@ -387,6 +392,17 @@ impl RecvBuf {
         }
     }
 
+    /// [`release_idle`](Self::release_idle), and plain receives start small
+    /// again (until one fills what it is given): for a connection that reads
+    /// into its own chunks (epoll), so that one woken for a few bytes does not
+    /// take a full-size chunk from the pool.
+    pub fn release_idle_and_shrink(&mut self) {
+        if self.consumed == self.filled && self.seg.is_none() {
+            self.release_idle();
+            (self.class, self.filled_tail) = (SMALL_CHUNK, false);
+        }
+    }
+
     /// Takes `len` bytes a ring receive put at `ptr` in buffer `bid` (one
     /// lease, which this buffer now owns). Read in place when they start a
     /// frame at an aligned address; otherwise appended to the chunk.
@@ -458,6 +474,10 @@ impl RecvBuf {
             None => pooled_chunk(cap),
         };
         let pending = self.filled - self.consumed;
+        #[cfg(test)]
+        {
+            self.moved += pending;
+        }
         if let Some(base) = self.base() {
             // SAFETY: `fresh` is unshared (count 1, or new), so we may write its
             // front; the source range is written and lives in another allocation.
@@ -574,10 +594,14 @@ impl RecvBuf {
                 }
             }
         }
-        if pending + len > self.class {
+        let want = pending + len;
+        if want > self.class {
             self.class = self.chunk_size;
         }
-        self.switch_chunk((pending + len).max(self.class));
+        // Towards the frame being completed, room for twice what is here (at
+        // most the frame): a large frame's bytes move O(log n) times as its
+        // records come in, not once per record.
+        self.switch_chunk(want.max(self.need.min(2 * want)).max(self.class));
     }
 
     /// Hands `fill` the `len` bytes right after the unconsumed ones, in one
@@ -653,6 +677,41 @@ mod tests {
             Err("bad record")
         );
         assert_eq!(buf.unconsumed().len(), 50, "an error keeps nothing");
+    }
+
+    #[test]
+    fn a_large_frame_opened_record_by_record_moves_its_bytes_a_few_times() {
+        let mut buf = RecvBuf::new(256 << 10);
+        let frame = 4 << 20;
+        buf.reserve(frame);
+        let record = [3u8; 16 << 10];
+        while buf.unconsumed().len() < frame {
+            buf.append_with(record.len(), |tail| {
+                tail.copy_from_slice(&record);
+                Ok::<_, ()>(record.len())
+            })
+            .unwrap();
+        }
+        // Growth by doubling moves about the frame's size in all; growing by
+        // one record at a time would move ~500 MiB.
+        assert!(
+            buf.moved <= 2 * frame,
+            "moved {} bytes for a {frame}-byte frame",
+            buf.moved
+        );
+        assert!(buf.unconsumed().iter().all(|b| *b == 3));
+    }
+
+    #[test]
+    fn a_released_buffer_starts_small_again() {
+        let mut buf = RecvBuf::new(256 << 10);
+        buf.append(&[1u8; 100 << 10]);
+        buf.consume(100 << 10);
+        buf.release_idle_and_shrink();
+        assert_eq!(buf.class, SMALL_CHUNK);
+        buf.append(&[2u8; 64]);
+        assert_eq!(buf.class, SMALL_CHUNK, "64 bytes do not make it grow");
+        assert_eq!(buf.unconsumed(), &[2u8; 64]);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
     if !source.is_ready(Dir::Read) {
         // About to wait: a connection waiting for bytes holds no receive
         // memory (its emptied chunks go back to the core's pool).
-        buf.release_idle();
+        buf.release_idle_and_shrink();
     }
     source.ready(Dir::Read).await?;
     loop {
@@ -64,7 +64,7 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
         buf.commit(tail, 0);
         match e.kind() {
             io::ErrorKind::WouldBlock => {
-                buf.release_idle();
+                buf.release_idle_and_shrink();
                 source.blocked(Dir::Read).await?;
             }
             io::ErrorKind::Interrupted => {}
