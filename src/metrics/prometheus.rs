@@ -38,6 +38,9 @@ fn driver_gauge(out: &mut String, snapshot: &MetricsSnapshot) {
 
 const QUANTILES: [f64; 4] = [0.5, 0.95, 0.99, 0.999];
 
+/// Reads one per-core figure off a core's snapshot.
+type CoreValue = fn(&super::CoreSnapshot) -> u64;
+
 pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
     let mut out = String::with_capacity(16 << 10);
     let cores: Vec<String> = snapshot
@@ -50,35 +53,36 @@ pub(super) fn render(snapshot: &MetricsSnapshot) -> String {
     let server: Vec<Vec<u64>> = snapshot.cores.iter().map(|c| c.server.values()).collect();
     counter_family(&mut out, super::ClientCounts::INFO, &cores, &client);
     counter_family(&mut out, super::ServerCounts::INFO, &cores, &server);
-    let stalls: Vec<Vec<u64>> = snapshot.cores.iter().map(|c| vec![c.stalls]).collect();
-    let stall_info = [MetricInfo {
-        name: "ringrpc_core_stalls_total",
-        kind: "counter",
-        help: "Times the core's event loop did not turn within the stall threshold.",
-    }];
-    counter_family(&mut out, &stall_info, &cores, &stalls);
-    let dry: Vec<Vec<u64>> = snapshot
-        .cores
-        .iter()
-        .map(|c| vec![c.recv_ring_dry])
-        .collect();
-    let dry_info = [MetricInfo {
-        name: "ringrpc_core_recv_ring_dry_total",
-        kind: "counter",
-        help: "Receives that found the core's buffer ring empty (fell back to a plain receive).",
-    }];
-    counter_family(&mut out, &dry_info, &cores, &dry);
-    let pooled: Vec<Vec<u64>> = snapshot
-        .cores
-        .iter()
-        .map(|c| vec![c.recv_pool_bytes])
-        .collect();
-    let pool_info = [MetricInfo {
-        name: "ringrpc_core_recv_pool_bytes",
-        kind: "gauge",
-        help: "Bytes of emptied receive chunks the core keeps for reuse (at most 4 MiB).",
-    }];
-    counter_family(&mut out, &pool_info, &cores, &pooled);
+    let per_core: [(MetricInfo, CoreValue); 3] = [
+        (
+            MetricInfo {
+                name: "ringrpc_core_stalls_total",
+                kind: "counter",
+                help: "Times the core's event loop did not turn within the stall threshold.",
+            },
+            |c| c.stalls,
+        ),
+        (
+            MetricInfo {
+                name: "ringrpc_core_recv_ring_dry_total",
+                kind: "counter",
+                help: "Receives that found the core's buffer ring empty (fell back to a plain receive).",
+            },
+            |c| c.recv_ring_dry,
+        ),
+        (
+            MetricInfo {
+                name: "ringrpc_core_recv_pool_bytes",
+                kind: "gauge",
+                help: "Bytes of emptied receive chunks the core keeps for reuse (at most 4 MiB).",
+            },
+            |c| c.recv_pool_bytes,
+        ),
+    ];
+    for (info, value) in per_core {
+        let values: Vec<Vec<u64>> = snapshot.cores.iter().map(|c| vec![value(c)]).collect();
+        counter_family(&mut out, &[info], &cores, &values);
+    }
     driver_gauge(&mut out, snapshot);
     pools(&mut out, snapshot, &cores);
     super::endpoints::render(&mut out, snapshot, &cores);

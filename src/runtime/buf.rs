@@ -435,17 +435,26 @@ impl RecvBuf {
     fn make_room(&mut self, room: usize) {
         let pending = self.filled - self.consumed;
         let want = (pending + room).max(self.need.min((2 * (pending + room)).max(self.class)));
-        if self.seg.is_none() {
-            if let Some(chunk) = &self.chunk {
-                if chunk.capacity() - self.filled >= room {
-                    return;
-                }
-                if Rc::strong_count(chunk) == 1 && chunk.capacity() >= pending + room {
-                    return self.compact();
-                }
-            }
+        if !self.room_in_place(room) {
+            self.switch_chunk(want);
         }
-        self.switch_chunk(want);
+    }
+
+    /// True when the chunk is the active region and has `room` free bytes
+    /// after the unconsumed ones, compacting it first if it is unshared and
+    /// that makes them fit.
+    fn room_in_place(&mut self, room: usize) -> bool {
+        let pending = self.filled - self.consumed;
+        match (&self.seg, &self.chunk) {
+            (None, Some(chunk)) if chunk.capacity() - self.filled >= room => true,
+            (None, Some(chunk))
+                if Rc::strong_count(chunk) == 1 && chunk.capacity() >= pending + room =>
+            {
+                self.compact();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Moves the unconsumed bytes to the front of the (unshared) current chunk.
@@ -583,18 +592,10 @@ impl RecvBuf {
     /// larger than the small first chunk came (as plain receives grow).
     #[cfg(any(test, feature = "tls"))]
     fn room_in_chunk(&mut self, len: usize) {
-        let pending = self.filled - self.consumed;
-        if self.seg.is_none() {
-            if let Some(chunk) = &self.chunk {
-                if chunk.capacity() - self.filled >= len {
-                    return;
-                }
-                if Rc::strong_count(chunk) == 1 && chunk.capacity() >= pending + len {
-                    return self.compact();
-                }
-            }
+        if self.room_in_place(len) {
+            return;
         }
-        let want = pending + len;
+        let want = self.filled - self.consumed + len;
         if want > self.class {
             self.class = self.chunk_size;
         }

@@ -22,13 +22,19 @@ pub fn run(spec: &Spec, window: Window) -> Result<Tally, String> {
 /// [`run`] with the client and the server on the epoll driver.
 pub fn run_epoll(spec: &Spec, window: Window) -> Result<Tally, String> {
     let setup = setup_on(Driver::Epoll, spec, true)?;
-    let (addr, spec) = (setup.addr(), *spec);
     if setup.client_rt.driver().kind != Driver::Epoll {
+        setup.stop();
         return Err("ringrpc-epoll: the runtime did not start on epoll".into());
     }
+    call_and_stop(setup, spec, window, true)
+}
+
+/// Runs the workload's client against `setup`'s server, then stops both.
+fn call_and_stop(setup: Pair, spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> {
+    let (addr, spec) = (setup.addr(), *spec);
     let tally = setup
         .client_rt
-        .block_on(0, move || client(addr, spec, window, true))
+        .block_on(0, move || client(addr, spec, window, digest))
         .map_err(|e| e.to_string());
     setup.stop();
     tally?
@@ -54,13 +60,7 @@ pub fn run_no_digest_plain_recv(spec: &Spec, window: Window) -> Result<Tally, St
         server,
     )
     .map_err(|e| e.to_string())?;
-    let (addr, spec) = (setup.addr(), *spec);
-    let tally = setup
-        .client_rt
-        .block_on(0, move || client(addr, spec, window, false))
-        .map_err(|e| e.to_string());
-    setup.stop();
-    tally?
+    call_and_stop(setup, spec, window, false)
 }
 
 fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> {
