@@ -108,7 +108,7 @@ const WRITTEN_RING: usize = 64;
 /// connection stops allocating once warm, while an idle or lightly used one
 /// holds a few KiB rather than `max_in_flight` slots (~120 KiB at the
 /// default 1024).
-const INITIAL_CALL_SLOTS: usize = 16;
+pub(super) const INITIAL_CALL_SLOTS: usize = 16;
 
 /// A connection's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,9 +623,18 @@ impl ClientCore {
             self.ping_sent = Some(now);
         }
     }
-}
 
-impl ClientCore {
+    /// Call slots, and the capacities of the send buffer and its spare (for
+    /// the deterministic tests).
+    #[cfg(test)]
+    pub(super) fn room(&self) -> (usize, usize, usize) {
+        (
+            self.calls.capacity(),
+            self.out.capacity(),
+            self.spare.capacity(),
+        )
+    }
+
     /// After a heartbeat interval of silence, with no call in flight and
     /// nothing being sent: gives back the send buffers and the call slots a
     /// burst grew (they grow again when calls come), so an idle connection

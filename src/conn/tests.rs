@@ -263,6 +263,33 @@ fn a_lost_reply_times_out_exactly_at_the_deadline() {
 }
 
 #[test]
+fn a_quiet_connection_gives_back_what_a_burst_grew_when_it_pings() {
+    let mut h = Harness::new();
+    let ids: Vec<CallId> = (0..300).map(|i| h.call(i, 5 * INTERVAL)).collect();
+    let sent = h.sent();
+    let grown = h.core.room();
+    assert!(grown.0 >= 300 && grown.2 > 4096, "{grown:?}");
+    let replies: Vec<u8> = requests(&sent)
+        .iter()
+        .flat_map(|(call_id, _)| response(*call_id, b"ok"))
+        .collect();
+    h.now = h.at(MS);
+    h.deliver(&replies).unwrap();
+    ids.into_iter()
+        .for_each(|id| assert!(h.finished(id).0.is_ok()));
+    h.advance_to(INTERVAL);
+    assert_eq!(h.core.room(), grown, "not yet: a moment of quiet");
+    h.advance_to(INTERVAL + MS);
+    assert_eq!(kinds(&h.sent()), [FrameKind::Ping]);
+    let (slots, out, spare) = h.core.room();
+    assert!(slots <= super::client::INITIAL_CALL_SLOTS, "{slots} slots");
+    assert!(out < 4096 && spare < 4096, "{out} / {spare} bytes");
+    let id = h.call(7, INTERVAL);
+    assert_eq!(requests(&h.sent()).len(), 1, "calls go on as before");
+    assert!(h.pending(id));
+}
+
+#[test]
 fn only_an_earlier_deadline_moves_the_timeout() {
     let mut h = Harness::new();
     assert_eq!(h.core.poll_timeout(), Some(h.at(INTERVAL)), "the heartbeat");

@@ -174,4 +174,25 @@ mod tests {
             assert_eq!(ids[v as usize], id);
         }
     }
+
+    #[test]
+    fn released_room_shrinks_only_an_empty_table_and_old_ids_stay_stale() {
+        let mut table = CallTable::with_capacity(4);
+        let ids: Vec<_> = (0..100).map(|i| table.insert(i)).collect();
+        assert!(table.capacity() >= 100);
+        table.release_room(4);
+        assert!(table.capacity() >= 100, "calls in flight: nothing released");
+        ids.iter()
+            .for_each(|id| assert!(table.remove(*id).is_some()));
+        table.release_room(4);
+        assert!(
+            table.capacity() < 100,
+            "empty: back to {}",
+            table.capacity()
+        );
+        let fresh = table.insert(7);
+        assert_eq!(fresh.index, ids[0].index, "the slot is reused");
+        assert!(table.get_mut(ids[0]).is_none(), "an old id is stale");
+        assert_eq!(table.get_mut(fresh), Some(&mut 7));
+    }
 }
