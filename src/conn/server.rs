@@ -312,6 +312,23 @@ impl<C: Clock> ServerCore<C> {
         self.partial_since
     }
 
+    /// Gives back the send buffers a burst grew, if the connection is idle
+    /// (they grow again with the next replies). Called when a ping arrives
+    /// (a ringrpc client pings after a heartbeat interval of silence) and by
+    /// the core's sweep for connections idle longer than that.
+    pub fn release_idle_buffers(&mut self) {
+        if self.is_idle() {
+            self.out = Vec::new();
+            self.spare = Vec::new();
+        }
+    }
+
+    /// Capacities of the send buffer and its spare (for tests).
+    #[cfg(test)]
+    pub(crate) fn send_room(&self) -> (usize, usize) {
+        (self.out.capacity(), self.spare.capacity())
+    }
+
     /// True when nothing is left to do before the connection may close: no
     /// handler runs, nothing is queued and nothing is being written.
     pub fn is_idle(&self) -> bool {
@@ -384,12 +401,8 @@ impl<C: Clock> ServerCore<C> {
                 None => Incoming::Handled(header),
             },
             FrameKind::Ping => {
-                // A client pings after a second of silence: a good time to
-                // give back the send buffers a burst grew, if idle.
-                if self.is_idle() {
-                    self.out = Vec::new();
-                    self.spare = Vec::new();
-                }
+                // A client pings after a second of silence.
+                self.release_idle_buffers();
                 self.push_control(FrameKind::Pong, header.call_id);
                 Incoming::Handled(header)
             }

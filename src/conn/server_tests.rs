@@ -259,6 +259,30 @@ fn responses(frames: &[(FrameHeader, Vec<u8>)]) -> Vec<(u64, u64)> {
 }
 
 #[test]
+fn an_idle_connection_gives_back_its_send_buffers_but_a_busy_one_keeps_them() {
+    let mut s = Server::new(config(512));
+    let burst: Vec<u8> = (0..300)
+        .flat_map(|i| request(i + 1, i, Duration::ZERO))
+        .collect();
+    s.deliver_with(
+        &burst,
+        |v| if v == 0 { Handle::Defer } else { Handle::Echo },
+    )
+    .unwrap();
+    assert_eq!(s.sent().len(), 299);
+    let grown = s.core.send_room();
+    assert!(grown.0 > 4096 || grown.1 > 4096, "{grown:?}");
+    s.core.release_idle_buffers();
+    assert_eq!(s.core.send_room(), grown, "a handler still runs");
+    s.finish(1);
+    assert_eq!(s.sent().len(), 1);
+    s.core.release_idle_buffers();
+    assert_eq!(s.core.send_room(), (0, 0), "idle: both given back");
+    s.deliver(&request(9, 9, Duration::ZERO)).unwrap();
+    assert_eq!(responses(&s.sent()), [(9, 1009)], "and replies go on");
+}
+
+#[test]
 fn a_ping_is_answered_with_a_pong_of_the_same_id() {
     let mut s = Server::new(config(16));
     assert_eq!(s.deliver(&control(FrameKind::Ping, 77)), Ok(1));

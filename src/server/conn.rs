@@ -210,6 +210,12 @@ impl ConnShared {
         self.core.borrow().idle_since()
     }
 
+    /// Gives back the send buffers of an idle connection (see
+    /// `ServerCore::release_idle_buffers`).
+    pub fn release_idle_buffers(&self) {
+        self.core.borrow_mut().release_idle_buffers();
+    }
+
     /// While a send is under way: when it last made progress.
     pub fn write_stuck_since(&self) -> Option<Instant> {
         self.write_stuck.get()

@@ -23,6 +23,11 @@ use crate::runtime::io;
 /// to close it before the server does.
 const IDLE_GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a connection must have been idle before a sweep gives back its
+/// send buffers (clients that never ping; a ringrpc client's ping does it
+/// after its heartbeat interval).
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// Runs the sweeps of one core forever (the core's serve task drops it).
 pub(crate) async fn sweep(state: Rc<CoreState>, cfg: Arc<ServerConfig>) {
     let period = period(&cfg);
@@ -31,7 +36,12 @@ pub(crate) async fn sweep(state: Rc<CoreState>, cfg: Arc<ServerConfig>) {
         let now = Instant::now();
         for conn in state.all() {
             match verdict(&conn, &cfg, now) {
-                Verdict::Keep => {}
+                Verdict::Keep => {
+                    let quiet = conn.idle_since().map(|t| now.saturating_duration_since(t));
+                    if quiet.is_some_and(|q| q >= IDLE_RELEASE) {
+                        conn.release_idle_buffers();
+                    }
+                }
                 Verdict::Close(event) => {
                     tracing::debug!(?event, "closing connection");
                     cfg.count(event);
