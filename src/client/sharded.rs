@@ -17,7 +17,7 @@ use crate::Error;
 
 /// The shard (server core index) that owns `key` among `shards`.
 pub fn shard_of(key: &[u8], shards: usize) -> usize {
-    crc32fast::hash(key) as usize % shards.max(1)
+    crate::protocol::header::crc32(key) as usize % shards.max(1)
 }
 
 /// One client per server shard, choosing the shard by key (see the module docs).
@@ -51,5 +51,20 @@ impl ShardedClient {
     /// Every shard's client, in shard order.
     pub fn shards(&self) -> &[Client] {
         &self.shards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of;
+
+    #[test]
+    fn the_shard_is_the_keys_crc32_modulo_the_shards() {
+        // CRC-32/IEEE of "123456789" is 0xCBF43926: a key's shard must not
+        // change between versions, or keys would move between cores.
+        assert_eq!(shard_of(b"123456789", 7), 0xCBF4_3926 % 7);
+        assert_eq!(shard_of(b"123456789", 4), 2);
+        assert_eq!(shard_of(b"anything", 1), 0);
+        assert_eq!(shard_of(b"anything", 0), 0, "no shards: shard 0");
     }
 }

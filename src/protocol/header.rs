@@ -258,7 +258,7 @@ pub fn data_digest(payload: &[u8]) -> u32 {
 /// `crc32fast::Hasher::new` asks for up to six CPU features (a cached atomic
 /// read and a test each, ~25 instructions per digest, four digests per call
 /// on each side), so a hasher made once is cloned instead.
-fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     static DETECTED: OnceLock<crc32fast::Hasher> = OnceLock::new();
     let mut hasher = DETECTED.get_or_init(crc32fast::Hasher::new).clone();
     hasher.update(bytes);
