@@ -274,13 +274,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        if cipher.is_some() {
-            // Plaintext all handled: its chunks go back to the core's pool
-            // while the connection waits (the ciphertext's go in `io::read`).
-            buf.release_idle();
-        }
-        let into = cipher.as_mut().unwrap_or(&mut buf);
-        match io::read(&conn.stream, into).await {
+        match io::read_conn(&conn.stream, &mut buf, cipher.as_mut()).await {
             Ok(n) if n > 0 && !conn.is_closed() => conn.counters.bytes_in(n),
             Ok(_) => break,
             Err(e) => {

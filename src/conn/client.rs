@@ -110,6 +110,11 @@ const WRITTEN_RING: usize = 64;
 /// default 1024).
 pub(super) const INITIAL_CALL_SLOTS: usize = 16;
 
+/// The call slots a connection of `cfg` starts with (and keeps when idle).
+fn initial_slots(cfg: &ClientCoreConfig) -> usize {
+    cfg.max_in_flight.min(INITIAL_CALL_SLOTS)
+}
+
 /// A connection's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -162,7 +167,7 @@ impl ClientCore {
     /// A live connection that came up at `now` (its heartbeat counts from then).
     pub fn new(now: Instant, cfg: ClientCoreConfig, counters: Rc<Counters>) -> Self {
         Self {
-            calls: CallTable::with_capacity(cfg.max_in_flight.min(INITIAL_CALL_SLOTS)),
+            calls: CallTable::with_capacity(initial_slots(&cfg)),
             cfg,
             counters,
             out: Vec::new(),
@@ -643,8 +648,7 @@ impl ClientCore {
         if self.calls.is_empty() && self.out.is_empty() && self.sending.is_none() {
             self.out = Vec::new();
             self.spare = Vec::new();
-            self.calls
-                .release_room(self.cfg.max_in_flight.min(INITIAL_CALL_SLOTS));
+            self.calls.release_room(initial_slots(&self.cfg));
         }
     }
 }

@@ -249,9 +249,9 @@ fn pool_chunk(chunk: Rc<Chunk>) {
     if chunk.capacity() > POOLED_CHUNK_MAX {
         return;
     }
+    let pooled = pooled_bytes();
     let _ = CORE_POOL.try_with(|p| {
         let mut pool = p.borrow_mut();
-        let pooled: usize = pool.iter().map(|c| c.capacity()).sum();
         if pool.len() < CORE_POOL_CHUNKS && pooled + chunk.capacity() <= POOLED_BYTES_MAX {
             pool.push(chunk);
         }

@@ -324,6 +324,24 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
     }
 }
 
+/// [`read`] for a connection that may speak TLS: the ciphertext goes into
+/// `cipher` when there is one (its plaintext, all handled by now, gives its
+/// chunks back to the core's pool while the connection waits), else into
+/// `plain`.
+pub(crate) async fn read_conn(
+    stream: &Stream,
+    plain: &mut RecvBuf,
+    cipher: Option<&mut RecvBuf>,
+) -> io::Result<usize> {
+    match cipher {
+        Some(cipher) => {
+            plain.release_idle();
+            read(stream, cipher).await
+        }
+        None => read(stream, plain).await,
+    }
+}
+
 /// Receives once into the tail of `buf`'s chunk.
 /// The receive is armed after the core's ready tasks had their turn, so the sends they
 /// queue reach the kernel first (`sends_first`).

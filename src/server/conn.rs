@@ -400,13 +400,9 @@ async fn read_loop(
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        if cipher.is_some() {
-            // Plaintext all handled: its chunks go back to the core's pool
-            // while the connection waits (the ciphertext's go in `io::read`).
-            buf.release_idle();
-        }
-        let into = cipher.as_mut().unwrap_or(&mut buf);
-        let n = io::read(&conn.stream, into).await.map_err(ConnError::Io)?;
+        let n = io::read_conn(&conn.stream, &mut buf, cipher.as_mut())
+            .await
+            .map_err(ConnError::Io)?;
         if n == 0 || conn.is_closed() {
             return Ok(());
         }
