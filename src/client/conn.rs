@@ -212,7 +212,7 @@ impl ClientConn {
     /// over to the core after every chunk. Returns the length the next frame
     /// needs, or `None` once the connection is closed.
     async fn handle_input(&self, buf: &mut RecvBuf, arrived: Instant) -> Option<usize> {
-        let mut chunk = ReadChunk::default();
+        let mut chunk = ReadChunk::for_client(self.core.borrow().in_flight());
         loop {
             let len = match self.handle_next(buf, arrived) {
                 Ok(Decoded::Frame(header)) => header.frame_len(),

@@ -5,29 +5,64 @@
 /// to let the core's other tasks (its writer, the callers it woke) run.
 ///
 /// With 128 calls arriving in one receive, handling them all before the first
-/// send made client and server take turns on the whole batch; in chunks of
-/// [`ReadChunk::FRAMES`] frames or [`ReadChunk::BYTES`] bytes, the writer sends
-/// the first replies (see [`io::write_all`]) while the reader works on the
-/// rest, so both sides work at once.
-#[derive(Debug, Default)]
+/// send made client and server take turns on the whole batch. Handing over
+/// part-way, the writer sends the first replies (see [`io::write_all`]) while
+/// the reader works on the rest, so both sides work at once. But every
+/// hand-over is one more send on each side, and on loopback a send is most of
+/// a small call's kernel work: chunks of a fixed 32 frames split 128 calls in
+/// flight into four batches that each paid a send, a receive and a wake-up.
+///
+/// So a client splits what arrives in two: a chunk is half of the
+/// connection's calls in flight (between [`ReadChunk::MIN_FRAMES`] and
+/// [`ReadChunk::MAX_FRAMES`]), which keeps two batches travelling, one on each
+/// side. A server does not split a client's batches further; it hands over
+/// after [`ReadChunk::MAX_FRAMES`], so one connection's burst does not hold up
+/// the core's other connections for long. Either side hands over after
+/// [`ReadChunk::BYTES`] (large frames sooner).
+///
+/// [`io::write_all`]: super::io::write_all
+#[derive(Debug)]
 pub(crate) struct ReadChunk {
     frames: usize,
     bytes: usize,
+    max_frames: usize,
 }
 
 impl ReadChunk {
-    /// Frames per chunk.
-    pub const FRAMES: usize = 32;
+    /// The fewest frames a chunk holds (a client with fewer calls in flight
+    /// than twice this handles a receive whole).
+    pub const MIN_FRAMES: usize = 8;
+    /// The most frames a chunk holds.
+    pub const MAX_FRAMES: usize = 128;
     /// Bytes per chunk (large frames hand over sooner).
     pub const BYTES: usize = 64 << 10;
+
+    /// A client connection's chunk with `in_flight` calls outstanding: half
+    /// of them, within [`Self::MIN_FRAMES`]..=[`Self::MAX_FRAMES`].
+    pub fn for_client(in_flight: usize) -> Self {
+        Self::of((in_flight / 2).clamp(Self::MIN_FRAMES, Self::MAX_FRAMES))
+    }
+
+    /// A server connection's chunk: [`Self::MAX_FRAMES`].
+    pub fn for_server() -> Self {
+        Self::of(Self::MAX_FRAMES)
+    }
+
+    fn of(max_frames: usize) -> Self {
+        Self {
+            frames: 0,
+            bytes: 0,
+            max_frames,
+        }
+    }
 
     /// Notes one handled frame of `len` bytes; `true` when the chunk is full
     /// (the count starts again).
     pub fn handled(&mut self, len: usize) -> bool {
         self.frames += 1;
         self.bytes += len;
-        if self.frames >= Self::FRAMES || self.bytes >= Self::BYTES {
-            *self = Self::default();
+        if self.frames >= self.max_frames || self.bytes >= Self::BYTES {
+            (self.frames, self.bytes) = (0, 0);
             true
         } else {
             false
@@ -39,15 +74,35 @@ impl ReadChunk {
 mod tests {
     use super::*;
 
+    /// How many frames of `len` bytes the chunk takes before it is full.
+    fn frames_until_full(mut chunk: ReadChunk, len: usize) -> usize {
+        (1..=1 << 20).find(|_| chunk.handled(len)).unwrap_or(0)
+    }
+
     #[test]
-    fn read_chunk_fills_by_frames_or_bytes() {
-        let mut chunk = ReadChunk::default();
-        for _ in 1..ReadChunk::FRAMES {
+    fn a_client_splits_its_calls_in_flight_in_two_within_bounds() {
+        assert_eq!(frames_until_full(ReadChunk::for_client(128), 96), 64);
+        assert_eq!(frames_until_full(ReadChunk::for_client(32), 96), 16);
+        assert_eq!(frames_until_full(ReadChunk::for_client(1), 96), 8);
+        assert_eq!(frames_until_full(ReadChunk::for_client(4096), 96), 128);
+    }
+
+    #[test]
+    fn a_server_hands_over_after_the_most_frames_or_bytes() {
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 128);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 4096 + 32), 16);
+        assert_eq!(frames_until_full(ReadChunk::for_client(128), 4096 + 32), 16);
+    }
+
+    #[test]
+    fn the_count_starts_again_after_a_full_chunk() {
+        let mut chunk = ReadChunk::for_client(16);
+        for _ in 1..8 {
             assert!(!chunk.handled(96));
         }
-        assert!(chunk.handled(96), "the 32nd small frame fills the chunk");
+        assert!(chunk.handled(96), "the 8th frame fills the chunk");
         assert!(!chunk.handled(96), "and the count starts again");
-        let mut chunk = ReadChunk::default();
+        let mut chunk = ReadChunk::for_server();
         assert!(!chunk.handled(ReadChunk::BYTES / 2));
         assert!(
             chunk.handled(ReadChunk::BYTES / 2),
