@@ -4,7 +4,7 @@ mod common;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{base_server, finish, mix, text_for, Msg, TestClient, TestServer};
 use ringrpc::runtime::io::{sleep, spawn};
@@ -120,5 +120,48 @@ fn ten_thousand_concurrent_calls_on_one_connection_answered_out_of_order() {
         peak > 1_000,
         "calls were not concurrent (peak in flight seen {peak})"
     );
+    finish(&client, &server);
+}
+
+/// A core whose task never stops yielding still collects its replies: a busy
+/// turn may leave arrived completions for the next enter, but only for one
+/// turn (`runtime::driver::turn`), so the spinner cannot starve the receives.
+#[test]
+fn calls_complete_while_another_task_on_the_core_never_stops_yielding() {
+    let server = TestServer::echo();
+    let client = TestClient::connect(server.addr());
+    let (took, spins) = client.run(|client| async move {
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let spins = Rc::new(std::cell::Cell::new(0u64));
+        let started = Instant::now();
+        let spinner = {
+            let (stop, spins) = (stop.clone(), spins.clone());
+            // Gives up after 10 s, so a starved core fails the test instead
+            // of hanging it.
+            spawn(async move {
+                while !stop.get() && started.elapsed() < Duration::from_secs(10) {
+                    spins.set(spins.get() + 1);
+                    ringrpc::runtime::io::yield_now().await;
+                }
+            })
+        };
+        for id in 0..200u64 {
+            let msg = Msg {
+                id,
+                text: text_for(id),
+            };
+            let reply = client.call(&common::ECHO, &msg).await.expect("echo call");
+            assert_eq!(reply.id.to_native(), id);
+        }
+        let took = started.elapsed();
+        stop.set(true);
+        let _ = spinner.await;
+        (took, spins.get())
+    });
+    assert!(
+        took < Duration::from_secs(5),
+        "200 calls took {took:?} beside a spinning task"
+    );
+    assert!(spins > 200, "the spinner ran throughout ({spins} turns)");
     finish(&client, &server);
 }

@@ -42,6 +42,9 @@ pub(crate) struct Driver {
     wake_armed: bool,
     /// Sends of at least this many bytes go zero-copy (`None`: never).
     send_zc: Option<usize>,
+    /// The last busy turn left its arrived completions in the kernel (see
+    /// [`turn`]); the next one collects them.
+    reap_deferred: bool,
 }
 
 thread_local! {
@@ -90,6 +93,7 @@ pub(crate) fn install(
         wake_buf: Box::leak(Box::new([0; 8])),
         wake_armed: false,
         send_zc: cfg.send_zc,
+        reap_deferred: false,
     };
     DRIVER.with(|d| *d.borrow_mut() = Some(driver));
     Ok(flags)
@@ -202,14 +206,25 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
         match wait {
             None => {
                 let sq = d.ring.submission();
-                let idle = sq.is_empty() && !sq.taskrun() && !sq.cq_overflow();
+                let (to_submit, arrived) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
                 drop(sq);
-                if !idle {
+                // Completions wait in the kernel until an enter collects them.
+                // With tasks still ready and nothing to submit, one turn goes
+                // without: what arrives meanwhile comes back in the same batch
+                // (fewer, larger batches; docs/benchmarks.md, "Read chunks").
+                if to_submit || (arrived && d.reap_deferred) {
+                    d.reap_deferred = false;
                     d.submit(false)?;
+                } else {
+                    d.reap_deferred = arrived;
                 }
             }
-            Some(None) => d.submit(true)?,
+            Some(None) => {
+                d.reap_deferred = false;
+                d.submit(true)?;
+            }
             Some(Some(timeout)) => {
+                d.reap_deferred = false;
                 let ts = types::Timespec::from(timeout);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 match d.ring.submitter().submit_with_args(1, &args) {
