@@ -29,8 +29,8 @@ pub(crate) struct ReadChunk {
 }
 
 impl ReadChunk {
-    /// The fewest frames a chunk holds (a client with fewer calls in flight
-    /// than twice this handles a receive whole).
+    /// The fewest frames a chunk holds (a client with at most this many calls
+    /// in flight handles a receive whole).
     pub const MIN_FRAMES: usize = 8;
     /// The most frames a chunk holds.
     pub const MAX_FRAMES: usize = 128;

@@ -206,13 +206,13 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
         match wait {
             None => {
                 let sq = d.ring.submission();
-                let (to_submit, arrived) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
+                let (must_enter, arrived) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
                 drop(sq);
                 // Completions wait in the kernel until an enter collects them.
                 // With tasks still ready and nothing to submit, one turn goes
                 // without: what arrives meanwhile comes back in the same batch
                 // (fewer, larger batches; docs/benchmarks.md, "Read chunks").
-                if to_submit || (arrived && d.reap_deferred) {
+                if must_enter || (arrived && d.reap_deferred) {
                     d.reap_deferred = false;
                     d.submit(false)?;
                 } else {
