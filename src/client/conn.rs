@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{ClientConfig, Counters};
 use crate::conn::{ClientCore, ClientCoreConfig, Finished};
@@ -148,12 +148,13 @@ impl ClientConn {
     /// Registers a call made at `now` and queues its request frame. The caller
     /// must then poll [`poll_reply`](Self::poll_reply) and call
     /// [`forget`](Self::forget) if it gives up. The call fails with
-    /// [`Error::Timeout`] at `deadline`.
-    /// The payload is written by `encode` (see `ClientCore::start_call_with`).
+    /// [`Error::Timeout`] at `deadline.0`; the server is told it has
+    /// `deadline.1`. The payload is written by `encode` (see
+    /// `ClientCore::start_call_with`).
     pub fn start_call(
         &self,
         method: u32,
-        deadline: Instant,
+        deadline: (Instant, Duration),
         now: Instant,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
         metadata: Option<&Metadata>,

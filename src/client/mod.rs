@@ -514,9 +514,14 @@ impl Client {
                 None => Box::pin(pool.acquire(deadline_at)).await?,
             };
             // The budget sent to the server counts from now; metrics from `started`.
-            let now = if waited { Instant::now() } else { started };
+            let (now, budget) = if waited {
+                let now = Instant::now();
+                (now, deadline_at.saturating_duration_since(now))
+            } else {
+                (started, deadline.after)
+            };
             let id = conn
-                .start_call(method_id, deadline_at, now, encode, metadata)
+                .start_call(method_id, (deadline_at, budget), now, encode, metadata)
                 .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
             let _forget = Forget(&conn, id);
             // No timer per call: the connection's expiry task completes overdue calls.

@@ -294,7 +294,7 @@ impl ClientCore {
         self.start_call_with(
             now,
             method,
-            deadline,
+            (deadline, deadline.saturating_duration_since(now)),
             |out| serialize_into(req, out),
             metadata,
         )
@@ -304,11 +304,15 @@ impl ClientCore {
     /// tests) with the payload written by `encode` at the end of the send
     /// buffer (16-byte aligned there): the request serialised in place, or an
     /// archive serialised earlier on another thread.
+    ///
+    /// `(deadline, budget)`: when the call times out here, and the budget the
+    /// server is told it has, `deadline - now` (the caller passes it so that
+    /// the call path, which knows it already, does no clock arithmetic).
     pub fn start_call_with(
         &mut self,
         now: Instant,
         method: u32,
-        deadline: Instant,
+        (deadline, budget): (Instant, Duration),
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
         metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
@@ -316,7 +320,6 @@ impl ClientCore {
             return Err(Error::NotSent);
         }
         self.tick(now);
-        let budget = deadline.saturating_duration_since(now);
         let slot = Slot {
             deadline,
             started: now,
