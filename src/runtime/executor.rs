@@ -40,6 +40,9 @@ pub(crate) const TURN_WAITING: u64 = u64::MAX;
 thread_local! {
     static QUEUE: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
     static INBOX: RefCell<Option<Arc<Inbox>>> = const { RefCell::new(None) };
+    /// The address of this core's inbox (0 off a core): a wake compares it
+    /// with its task's home core without touching `INBOX`.
+    static HOME: Cell<usize> = const { Cell::new(0) };
     static TASKS: RefCell<Slab<Waker>> = const { RefCell::new(Slab::new()) };
     static TURNS: RefCell<Option<(Instant, Arc<AtomicU64>)>> = const { RefCell::new(None) };
     static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
@@ -99,14 +102,7 @@ pub(crate) fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
     };
     let home = Arc::as_ptr(&inbox) as usize;
     let schedule = move |runnable: Runnable| {
-        let local = INBOX
-            .try_with(|i| {
-                i.borrow()
-                    .as_ref()
-                    .is_some_and(|i| Arc::as_ptr(i) as usize == home)
-            })
-            .unwrap_or(false);
-        if local {
+        if HOME.try_with(Cell::get) == Ok(home) {
             QUEUE.with(|q| q.borrow_mut().push_back(runnable));
         } else {
             inbox.push_runnable(runnable);
@@ -160,13 +156,12 @@ fn run_job(job: Job) {
     }
 }
 
-/// Runs the tasks that were ready when the turn began.
-fn run_ready() {
-    let ready = QUEUE.with(|q| q.borrow().len());
-    for _ in 0..ready {
-        let Some(runnable) = QUEUE.with(|q| q.borrow_mut().pop_front()) else {
-            break;
-        };
+/// Runs the tasks that were ready when the turn began: `batch` (empty) and
+/// the run queue trade places, so the tasks they wake queue up for the next
+/// turn and the queue is not looked up per task. Both keep their capacity.
+fn run_ready(batch: &mut VecDeque<Runnable>) {
+    QUEUE.with(|q| std::mem::swap(&mut *q.borrow_mut(), batch));
+    while let Some(runnable) = batch.pop_front() {
         runnable.run();
     }
 }
@@ -175,7 +170,8 @@ fn run_ready() {
 /// waits for the kernel to finish every operation.
 pub(crate) fn run(inbox: Arc<Inbox>) {
     INBOX.with(|i| *i.borrow_mut() = Some(inbox.clone()));
-    let (mut jobs, mut remote) = (Vec::new(), Vec::new());
+    HOME.with(|h| h.set(Arc::as_ptr(&inbox) as usize));
+    let (mut jobs, mut remote, mut batch) = (Vec::new(), Vec::new(), VecDeque::new());
     loop {
         let now = Instant::now();
         NOW.with(|n| n.set(Some(now)));
@@ -187,7 +183,7 @@ pub(crate) fn run(inbox: Arc<Inbox>) {
         jobs.drain(..).for_each(run_job);
         QUEUE.with(|q| q.borrow_mut().extend(remote.drain(..)));
         timer::fire(now);
-        run_ready();
+        run_ready(&mut batch);
         let wait = (!has_ready_tasks())
             .then(|| timer::next_deadline().map(|at| at.saturating_duration_since(Instant::now())));
         if wait.is_some() {
@@ -198,9 +194,10 @@ pub(crate) fn run(inbox: Arc<Inbox>) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    drop((jobs, remote));
+    drop((jobs, remote, batch));
     shut_down(&inbox);
     INBOX.with(|i| i.borrow_mut().take());
+    HOME.with(|h| h.set(0));
 }
 
 /// Cancels every task (dropping their futures), then drains the ring.

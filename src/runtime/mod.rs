@@ -666,6 +666,38 @@ impl CoreRemote {
 mod tests {
     use super::*;
 
+    /// Tasks that yield take turns in the order they were woken (the run
+    /// queue is first in, first out; that a task woken during a turn waits
+    /// for the next one is what `tests/concurrency.rs`'s spinner test pins).
+    #[test]
+    fn tasks_that_yield_take_turns_in_the_order_they_were_woken() {
+        let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+        let log = rt
+            .block_on(0, || async {
+                let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let tasks: Vec<_> = ['a', 'b']
+                    .into_iter()
+                    .map(|name| {
+                        let log = log.clone();
+                        io::spawn(async move {
+                            for _ in 0..3 {
+                                log.borrow_mut().push(name);
+                                io::yield_now().await;
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+                let log = log.borrow().iter().collect::<String>();
+                log
+            })
+            .unwrap();
+        assert_eq!(log, "ababab");
+        rt.shutdown();
+    }
+
     #[test]
     fn work_runs_on_the_chosen_core() {
         let rt = Runtime::builder().cores(2).pin(false).build().unwrap();
