@@ -43,6 +43,8 @@ thread_local! {
     /// The address of this core's inbox (0 off a core): a wake compares it
     /// with its task's home core without touching `INBOX`.
     static HOME: Cell<usize> = const { Cell::new(0) };
+    /// Tasks of the running turn's batch still to run (see [`run_ready`]).
+    static BATCH_LEFT: Cell<usize> = const { Cell::new(0) };
     static TASKS: RefCell<Slab<Waker>> = const { RefCell::new(Slab::new()) };
     static TURNS: RefCell<Option<(Instant, Arc<AtomicU64>)>> = const { RefCell::new(None) };
     static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
@@ -114,9 +116,10 @@ pub(crate) fn spawn<F: Future + 'static>(future: F) -> Task<F::Output> {
     Task(task)
 }
 
-/// True when tasks are waiting to run on this core (the turn is not idle).
+/// True when tasks are waiting to run on this core (the turn is not idle):
+/// the rest of the running turn's batch, or tasks woken for the next turn.
 pub(crate) fn has_ready_tasks() -> bool {
-    QUEUE.with(|q| !q.borrow().is_empty())
+    BATCH_LEFT.get() > 0 || QUEUE.with(|q| !q.borrow().is_empty())
 }
 
 /// The time the current turn began (one clock read per turn).
@@ -162,8 +165,10 @@ fn run_job(job: Job) {
 fn run_ready(batch: &mut VecDeque<Runnable>) {
     QUEUE.with(|q| std::mem::swap(&mut *q.borrow_mut(), batch));
     while let Some(runnable) = batch.pop_front() {
+        BATCH_LEFT.set(batch.len());
         runnable.run();
     }
+    BATCH_LEFT.set(0);
 }
 
 /// Runs the core until its inbox is stopped, then cancels every task and

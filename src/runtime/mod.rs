@@ -698,6 +698,24 @@ mod tests {
         rt.shutdown();
     }
 
+    /// A task that runs while others of its turn are still to run sees the
+    /// core as busy (what decides that a writer submits its send at once).
+    #[test]
+    fn the_rest_of_a_turns_batch_counts_as_ready_work() {
+        let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+        let seen = rt
+            .block_on(0, || async {
+                let first = io::spawn(async { executor::has_ready_tasks() });
+                let second = io::spawn(async {});
+                let seen = first.await.unwrap();
+                second.await.unwrap();
+                seen
+            })
+            .unwrap();
+        assert!(seen, "the second task was still to run");
+        rt.shutdown();
+    }
+
     #[test]
     fn work_runs_on_the_chosen_core() {
         let rt = Runtime::builder().cores(2).pin(false).build().unwrap();
