@@ -285,6 +285,59 @@ fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted(
 /// succeed; the others may have run, so they fail with `ConnectionLost` and
 /// are not retried (a call that is not idempotent is retried only after an
 /// error that proves it did not run).
+/// With no call in flight anywhere, an endpoint whose link is blackholed is
+/// still ejected: its connection's heartbeat goes unanswered and is closed,
+/// and the reconnect that follows (the proxy accepts, then hangs) must not
+/// hide that the endpoint stopped answering. The others stay in.
+#[test]
+fn an_idle_endpoint_that_stops_answering_heartbeats_is_ejected() {
+    let _serial = serial();
+    let servers: Vec<TestServer> = (0..2).map(|i| TestServer::start(tagged(i, None))).collect();
+    let proxies: Vec<proxy::Proxy> = servers
+        .iter()
+        .map(|s| proxy::Proxy::start(s.addr()))
+        .collect();
+    let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr()).collect();
+    let victim = addrs[0];
+    let client = client_builder()
+        .heartbeat_interval(Duration::from_millis(50))
+        .heartbeat_timeout(Duration::from_millis(150));
+    let builder = cluster_builder().client(client);
+    let rt = client_runtime();
+    let connected = Arc::new(AtomicBool::new(false));
+    let ready = connected.clone();
+    let watch = rt
+        .spawn_on(0, move || async move {
+            let cluster = builder.connect_static(&addrs).expect("cluster");
+            assert!(cluster.wait_connected(2, Duration::from_secs(5)).await);
+            ready.store(true, Ordering::SeqCst);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                let stats = cluster.stats();
+                if stats
+                    .endpoints
+                    .iter()
+                    .any(|e| e.addr == victim && e.ejected)
+                {
+                    return (start.elapsed(), stats);
+                }
+                sleep(Duration::from_millis(5)).await;
+            }
+            (start.elapsed(), cluster.stats())
+        })
+        .expect("client core");
+    while !connected.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    proxies[0].set_blackhole(true);
+    let (after, stats) = watch.join().expect("watch");
+    for e in &stats.endpoints {
+        assert_eq!(e.ejected, e.addr == victim, "{stats:?}");
+    }
+    assert_eq!(stats.calls, 0, "{stats:?}");
+    eprintln!("ejected {after:?} after the blackhole; {stats:?}");
+}
+
 #[test]
 fn only_idempotent_calls_are_retried_after_a_connection_loss() {
     let _serial = serial();

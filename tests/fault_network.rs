@@ -108,6 +108,7 @@ fn blackhole_is_detected_by_heartbeat_within_interval_plus_timeout() {
     let stats = rig.client_stats();
     assert!(stats.pings >= 1, "{stats:?}");
     assert!(stats.reconnects >= 1, "{stats:?}");
+    assert!(stats.heartbeat_timeouts >= 1, "{stats:?}");
     assert!(rig.proxy().blackholed_bytes() > 0);
     // Once the blackhole lifts, the proxy passes the client's FIN of the dead
     // connection on: the server is left with the new connection only.

@@ -240,6 +240,7 @@ fn check_client_counts(cc: &ClientCounts) {
         ("reconnects", cc.reconnects, 0),
         ("connects_failed", cc.connects_failed, 0),
         ("pings", cc.pings, 0),
+        ("heartbeat_timeouts", cc.heartbeat_timeouts, 0),
         ("in_flight", cc.in_flight, 0),
         ("connections", cc.connections, 0),
     ];

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub lost: Cell<u64>,
     pub timeouts: Cell<u64>,
     pub pings: Cell<u64>,
+    /// Connections closed because a heartbeat went unanswered.
+    pub unanswered: Cell<u64>,
     pub hits: Cell<u64>,
     pub misses: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
@@ -42,6 +44,7 @@ impl Counters {
             lost: Cell::new(0),
             timeouts: Cell::new(0),
             pings: Cell::new(0),
+            unanswered: Cell::new(0),
             hits: Cell::new(0),
             misses: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
@@ -77,6 +80,12 @@ impl Counters {
     pub fn ping(&self) {
         inc(&self.pings);
         inc(&self.core.client.pings);
+    }
+
+    /// A connection closed because its peer did not answer a heartbeat.
+    pub fn heartbeat_unanswered(&self) {
+        inc(&self.unanswered);
+        inc(&self.core.client.heartbeat_timeouts);
     }
 
     pub fn pool_access(&self, hit: bool) {

@@ -306,6 +306,9 @@ pub struct ClientStats {
     pub timeouts: u64,
     /// Heartbeat pings sent.
     pub pings: u64,
+    /// Connections closed because a heartbeat went unanswered (the peer
+    /// or the path to it stopped answering; the cluster ejects the endpoint).
+    pub heartbeat_timeouts: u64,
     /// Calls that found a connection with room at once.
     pub pool_hits: u64,
     /// Times a call had to wait for a connection or a free slot.
@@ -551,6 +554,11 @@ impl Client {
         self.pool.shared.is_down()
     }
 
+    /// Connections of the pool closed because a heartbeat went unanswered.
+    pub(crate) fn heartbeat_timeouts(&self) -> u64 {
+        self.pool.shared.counters.unanswered.get()
+    }
+
     /// The endpoint this client calls.
     pub fn endpoint(&self) -> SocketAddr {
         self.pool.shared.addr
@@ -584,6 +592,7 @@ impl Client {
             connections_lost: c.lost.get(),
             timeouts: c.timeouts.get(),
             pings: c.pings.get(),
+            heartbeat_timeouts: c.unanswered.get(),
             pool_hits: c.hits.get(),
             pool_misses: c.misses.get(),
         }

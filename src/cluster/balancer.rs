@@ -174,6 +174,7 @@ mod tests {
                     ewma: PeakEwma::new(Duration::from_secs(10), Duration::from_millis(ms), now),
                     health: Health::new(now),
                     cells: crate::metrics::local().endpoint_cells(addr),
+                    silent: Cell::new(0),
                 })
             })
             .collect()

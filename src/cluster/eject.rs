@@ -9,8 +9,10 @@
 //! `Unavailable`) and leaves the endpoint's pool without a live connection
 //! ejects it at once: it is down, not merely failing.
 //! Active health: an endpoint whose pool cannot connect (every slot's last
-//! connect attempt failed) is ejected on the cluster's next tick, even if no
-//! call failed there. Coming back is gated by active health too: once its period ends, an ejected
+//! connect attempt failed), or one of whose connections was closed because a
+//! heartbeat went unanswered (a hung peer or a half-open link, where a
+//! reconnect may succeed and hang again), is ejected on the cluster's next
+//! tick, even if no call failed there. Coming back is gated by active health too: once its period ends, an ejected
 //! endpoint is re-admitted only if its pool has a live connection (the pool
 //! reconnects in the background and pings idle connections, see
 //! `ClientBuilder::heartbeat_interval`); otherwise the period is extended.

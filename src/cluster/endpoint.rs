@@ -86,11 +86,21 @@ pub(crate) struct Endpoint {
     pub ewma: PeakEwma,
     pub health: Health,
     pub cells: Rc<EndpointCells>,
+    /// The pool's count of connections closed for an unanswered heartbeat,
+    /// as of the cluster's last tick (a rise means the endpoint went silent).
+    pub silent: Cell<u64>,
 }
 
 impl Endpoint {
     pub fn addr(&self) -> SocketAddr {
         self.client.endpoint()
+    }
+
+    /// True if a connection of its pool closed for an unanswered heartbeat
+    /// since the last time this was asked.
+    pub fn went_silent(&self) -> bool {
+        let now = self.client.heartbeat_timeouts();
+        now != self.silent.replace(now)
     }
 
     /// The balancer's load at `now`: latency estimate × (calls in flight + 1).

@@ -99,10 +99,13 @@ impl Inner {
         let endpoints = self.endpoints.borrow();
         for e in endpoints.iter() {
             e.health.roll(&self.cfg.ejection, now);
+            let silent = e.went_silent();
             if e.health.is_ejected() {
                 self.maybe_readmit(e, now);
-            } else if e.client.is_down() {
-                // Active health: its pool cannot connect.
+            } else if e.client.is_down() || silent {
+                // Active health: its pool cannot connect, or a connection
+                // there stopped answering heartbeats (a half-open link or a
+                // hung peer: reconnecting may succeed and hang again).
                 self.eject(e, now);
             }
         }
@@ -160,6 +163,7 @@ impl Inner {
                         ewma: PeakEwma::new(self.cfg.ewma_decay, initial, now),
                         health: Health::new(now),
                         cells: crate::metrics::local().endpoint_cells(addr),
+                        silent: Cell::new(0),
                     }));
                     tracing::info!(endpoint = %addr, "endpoint added");
                 }

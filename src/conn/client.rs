@@ -619,6 +619,7 @@ impl ClientCore {
             }
             if self.last_rx < sent {
                 tracing::warn!(?timeout, "no answer to heartbeat; closing connection");
+                self.counters.heartbeat_unanswered();
                 return self.close(now);
             }
             self.ping_sent = None;

@@ -95,6 +95,7 @@ counter_set! {
         reconnects: "counter", "ringrpc_client_reconnects_total", "Connections re-established after one closed.";
         connects_failed: "counter", "ringrpc_client_connect_failures_total", "Connection attempts that failed.";
         pings: "counter", "ringrpc_client_pings_total", "Heartbeat pings sent.";
+        heartbeat_timeouts: "counter", "ringrpc_client_heartbeat_timeouts_total", "Connections closed because a heartbeat went unanswered.";
         bytes_in: "counter", "ringrpc_client_bytes_in_total", "Bytes received.";
         bytes_out: "counter", "ringrpc_client_bytes_out_total", "Bytes sent.";
         in_flight: "gauge", "ringrpc_client_in_flight", "Calls in flight now.";
