@@ -145,6 +145,17 @@ fn load_and_watch(
     .expect("client core")
 }
 
+/// `n` tagged servers, each behind a fault proxy; the proxies' addresses.
+fn behind_proxies(n: u64) -> (Vec<TestServer>, Vec<proxy::Proxy>, Vec<SocketAddr>) {
+    let servers: Vec<TestServer> = (0..n).map(|i| TestServer::start(tagged(i, None))).collect();
+    let proxies: Vec<proxy::Proxy> = servers
+        .iter()
+        .map(|s| proxy::Proxy::start(s.addr()))
+        .collect();
+    let addrs = proxies.iter().map(|p| p.addr()).collect();
+    (servers, proxies, addrs)
+}
+
 /// Every call succeeded, none slower than `deadline`.
 fn assert_all_ok_within(outcomes: &[Outcome], deadline: Duration, stats: &ClusterStats) {
     let failed: Vec<_> = outcomes.iter().filter(|o| o.result.is_err()).collect();
@@ -229,12 +240,7 @@ fn a_killed_server_is_failed_over_ejected_and_readmitted_after_it_recovers() {
 #[test]
 fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted() {
     let _serial = serial();
-    let servers: Vec<TestServer> = (0..3).map(|i| TestServer::start(tagged(i, None))).collect();
-    let proxies: Vec<proxy::Proxy> = servers
-        .iter()
-        .map(|s| proxy::Proxy::start(s.addr()))
-        .collect();
-    let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr()).collect();
+    let (_servers, proxies, addrs) = behind_proxies(3);
     let victim = addrs[0];
     let client = client_builder()
         .heartbeat_interval(Duration::from_millis(100))
@@ -292,12 +298,7 @@ fn a_blackholed_endpoint_behind_the_fault_proxy_is_routed_around_and_readmitted(
 #[test]
 fn an_idle_endpoint_that_stops_answering_heartbeats_is_ejected() {
     let _serial = serial();
-    let servers: Vec<TestServer> = (0..2).map(|i| TestServer::start(tagged(i, None))).collect();
-    let proxies: Vec<proxy::Proxy> = servers
-        .iter()
-        .map(|s| proxy::Proxy::start(s.addr()))
-        .collect();
-    let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr()).collect();
+    let (_servers, proxies, addrs) = behind_proxies(2);
     let victim = addrs[0];
     let client = client_builder()
         .heartbeat_interval(Duration::from_millis(50))
