@@ -370,6 +370,14 @@ fn ten_thousand_connections_on_one_core() {
         test_start.elapsed()
     );
 
+    // An idle connection holds its state and no receive memory (the buffer
+    // ring lends it some only while bytes are in flight): under 4 KiB of heap.
+    let per_idle = bytes_per_conn(first.heap_held, heap_before);
+    assert!(
+        per_idle <= 4096.0,
+        "{per_idle:.0} B of live heap per idle connection (want <= 4 KiB)"
+    );
+
     // Nothing per connection outlives it: the second round ends with the same
     // live heap as the first (allowing under 16 bytes per connection of noise).
     let retained = second.heap_closed.saturating_sub(first.heap_closed);

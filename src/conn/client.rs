@@ -160,7 +160,7 @@ pub(crate) struct ClientCore {
     /// The TLS session, on a TLS connection: `out` then holds plaintext
     /// frames (kept there until the handshake finishes) and `poll_transmit`
     /// hands out the records sealing them.
-    tls: Option<TlsSession>,
+    tls: tls::TlsSlot,
 }
 
 impl ClientCore {
@@ -191,7 +191,7 @@ impl ClientCore {
     /// Makes this a TLS connection: nothing is read or sent in clear.
     #[cfg(feature = "tls")]
     pub fn with_tls(mut self, session: TlsSession) -> Self {
-        self.tls = Some(session);
+        self.tls = Some(Box::new(session));
         self
     }
 

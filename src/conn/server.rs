@@ -199,7 +199,7 @@ pub(crate) struct ServerCore<C> {
     last_active: Instant,
     /// The TLS session, on a TLS connection: `out` then holds plaintext
     /// frames and `poll_transmit` hands out the records sealing them.
-    tls: Option<TlsSession>,
+    tls: tls::TlsSlot,
 }
 
 impl<C: Clock> ServerCore<C> {
@@ -229,13 +229,13 @@ impl<C: Clock> ServerCore<C> {
 
     /// Makes this a TLS connection: nothing is read or sent in clear.
     pub fn with_tls(mut self, session: TlsSession) -> Self {
-        self.tls = Some(session);
+        self.tls = Some(Box::new(session));
         self
     }
 
     /// True on a TLS connection whose handshake has not finished.
     pub fn is_handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(TlsSession::is_handshaking)
+        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     /// True on a TLS connection (its bytes go through [`open`](Self::open)).
@@ -388,7 +388,7 @@ impl<C: Clock> ServerCore<C> {
             Ok(Decoded::Frame(header)) => header,
             Ok(Decoded::Incomplete { total }) => {
                 // Under TLS a record cut short counts as a partial frame too.
-                let tls_whole = self.tls.as_ref().is_none_or(TlsSession::at_record_boundary);
+                let tls_whole = self.tls.as_ref().is_none_or(|t| t.at_record_boundary());
                 self.track_partial(buf.unconsumed().is_empty() && tls_whole);
                 return Ok(Incoming::Incomplete { total });
             }

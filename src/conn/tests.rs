@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-#[cfg(feature = "tls")]
-use super::tls::TlsSession;
 use super::{ClientCore, ClientCoreConfig, Finished};
 use crate::client::Counters;
 use crate::protocol::{
@@ -21,6 +19,8 @@ use crate::protocol::{
 use crate::runtime::buf::RecvBuf;
 use crate::test_waker::WakeCount;
 use crate::Error;
+#[cfg(feature = "tls")]
+use super::tls::TlsSlot;
 
 const METHOD: u32 = 0x5eed;
 const MS: Duration = Duration::from_millis(1);
@@ -656,11 +656,11 @@ fn a_tls_connection_is_retired_at_half_its_record_limit() {
     let (server, client) = super::tls::tests::pair();
     let mut h = Harness::new();
     h.core = ClientCore::new(h.now, config(1024), h.counters.clone()).with_tls(client);
-    let mut server = Some(server);
+    let mut server = Some(Box::new(server));
     let (mut s_cipher, mut s_plain) = (RecvBuf::new(64 << 10), RecvBuf::new(64 << 10));
     let mut c_cipher = RecvBuf::new(64 << 10);
     // Client → server: what the core transmits, opened by the server session.
-    let mut to_server = |h: &mut Harness, server: &mut Option<TlsSession>| {
+    let mut to_server = |h: &mut Harness, server: &mut TlsSlot| {
         while let Some(batch) = h.core.poll_transmit() {
             s_cipher.append(&batch);
             h.core.transmit_done(h.now, batch);
@@ -672,7 +672,7 @@ fn a_tls_connection_is_retired_at_half_its_record_limit() {
         }
     };
     // Server → client: `frames` sealed by the server session, opened by the core.
-    let mut to_client = |h: &mut Harness, server: &mut Option<TlsSession>, frames: &mut Vec<u8>| {
+    let mut to_client = |h: &mut Harness, server: &mut TlsSlot, frames: &mut Vec<u8>| {
         let sealed = take_batch(server, frames, Vec::new());
         c_cipher.append(&sealed);
         let now = h.now;
