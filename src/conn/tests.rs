@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+#[cfg(feature = "tls")]
+use super::tls::TlsSlot;
 use super::{ClientCore, ClientCoreConfig, Finished};
 use crate::client::Counters;
 use crate::protocol::{
@@ -19,8 +21,6 @@ use crate::protocol::{
 use crate::runtime::buf::RecvBuf;
 use crate::test_waker::WakeCount;
 use crate::Error;
-#[cfg(feature = "tls")]
-use super::tls::TlsSlot;
 
 const METHOD: u32 = 0x5eed;
 const MS: Duration = Duration::from_millis(1);
