@@ -43,7 +43,9 @@ use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::tls::HandshakeFailure;
 use crate::Error;
 
-use super::tls::{self, Opened, TlsSession};
+#[cfg(feature = "tls")]
+use super::tls::TlsSession;
+use super::tls::{self, Opened};
 
 /// What a client connection needs to know of the client's settings.
 #[derive(Debug, Clone)]

@@ -83,6 +83,7 @@ impl TlsSession {
 /// bytes are the body's length) at the front of `bytes`. A header no TLS
 /// record has (content type, version, length) counts as whole with
 /// everything after it: it is handed on, to be refused, not waited for.
+#[cfg(feature = "tls")]
 pub(crate) fn complete_records(bytes: &[u8]) -> usize {
     let mut at = 0;
     while let Some(&[kind, major, ..]) = bytes.get(at..at + 2) {
@@ -111,6 +112,7 @@ pub(crate) fn complete_records(bytes: &[u8]) -> usize {
 pub(crate) type TlsSlot = Option<Box<TlsSession>>;
 
 /// The largest record body any TLS version allows (RFC 5246 §6.2.3).
+#[cfg(feature = "tls")]
 const MAX_RECORD_BODY: usize = (1 << 14) + 2048;
 
 /// Hands out what a core sends: without TLS the queued frames themselves
