@@ -12,10 +12,11 @@
 //! connect attempt failed), or one of whose connections was closed because a
 //! heartbeat went unanswered (a hung peer or a half-open link, where a
 //! reconnect may succeed and hang again), is ejected on the cluster's next
-//! tick, even if no call failed there. Coming back is gated by active health too: once its period ends, an ejected
-//! endpoint is re-admitted only if its pool has a live connection (the pool
-//! reconnects in the background and pings idle connections, see
-//! `ClientBuilder::heartbeat_interval`); otherwise the period is extended.
+//! tick, even if no call failed there. Coming back is gated by active health
+//! too: once its period ends, an ejected endpoint is re-admitted only if its
+//! pool has a live connection (the pool reconnects in the background and
+//! pings idle connections, see `ClientBuilder::heartbeat_interval`);
+//! otherwise the period is extended.
 //! A re-admitted endpoint is on probation: its first failure ejects it again.
 //! The cluster never ejects more than `max_ejected_share` of its endpoints
 //! (at least one), Envoy's `max_ejection_percent`.
