@@ -17,6 +17,10 @@ cd "$(dirname "$0")/.."
 
 manifest=tests/dependent/Cargo.toml
 target_dir=${CARGO_TARGET_DIR:-target}/dependent
+# Warnings are errors here: in ringrpc as a dependent compiles it (default
+# features; the workspace's own lints see the members' features unified) and
+# in the dependent's own code. Dependencies from crates.io are capped by cargo.
+export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
 
 echo "== check: tests/dependent is formatted"
 cargo fmt --manifest-path "$manifest" -- --check

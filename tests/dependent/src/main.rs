@@ -55,7 +55,7 @@ struct EchoRef<'a> {
 
 /// A plain `u64` message: request and response of [`INC`].
 #[derive(rkyv::Archive, rkyv::Serialize)]
-struct Count {
+pub struct Count {
     n: u64,
 }
 
