@@ -266,16 +266,17 @@ impl ClientConn {
 /// connection fails or closes.
 pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
     let mut buf = RecvBuf::new(conn.cfg.recv_chunk);
-    // Under TLS the socket's bytes land here and their plaintext in `buf`.
+    // Under TLS the socket's bytes land here and their plaintext in `buf`
+    // (boxed: a plaintext connection's task does not carry a second buffer).
     let mut cipher = conn
         .core
         .borrow()
         .is_tls()
-        .then(|| RecvBuf::new(conn.cfg.recv_chunk));
+        .then(|| Box::new(RecvBuf::new(conn.cfg.recv_chunk)));
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        match io::read_conn(&conn.stream, &mut buf, cipher.as_mut()).await {
+        match io::read_conn(&conn.stream, &mut buf, cipher.as_deref_mut()).await {
             Ok(n) if n > 0 && !conn.is_closed() => conn.counters.bytes_in(n),
             Ok(_) => break,
             Err(e) => {
@@ -283,7 +284,7 @@ pub(crate) async fn read_loop(conn: Rc<ClientConn>) {
                 break;
             }
         }
-        if let Some(cipher) = cipher.as_mut() {
+        if let Some(cipher) = cipher.as_deref_mut() {
             if !conn.open(cipher, &mut buf) {
                 break;
             }

@@ -391,23 +391,24 @@ async fn read_loop(
     cfg: &ServerConfig,
 ) -> Result<(), ConnError> {
     let mut buf = RecvBuf::new(cfg.limits.recv_chunk);
-    // Under TLS the socket's bytes land here and their plaintext in `buf`.
+    // Under TLS the socket's bytes land here and their plaintext in `buf`
+    // (boxed: a plaintext connection's task does not carry a second buffer).
     let mut cipher = conn
         .core
         .borrow()
         .is_tls()
-        .then(|| RecvBuf::new(cfg.limits.recv_chunk));
+        .then(|| Box::new(RecvBuf::new(cfg.limits.recv_chunk)));
     let mut need = HEADER_LEN;
     loop {
         buf.reserve(need);
-        let n = io::read_conn(&conn.stream, &mut buf, cipher.as_mut())
+        let n = io::read_conn(&conn.stream, &mut buf, cipher.as_deref_mut())
             .await
             .map_err(ConnError::Io)?;
         if n == 0 || conn.is_closed() {
             return Ok(());
         }
         conn.core.borrow_mut().received(io::now(), n);
-        if let Some(cipher) = cipher.as_mut() {
+        if let Some(cipher) = cipher.as_deref_mut() {
             if !open(conn, cipher, &mut buf)? {
                 return Ok(());
             }
