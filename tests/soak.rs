@@ -129,6 +129,23 @@ fn open_fds() -> usize {
         .count()
 }
 
+/// The descriptors of `now` that `before` does not have (as a multiset;
+/// the listing's own `/proc/self/fd` handle left out).
+fn fd_diff(now: &[String], before: &[String]) -> Vec<String> {
+    let mut rest: Vec<&String> = before.iter().collect();
+    now.iter()
+        .filter(|t| !t.starts_with("/proc/"))
+        .filter(|t| match rest.iter().position(|b| b == t) {
+            Some(i) => {
+                rest.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .cloned()
+        .collect()
+}
+
 /// What each open descriptor is (sockets by inode), for a failure message.
 fn fd_targets() -> Vec<String> {
     std::fs::read_dir("/proc/self/fd")
@@ -351,6 +368,7 @@ fn soak_rss_stays_flat() {
     let addr = server.addr();
     let client_rt = client_runtime();
     let fds_before = open_fds();
+    let targets_before = fd_targets();
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -401,9 +419,11 @@ fn soak_rss_stays_flat() {
     while open_fds() != fds_before {
         assert!(
             Instant::now() < fds_deadline,
-            "descriptors not back to baseline after 5 s: {fds_before} before, {} now: {:?}",
+            "descriptors not back to baseline after 5 s: {fds_before} before, {} now; \
+             opened since: {:?}, closed since: {:?}",
             open_fds(),
-            fd_targets()
+            fd_diff(&fd_targets(), &targets_before),
+            fd_diff(&targets_before, &fd_targets()),
         );
         std::thread::sleep(Duration::from_millis(10));
     }
