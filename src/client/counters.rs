@@ -24,7 +24,7 @@ pub(crate) struct Counters {
     pub timeouts: Cell<u64>,
     pub pings: Cell<u64>,
     /// Connections closed because a heartbeat went unanswered.
-    pub unanswered: Cell<u64>,
+    pub heartbeat_timeouts: Cell<u64>,
     pub hits: Cell<u64>,
     pub misses: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
@@ -44,7 +44,7 @@ impl Counters {
             lost: Cell::new(0),
             timeouts: Cell::new(0),
             pings: Cell::new(0),
-            unanswered: Cell::new(0),
+            heartbeat_timeouts: Cell::new(0),
             hits: Cell::new(0),
             misses: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
@@ -83,8 +83,8 @@ impl Counters {
     }
 
     /// A connection closed because its peer did not answer a heartbeat.
-    pub fn heartbeat_unanswered(&self) {
-        inc(&self.unanswered);
+    pub fn heartbeat_timed_out(&self) {
+        inc(&self.heartbeat_timeouts);
         inc(&self.core.client.heartbeat_timeouts);
     }
 

@@ -556,7 +556,7 @@ impl Client {
 
     /// Connections of the pool closed because a heartbeat went unanswered.
     pub(crate) fn heartbeat_timeouts(&self) -> u64 {
-        self.pool.shared.counters.unanswered.get()
+        self.pool.shared.counters.heartbeat_timeouts.get()
     }
 
     /// The endpoint this client calls.
@@ -592,7 +592,7 @@ impl Client {
             connections_lost: c.lost.get(),
             timeouts: c.timeouts.get(),
             pings: c.pings.get(),
-            heartbeat_timeouts: c.unanswered.get(),
+            heartbeat_timeouts: c.heartbeat_timeouts.get(),
             pool_hits: c.hits.get(),
             pool_misses: c.misses.get(),
         }

@@ -621,7 +621,7 @@ impl ClientCore {
             }
             if self.last_rx < sent {
                 tracing::warn!(?timeout, "no answer to heartbeat; closing connection");
-                self.counters.heartbeat_unanswered();
+                self.counters.heartbeat_timed_out();
                 return self.close(now);
             }
             self.ping_sent = None;
