@@ -367,6 +367,17 @@ fn soak_rss_stays_flat() {
     let mut server = TestServer::start(soak_builder());
     let addr = server.addr();
     let client_rt = client_runtime();
+    // The baseline once the server's accept loop runs: it holds a spare
+    // descriptor (on /dev/null, for running out of them) that it opens when
+    // it starts, after `serve` has returned. One accepted connection shows it.
+    {
+        let probe = TcpStream::connect(addr).expect("probe connect");
+        common::wait_until(Duration::from_secs(5), "the probe accepted", || {
+            server.stats().open_connections == 1
+        });
+        drop(probe);
+        server.wait_no_connections(Duration::from_secs(5));
+    }
     let fds_before = open_fds();
     let targets_before = fd_targets();
     let counts = Arc::new(Counts::default());
