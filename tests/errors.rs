@@ -156,7 +156,11 @@ fn a_reply_that_cannot_be_deserialised_is_a_decode_error() {
     match owned {
         Err(e @ ringrpc::Error::Decode(_)) => {
             assert!(!e.is_retryable());
-            assert!(e.to_string().contains("refused on purpose"), "{e}");
+            // rancor keeps an error's text only with debug assertions on
+            // (release builds say the decode failed, without why).
+            if cfg!(debug_assertions) {
+                assert!(e.to_string().contains("refused on purpose"), "{e}");
+            }
         }
         other => panic!("expected Error::Decode, got {other:?}"),
     }
