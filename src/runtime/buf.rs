@@ -26,7 +26,7 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 
 use super::bufring;
-use crate::protocol::FRAME_ALIGN;
+use crate::protocol::{FRAME_ALIGN, HEADER_LEN};
 
 /// Chunks kept for reuse per connection beyond the one in use.
 const MAX_SPARE_CHUNKS: usize = 8;
@@ -272,6 +272,10 @@ pub(crate) struct RecvBuf {
     /// A leased ring segment holding the current bytes; when set it is the
     /// active region (the chunk then holds nothing).
     seg: Option<Segment>,
+    /// A segment whose first bytes completed the frame the chunk holds: it
+    /// becomes the active region, read in place from `start`, once that frame
+    /// is consumed (see [`push_segment`](Self::push_segment)).
+    next: Option<(Segment, usize, usize)>,
     consumed: usize,
     filled: usize,
     /// Total length of the frame being completed (from [`reserve`](Self::reserve)).
@@ -285,11 +289,17 @@ pub(crate) struct RecvBuf {
     /// Bytes moved between chunks so far (tests check growth is geometric).
     #[cfg(test)]
     moved: usize,
+    /// Bytes copied out of ring segments so far.
+    #[cfg(test)]
+    copied: usize,
 }
 
 impl Drop for RecvBuf {
     fn drop(&mut self) {
         if let Some(seg) = self.seg.take() {
+            bufring::release(seg.bid);
+        }
+        if let Some((seg, ..)) = self.next.take() {
             bufring::release(seg.bid);
         }
     }
@@ -307,6 +317,7 @@ impl RecvBuf {
         Self {
             chunk: None,
             seg: None,
+            next: None,
             consumed: 0,
             filled: 0,
             need: 0,
@@ -316,6 +327,8 @@ impl RecvBuf {
             spare: Vec::new(),
             #[cfg(test)]
             moved: 0,
+            #[cfg(test)]
+            copied: 0,
         }
     }
 
@@ -363,7 +376,8 @@ impl RecvBuf {
         FrameBytes { owner, ptr, len }
     }
 
-    /// Marks `n` bytes as consumed; a fully consumed ring segment is let go.
+    /// Marks `n` bytes as consumed; a fully consumed ring segment is let go,
+    /// and a segment waiting behind the region takes its place.
     pub fn consume(&mut self, n: usize) {
         self.consumed += n;
         debug_assert!(self.consumed <= self.filled);
@@ -371,6 +385,13 @@ impl RecvBuf {
             if let Some(seg) = self.seg.take() {
                 bufring::release(seg.bid);
                 (self.consumed, self.filled) = (0, 0);
+            }
+            if let Some((seg, start, len)) = self.next.take() {
+                if let Some(chunk) = self.chunk.take() {
+                    pool_chunk(chunk);
+                }
+                self.seg = Some(seg);
+                (self.consumed, self.filled) = (start, len);
             }
         }
     }
@@ -383,7 +404,7 @@ impl RecvBuf {
     /// Lets go of all memory while nothing is pending: called between
     /// receives on a buffer ring, so an idle connection holds no buffer.
     pub fn release_idle(&mut self) {
-        if self.consumed == self.filled && self.seg.is_none() {
+        if self.consumed == self.filled && self.seg.is_none() && self.next.is_none() {
             if let Some(chunk) = self.chunk.take() {
                 pool_chunk(chunk);
             }
@@ -397,7 +418,7 @@ impl RecvBuf {
     /// into its own chunks (epoll), so that one woken for a few bytes does not
     /// take a full-size chunk from the pool.
     pub fn release_idle_and_shrink(&mut self) {
-        if self.consumed == self.filled && self.seg.is_none() {
+        if self.consumed == self.filled && self.seg.is_none() && self.next.is_none() {
             self.release_idle();
             (self.class, self.filled_tail) = (SMALL_CHUNK, false);
         }
@@ -405,9 +426,26 @@ impl RecvBuf {
 
     /// Takes `len` bytes a ring receive put at `ptr` in buffer `bid` (one
     /// lease, which this buffer now owns). Read in place when they start a
-    /// frame at an aligned address; otherwise appended to the chunk.
+    /// frame at an aligned address. When they continue a frame whose length
+    /// is known (its header is in, [`reserve`](Self::reserve)d) and the rest
+    /// of them starts aligned, only the bytes that complete it are copied (to
+    /// the chunk, after its first part) and the rest is read in place once
+    /// that frame is consumed: a stream of large frames that straddle
+    /// segments copies one partial frame per segment, not every byte.
+    /// Otherwise the bytes are appended to the chunk.
     pub fn push_segment(&mut self, bid: u16, ptr: NonNull<u8>, len: usize) {
         let pending = self.filled - self.consumed;
+        debug_assert!(self.next.is_none(), "a segment waits behind a frame");
+        let rest = self.need.wrapping_sub(pending);
+        if pending >= HEADER_LEN
+            && self.need > pending
+            && rest < len
+            && (ptr.as_ptr() as usize + rest) % FRAME_ALIGN == 0
+        {
+            self.append_segment(ptr, rest);
+            self.next = Some((Segment { bid, ptr }, rest, len));
+            return;
+        }
         if pending == 0 && ptr.as_ptr() as usize % FRAME_ALIGN == 0 {
             if let Some(old) = self.seg.replace(Segment { bid, ptr }) {
                 bufring::release(old.bid);
@@ -418,16 +456,26 @@ impl RecvBuf {
             (self.consumed, self.filled) = (0, len);
             return;
         }
+        self.append_segment(ptr, len);
+        bufring::release(bid);
+    }
+
+    /// Copies the first `len` bytes of a leased segment to the chunk, after
+    /// the pending bytes.
+    fn append_segment(&mut self, ptr: NonNull<u8>, len: usize) {
         self.make_room(len);
         let chunk = self.chunk.as_ref().expect("make_room leaves a chunk");
         // SAFETY: make_room left `len` free bytes past `filled` in the chunk,
         // which no view covers; the segment is leased (the kernel does not
-        // write it) and lies in another allocation.
+        // write it), holds at least `len` bytes and lies in another allocation.
         unsafe {
             std::ptr::copy_nonoverlapping(ptr.as_ptr(), chunk.ptr.as_ptr().add(self.filled), len);
         }
         self.filled += len;
-        bufring::release(bid);
+        #[cfg(test)]
+        {
+            self.copied += len;
+        }
     }
 
     /// Makes the chunk the active region with its pending bytes at an aligned
@@ -631,193 +679,5 @@ impl RecvBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn receive(buf: &mut RecvBuf, data: &[u8]) {
-        let tail = buf.read_target();
-        let (ptr, len) = tail.raw_parts();
-        assert!(len >= data.len(), "reserve made room");
-        // SAFETY: the tail is ours alone and has `len >= data.len()` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr, data.len()) };
-        buf.commit(tail, data.len());
-    }
-
-    fn room(buf: &mut RecvBuf) -> usize {
-        buf.read_target().raw_parts().1
-    }
-
-    #[test]
-    fn a_huge_chunk_request_is_clamped_not_wrapped() {
-        assert_eq!(Chunk::clamp(usize::MAX - 3), Chunk::MAX);
-        assert_eq!(Chunk::clamp(1 << 63), Chunk::MAX);
-        assert_eq!(Chunk::clamp(17), 32);
-        let mut buf = RecvBuf::new(1 << 63);
-        buf.reserve(32);
-        assert!(room(&mut buf) <= Chunk::MAX);
-    }
-
-    #[test]
-    fn append_with_keeps_what_fill_reports_after_the_pending_bytes() {
-        let mut buf = RecvBuf::new(64 << 10);
-        buf.append(&[7u8; 20]);
-        let kept = buf.append_with(100, |tail| {
-            assert_eq!(tail.len(), 100, "one piece of the asked length");
-            tail.fill(9);
-            Ok::<_, ()>(30)
-        });
-        assert_eq!(kept, Ok(30));
-        assert_eq!(buf.unconsumed().len(), 50);
-        assert!(buf.unconsumed()[..20].iter().all(|b| *b == 7));
-        assert!(buf.unconsumed()[20..].iter().all(|b| *b == 9));
-        assert_eq!(
-            buf.append_with(100, |tail| {
-                tail.fill(1);
-                Err::<usize, _>("bad record")
-            }),
-            Err("bad record")
-        );
-        assert_eq!(buf.unconsumed().len(), 50, "an error keeps nothing");
-    }
-
-    #[test]
-    fn a_large_frame_opened_record_by_record_moves_its_bytes_a_few_times() {
-        let mut buf = RecvBuf::new(256 << 10);
-        let frame = 4 << 20;
-        buf.reserve(frame);
-        let record = [3u8; 16 << 10];
-        while buf.unconsumed().len() < frame {
-            buf.append_with(record.len(), |tail| {
-                tail.copy_from_slice(&record);
-                Ok::<_, ()>(record.len())
-            })
-            .unwrap();
-        }
-        // Growth by doubling moves about the frame's size in all; growing by
-        // one record at a time would move ~500 MiB.
-        assert!(
-            buf.moved <= 2 * frame,
-            "moved {} bytes for a {frame}-byte frame",
-            buf.moved
-        );
-        assert!(buf.unconsumed().iter().all(|b| *b == 3));
-    }
-
-    #[test]
-    fn a_released_buffer_starts_small_again() {
-        let mut buf = RecvBuf::new(256 << 10);
-        buf.append(&[1u8; 100 << 10]);
-        buf.consume(100 << 10);
-        buf.release_idle_and_shrink();
-        assert_eq!(buf.class, SMALL_CHUNK);
-        buf.append(&[2u8; 64]);
-        assert_eq!(buf.class, SMALL_CHUNK, "64 bytes do not make it grow");
-        assert_eq!(buf.unconsumed(), &[2u8; 64]);
-    }
-
-    #[test]
-    fn append_with_never_writes_under_a_held_view() {
-        let mut buf = RecvBuf::new(16 << 10);
-        buf.append(&[1u8; 48]);
-        let view = buf.view(0, 48);
-        buf.consume(48);
-        for round in 0..40u8 {
-            let len = 1000 + usize::from(round) * 97;
-            buf.append_with(len, |tail| {
-                tail.fill(round);
-                Ok::<_, ()>(len - 1)
-            })
-            .unwrap();
-            assert!(buf.unconsumed().iter().all(|b| *b == round));
-            buf.consume(len - 1);
-        }
-        assert!(view.iter().all(|b| *b == 1), "held view unchanged");
-    }
-
-    #[test]
-    fn views_survive_further_reads_and_chunk_switches() {
-        let mut buf = RecvBuf::new(4096);
-        buf.reserve(32);
-        receive(&mut buf, &[1u8; 48]);
-        let view = buf.view(0, 48);
-        buf.consume(48);
-        for round in 0..10u8 {
-            buf.reserve(4000);
-            receive(&mut buf, &vec![round; 4000]);
-            assert_eq!(buf.unconsumed().len(), 4000);
-            buf.consume(4000);
-        }
-        assert!(view.iter().all(|b| *b == 1), "held view unchanged");
-        assert_eq!(view.as_ptr() as usize % FRAME_ALIGN, 0);
-    }
-
-    #[test]
-    fn partial_frame_moves_to_aligned_front_of_new_chunk() {
-        let mut buf = RecvBuf::new(4096);
-        buf.reserve(32);
-        receive(&mut buf, &[7u8; 4080]);
-        let held = buf.view(0, 16);
-        buf.consume(4064);
-        buf.reserve(64);
-        assert_eq!(buf.unconsumed(), &[7u8; 16]);
-        assert_eq!(buf.unconsumed().as_ptr() as usize % FRAME_ALIGN, 0);
-        receive(&mut buf, &[8u8; 48]);
-        assert_eq!(buf.unconsumed().len(), 64);
-        assert_eq!(&held[..], &[7u8; 16]);
-    }
-
-    #[test]
-    fn large_frames_grow_the_buffer_as_their_bytes_arrive() {
-        let mut buf = RecvBuf::new(4096);
-        buf.reserve(32);
-        receive(&mut buf, &[9u8; 32]);
-        // A header claiming 16 MiB does not reserve 16 MiB up front.
-        buf.reserve(16 << 20);
-        assert!(room(&mut buf) < 1 << 20);
-        let mut have = 32;
-        while have < 100_000 {
-            buf.reserve(100_000);
-            let room = room(&mut buf);
-            let n = room.min(100_000 - have);
-            receive(&mut buf, &vec![9u8; n]);
-            have += n;
-        }
-        assert_eq!(
-            buf.unconsumed().len(),
-            100_000,
-            "the whole frame is contiguous"
-        );
-        assert_eq!(buf.unconsumed().as_ptr() as usize % FRAME_ALIGN, 0);
-    }
-
-    #[test]
-    fn buffers_start_small_and_grow_when_reads_fill_them() {
-        let mut buf = RecvBuf::new(64 << 10);
-        buf.reserve(32);
-        let first = room(&mut buf);
-        assert!(first <= SMALL_CHUNK, "idle connections stay small");
-        receive(&mut buf, &vec![1u8; first]);
-        buf.consume(first);
-        buf.reserve(32);
-        assert!(room(&mut buf) >= 32 << 10, "busy ones grow");
-    }
-
-    #[test]
-    fn chunks_are_recycled_once_views_drop() {
-        let mut buf = RecvBuf::new(4096);
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..50 {
-            buf.reserve(4096);
-            receive(&mut buf, &[3u8; 4096]);
-            let v = buf.view(0, 4096);
-            buf.consume(4096);
-            seen.insert(v.as_ptr() as usize);
-            drop(v);
-        }
-        assert!(
-            seen.len() <= 2,
-            "steady state reuses chunks, saw {}",
-            seen.len()
-        );
-    }
-}
+#[path = "buf_tests.rs"]
+mod tests;
