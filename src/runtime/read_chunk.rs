@@ -1,6 +1,8 @@
 //! How much a connection's reader handles from one receive before it lets
 //! the core's other tasks run (see [`ReadChunk`]).
 
+use std::cell::Cell;
+
 /// Counts what a connection's reader handled from one receive and says when
 /// to let the core's other tasks (its writer, the callers it woke) run.
 ///
@@ -21,8 +23,11 @@
 /// batch back while the client still works on its half. At 128 calls in
 /// flight × 64 B that took calls/s from ~0.87× to ~1.0× of a raw pipelined
 /// socket for +0.07 µs of server CPU per call (docs/benchmarks.md, "Server
-/// chunks"). Either side hands over after [`ReadChunk::BYTES`] (large frames
-/// sooner; 32 KiB kept 128 × 4 KiB steadier than 64 KiB).
+/// chunks"). Those sends cost the client receives too, so a server chunk
+/// widens to [`ReadChunk::MAX_FRAMES`] while other connections of its core
+/// have input ([`ServerInput`]): their batches already keep both sides busy.
+/// Either side hands over after [`ReadChunk::BYTES`] (large frames sooner;
+/// 32 KiB kept 128 × 4 KiB steadier than 64 KiB).
 ///
 /// [`io::write_all`]: super::io::write_all
 #[derive(Debug)]
@@ -30,6 +35,41 @@ pub(crate) struct ReadChunk {
     frames: usize,
     bytes: usize,
     max_frames: usize,
+    /// A server chunk that widens to [`Self::MAX_FRAMES`] when other server
+    /// connections on the core hold input too (see [`ServerInput`]).
+    widens: bool,
+}
+
+thread_local! {
+    /// Server readers on this core holding received input not yet handled.
+    static SERVER_INPUT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A server reader's mark, while it handles what it received, that it has
+/// input: when several connections of a core have input at once the core is
+/// busy, and its readers hand over after [`ReadChunk::MAX_FRAMES`] rather than
+/// [`ReadChunk::SERVER_FRAMES`] (sends for the bigger batches, not for the
+/// early replies of one connection). Dropping it takes the mark back.
+#[derive(Debug)]
+pub(crate) struct ServerInput(());
+
+impl ServerInput {
+    /// Marks one more reader of this core as holding input.
+    pub fn mark() -> Self {
+        SERVER_INPUT.with(|n| n.set(n.get() + 1));
+        Self(())
+    }
+}
+
+impl Drop for ServerInput {
+    fn drop(&mut self) {
+        SERVER_INPUT.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// Whether another server reader of this core holds input too.
+fn others_have_input() -> bool {
+    SERVER_INPUT.with(Cell::get) > 1
 }
 
 impl ReadChunk {
@@ -46,19 +86,25 @@ impl ReadChunk {
     /// A client connection's chunk with `in_flight` calls outstanding: half
     /// of them, within [`Self::MIN_FRAMES`]..=[`Self::MAX_FRAMES`].
     pub fn for_client(in_flight: usize) -> Self {
-        Self::of((in_flight / 2).clamp(Self::MIN_FRAMES, Self::MAX_FRAMES))
+        Self::of(
+            (in_flight / 2).clamp(Self::MIN_FRAMES, Self::MAX_FRAMES),
+            false,
+        )
     }
 
-    /// A server connection's chunk: [`Self::SERVER_FRAMES`].
+    /// A server connection's chunk: [`Self::SERVER_FRAMES`], or
+    /// [`Self::MAX_FRAMES`] from the first time it fills while another server
+    /// reader of the core holds input ([`ServerInput`]).
     pub fn for_server() -> Self {
-        Self::of(Self::SERVER_FRAMES)
+        Self::of(Self::SERVER_FRAMES, true)
     }
 
-    fn of(max_frames: usize) -> Self {
+    fn of(max_frames: usize, widens: bool) -> Self {
         Self {
             frames: 0,
             bytes: 0,
             max_frames,
+            widens,
         }
     }
 
@@ -67,12 +113,15 @@ impl ReadChunk {
     pub fn handled(&mut self, len: usize) -> bool {
         self.frames += 1;
         self.bytes += len;
-        if self.frames >= self.max_frames || self.bytes >= Self::BYTES {
-            (self.frames, self.bytes) = (0, 0);
-            true
-        } else {
-            false
+        if self.frames < self.max_frames && self.bytes < Self::BYTES {
+            return false;
         }
+        let widen = self.widens && self.bytes < Self::BYTES && others_have_input();
+        (self.frames, self.bytes) = (0, 0);
+        if widen {
+            (self.max_frames, self.widens) = (Self::MAX_FRAMES, false);
+        }
+        !widen
     }
 }
 
@@ -99,6 +148,27 @@ mod tests {
         assert_eq!(frames_until_full(ReadChunk::for_server(), 4096 + 32), 8);
         assert_eq!(frames_until_full(ReadChunk::for_server(), 8192 + 32), 4);
         assert_eq!(frames_until_full(ReadChunk::for_client(128), 4096 + 32), 8);
+    }
+
+    #[test]
+    fn a_server_chunk_widens_while_another_reader_has_input() {
+        let me = ServerInput::mark();
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16, "alone");
+        let other = ServerInput::mark();
+        assert_eq!(
+            frames_until_full(ReadChunk::for_server(), 96),
+            16 + 128,
+            "crowded: the first fill widens the chunk"
+        );
+        assert_eq!(
+            frames_until_full(ReadChunk::for_server(), 4096 + 32),
+            8,
+            "bytes still hand over"
+        );
+        assert_eq!(frames_until_full(ReadChunk::for_client(32), 96), 16);
+        drop(other);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16);
+        drop(me);
     }
 
     #[test]
