@@ -256,16 +256,17 @@ fn a_frame_straddling_two_segments_copies_only_its_second_part() {
     bufring::uninstall();
 }
 
-#[test]
-fn a_segment_whose_rest_would_start_unaligned_is_copied_whole() {
+/// Frames A, B, C (160 B each) in two ring segments cut `cut` bytes into B;
+/// the reader knows `need` for B when the second arrives. Asserts that the
+/// second segment is copied whole and that both buffers go back to the ring.
+fn second_segment_copied_whole(cut: usize, need: usize) {
     let (a, b, c) = (frame(1, 160), frame(2, 160), frame(3, 160));
-    // B arrives in parts of 100 and 60 bytes: the rest would start at byte 60.
-    let first = [&a[..], &b[..100]].concat();
-    let second = [&b[100..], &c[..]].concat();
+    let first = [&a[..], &b[..cut]].concat();
+    let second = [&b[cut..], &c[..]].concat();
     let mut buf = RecvBuf::new(4096);
     buf.push_segment(2, ring_segment(2, &first), first.len());
     buf.consume(160);
-    buf.reserve(160);
+    buf.reserve(need);
     buf.push_segment(3, ring_segment(3, &second), second.len());
     assert_eq!(buf.copied, second.len(), "copied whole");
     assert_eq!(buf.unconsumed(), &[&b[..], &c[..]].concat()[..]);
@@ -281,19 +282,13 @@ fn a_segment_whose_rest_would_start_unaligned_is_copied_whole() {
 }
 
 #[test]
+fn a_segment_whose_rest_would_start_unaligned_is_copied_whole() {
+    // B arrives in parts of 100 and 60 bytes: the rest would start at byte 60.
+    second_segment_copied_whole(100, 160);
+}
+
+#[test]
 fn a_straddling_header_is_copied_with_its_segment() {
     // Only 16 bytes of B's header in the first segment: its length is not known.
-    let (a, b, c) = (frame(1, 160), frame(2, 160), frame(3, 160));
-    let first = [&a[..], &b[..16]].concat();
-    let second = [&b[16..], &c[..]].concat();
-    let mut buf = RecvBuf::new(4096);
-    buf.push_segment(0, ring_segment(0, &first), first.len());
-    buf.consume(160);
-    buf.reserve(32);
-    buf.push_segment(1, ring_segment(1, &second), second.len());
-    assert_eq!(buf.copied, second.len());
-    assert_eq!(buf.unconsumed(), &[&b[..], &c[..]].concat()[..]);
-    buf.consume(320);
-    drop(buf);
-    bufring::uninstall();
+    second_segment_copied_whole(16, 32);
 }
