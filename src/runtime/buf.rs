@@ -436,10 +436,9 @@ impl RecvBuf {
     pub fn push_segment(&mut self, bid: u16, ptr: NonNull<u8>, len: usize) {
         let pending = self.filled - self.consumed;
         debug_assert!(self.next.is_none(), "a segment waits behind a frame");
-        let rest = self.need.wrapping_sub(pending);
+        let rest = self.need.saturating_sub(pending);
         if pending >= HEADER_LEN
-            && self.need > pending
-            && rest < len
+            && (1..len).contains(&rest)
             && (ptr.as_ptr() as usize + rest) % FRAME_ALIGN == 0
         {
             self.append_segment(ptr, rest);

@@ -44,7 +44,7 @@ pub use core_task::{wait, CoreTask};
 use driver::RingConfig;
 pub use driver::RingFlags;
 use inbox::{Inbox, Job};
-pub(crate) use read_chunk::{ReadChunk, ServerInput};
+pub(crate) use read_chunk::ReadChunk;
 use stall::{Beat, Watchdog};
 
 thread_local! {

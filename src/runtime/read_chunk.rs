@@ -22,10 +22,10 @@ use std::cell::Cell;
 /// CPU per call), so it spends a few more sends to get the first replies of a
 /// batch back while the client still works on its half. At 128 calls in
 /// flight × 64 B that took calls/s from ~0.87× to ~1.0× of a raw pipelined
-/// socket for +0.07 µs of server CPU per call (docs/benchmarks.md, "Server
+/// socket for +0.06–0.09 µs of server CPU per call (docs/benchmarks.md, "Server
 /// chunks"). Those sends cost the client receives too, so a server chunk
 /// widens to [`ReadChunk::MAX_FRAMES`] while other connections of its core
-/// have input ([`ServerInput`]): their batches already keep both sides busy.
+/// have input: their batches already keep both sides busy.
 /// Either side hands over after [`ReadChunk::BYTES`] (large frames sooner;
 /// 32 KiB kept 128 × 4 KiB steadier than 64 KiB).
 ///
@@ -35,9 +35,8 @@ pub(crate) struct ReadChunk {
     frames: usize,
     bytes: usize,
     max_frames: usize,
-    /// A server chunk that widens to [`Self::MAX_FRAMES`] when other server
-    /// connections on the core hold input too (see [`ServerInput`]).
-    widens: bool,
+    /// A server chunk's mark that its reader holds input (`None` for a client).
+    mark: Option<ServerInput>,
 }
 
 thread_local! {
@@ -45,17 +44,18 @@ thread_local! {
     static SERVER_INPUT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A server reader's mark, while it handles what it received, that it has
-/// input: when several connections of a core have input at once the core is
-/// busy, and its readers hand over after [`ReadChunk::MAX_FRAMES`] rather than
-/// [`ReadChunk::SERVER_FRAMES`] (sends for the bigger batches, not for the
-/// early replies of one connection). Dropping it takes the mark back.
+/// A server reader's mark, held by its chunk while it handles what it
+/// received, that it has input: when several connections of a core have input
+/// at once the core is busy, and its readers hand over after
+/// [`ReadChunk::MAX_FRAMES`] rather than [`ReadChunk::SERVER_FRAMES`] (sends
+/// for the bigger batches, not for the early replies of one connection).
+/// Dropping it takes the mark back.
 #[derive(Debug)]
-pub(crate) struct ServerInput(());
+struct ServerInput(());
 
 impl ServerInput {
     /// Marks one more reader of this core as holding input.
-    pub fn mark() -> Self {
+    fn mark() -> Self {
         SERVER_INPUT.with(|n| n.set(n.get() + 1));
         Self(())
     }
@@ -88,23 +88,24 @@ impl ReadChunk {
     pub fn for_client(in_flight: usize) -> Self {
         Self::of(
             (in_flight / 2).clamp(Self::MIN_FRAMES, Self::MAX_FRAMES),
-            false,
+            None,
         )
     }
 
-    /// A server connection's chunk: [`Self::SERVER_FRAMES`], or
-    /// [`Self::MAX_FRAMES`] from the first time it fills while another server
-    /// reader of the core holds input ([`ServerInput`]).
+    /// A server connection's chunk for what one receive brought, marking its
+    /// reader as holding input until it is dropped: [`Self::SERVER_FRAMES`],
+    /// or [`Self::MAX_FRAMES`] from the first time it fills while another
+    /// server reader of the core holds input.
     pub fn for_server() -> Self {
-        Self::of(Self::SERVER_FRAMES, true)
+        Self::of(Self::SERVER_FRAMES, Some(ServerInput::mark()))
     }
 
-    fn of(max_frames: usize, widens: bool) -> Self {
+    fn of(max_frames: usize, mark: Option<ServerInput>) -> Self {
         Self {
             frames: 0,
             bytes: 0,
             max_frames,
-            widens,
+            mark,
         }
     }
 
@@ -116,10 +117,13 @@ impl ReadChunk {
         if self.frames < self.max_frames && self.bytes < Self::BYTES {
             return false;
         }
-        let widen = self.widens && self.bytes < Self::BYTES && others_have_input();
+        let widen = self.max_frames == Self::SERVER_FRAMES
+            && self.mark.is_some()
+            && self.bytes < Self::BYTES
+            && others_have_input();
         (self.frames, self.bytes) = (0, 0);
         if widen {
-            (self.max_frames, self.widens) = (Self::MAX_FRAMES, false);
+            self.max_frames = Self::MAX_FRAMES;
         }
         !widen
     }
@@ -152,9 +156,8 @@ mod tests {
 
     #[test]
     fn a_server_chunk_widens_while_another_reader_has_input() {
-        let me = ServerInput::mark();
         assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16, "alone");
-        let other = ServerInput::mark();
+        let other = ReadChunk::for_server();
         assert_eq!(
             frames_until_full(ReadChunk::for_server(), 96),
             16 + 128,
@@ -168,7 +171,6 @@ mod tests {
         assert_eq!(frames_until_full(ReadChunk::for_client(32), 96), 16);
         drop(other);
         assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16);
-        drop(me);
     }
 
     #[test]

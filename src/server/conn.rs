@@ -37,7 +37,7 @@ use crate::protocol::metadata::MetadataView;
 use crate::protocol::{ErrorCode, FrameKind, ProtocolError, HEADER_LEN};
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self, Stream};
-use crate::runtime::{ReadChunk, ServerInput};
+use crate::runtime::ReadChunk;
 use crate::tls::{HandshakeFailure, PeerIdentity};
 use futures_util::future::AbortHandle;
 
@@ -413,7 +413,6 @@ async fn read_loop(
                 return Ok(());
             }
         }
-        let input = ServerInput::mark();
         let mut chunk = ReadChunk::for_server();
         loop {
             let next = conn.core.borrow_mut().handle_next(&mut buf);
@@ -442,7 +441,7 @@ async fn read_loop(
                 }
             }
         }
-        drop(input);
+        drop(chunk);
         conn.flush();
         wait_for_send_room(conn).await;
         hold_partial(conn, &buf, cfg).await;
