@@ -67,9 +67,27 @@ pub(crate) fn serialize_into<T: Message>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
-    rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(out))
+    ARENA
+        .with(|arena| match arena.try_borrow_mut() {
+            Ok(mut arena) => rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                value,
+                OutWriter(out),
+                arena.acquire(),
+            ),
+            // Serialising from inside a serialisation (a custom `Serialize`
+            // calling back into ringrpc): rkyv's own arena.
+            Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(out)),
+        })
         .map(|_| ())
         .map_err(|e| ProtocolError::InvalidPayload(e.to_string()))
+}
+
+thread_local! {
+    /// Scratch space for serialisers, one per thread, kept between messages
+    /// (rkyv's `to_bytes_in` would trim its arena after every message; this one
+    /// keeps what the largest message needed, which plain data never uses).
+    static ARENA: std::cell::RefCell<rkyv::ser::allocator::Arena> =
+        std::cell::RefCell::new(rkyv::ser::allocator::Arena::new());
 }
 
 /// What [`SliceAsVec`] and [`StrAsString`] need from a serializer, as one bound

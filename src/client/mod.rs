@@ -526,9 +526,11 @@ impl Client {
             let id = conn
                 .start_call(method_id, (deadline_at, budget), now, encode, metadata)
                 .inspect_err(|e| pool.counters.call_ended(Err(e)))?;
-            let _forget = Forget(&conn, id);
+            let forget = Forget(&conn, id);
             // No timer per call: the connection's expiry task completes overdue calls.
             let finished = poll_fn(|cx| conn.poll_reply(id, cx)).await;
+            // The reply freed the slot: nothing left to forget.
+            std::mem::forget(forget);
             let counters = &pool.counters;
             let result = finished.result.and_then(finish);
             counters.call_ended(result.as_ref().map(|_| ()));
