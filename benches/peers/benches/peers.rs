@@ -294,6 +294,22 @@ fn median(rounds: &[Measured]) -> Option<&Measured> {
     sorted.get(sorted.len() / 2).copied()
 }
 
+/// The host's TCP congestion control, which every peer's sockets use. Under
+/// `bbr` the kernel paces each connection's sends, and the pipelined floors
+/// settle, round by round, at one of two speeds about 2x apart (measured on
+/// this project's hosts; `cubic` does not pace and they stay at the fast one).
+fn congestion_note() -> String {
+    let path = "/proc/sys/net/ipv4/tcp_congestion_control";
+    match std::fs::read_to_string(path) {
+        Ok(cc) if cc.trim() == "bbr" => "TCP congestion control: bbr (paced: the pipelined floors \
+             switch between two speeds ~2x apart from round to round; see docs/benchmarks.md, \
+             \"Floors and BBR pacing\")"
+            .to_string(),
+        Ok(cc) => format!("TCP congestion control: {}", cc.trim()),
+        Err(e) => format!("TCP congestion control: unknown ({path}: {e})"),
+    }
+}
+
 fn main() {
     let opts = match parse_args() {
         Ok(o) => o,
@@ -322,6 +338,7 @@ fn main() {
     );
 
     println!("{idle}");
+    println!("{}", congestion_note());
     let mut results: Results = Vec::new();
     for &(in_flight, payload) in &opts.cells {
         let spec = Spec {
