@@ -83,9 +83,11 @@ pub(crate) fn serialize_into<T: Message>(
 }
 
 thread_local! {
-    /// Scratch space for serialisers, one per thread, kept between messages
-    /// (rkyv's `to_bytes_in` would trim its arena after every message; this one
-    /// keeps what the largest message needed, which plain data never uses).
+    /// Scratch space for serialisers, one per thread, kept between messages:
+    /// what rkyv's `to_bytes_in` does with its own thread arena, without taking
+    /// it out of and back into a thread-local, trimming it and comparing
+    /// capacities around every message (`acquire` already keeps one block, the
+    /// largest, as rkyv's does; plain data never uses it).
     static ARENA: std::cell::RefCell<rkyv::ser::allocator::Arena> =
         std::cell::RefCell::new(rkyv::ser::allocator::Arena::new());
 }
