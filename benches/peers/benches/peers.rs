@@ -14,7 +14,11 @@
 //! `--client-cpu N`, `--cell IN_FLIGHTxPAYLOAD` (repeatable, e.g.
 //! `--cell 128x64`; default: the three cells of the matrix), `--targets FILE`
 //! (the P1–P5 targets checked at the end; default: `$RINGRPC_TARGETS`, else
-//! `benches/targets.txt`), and words that filter peers by name (e.g.
+//! `benches/targets.txt`), `--congestion NAME` (run every peer in a network
+//! namespace of the bench's own whose TCP congestion control is `NAME`, e.g.
+//! `cubic`, leaving the host's alone; needs root: under the common `bbr` the
+//! kernel paces the pipelined floors, which then switch between two speeds
+//! ~2x apart from round to round), and words that filter peers by name (e.g.
 //! `ringrpc tonic`; `=NAME` selects that peer only, e.g. `=ringrpc
 //! =ringrpc-tls =tonic =tonic-tls` for the cost of TLS).
 //! Results are also written to `target/peers/peers.csv` (reported rounds) and
@@ -49,6 +53,8 @@ struct Options {
     cells: Vec<(usize, usize)>,
     /// The targets file.
     targets: PathBuf,
+    /// Run in a network namespace of its own with this TCP congestion control.
+    congestion: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -61,6 +67,7 @@ fn parse_args() -> Result<Options, String> {
         filters: Vec::new(),
         cells: Vec::new(),
         targets: targets::default_path(),
+        congestion: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -104,6 +111,7 @@ fn parse_args() -> Result<Options, String> {
                 o.cells.push(cell);
             }
             "--targets" => o.targets = PathBuf::from(value("--targets")?),
+            "--congestion" => o.congestion = Some(value("--congestion")?),
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             word => o.filters.push(word.to_string()),
         }
@@ -294,18 +302,48 @@ fn median(rounds: &[Measured]) -> Option<&Measured> {
     sorted.get(sorted.len() / 2).copied()
 }
 
-/// The host's TCP congestion control, which every peer's sockets use. Under
+/// Moves the bench into a network namespace of its own, with its loopback up
+/// and `cc` as its TCP congestion control. Must run before any thread is
+/// started: a namespace is per thread, and threads inherit it.
+fn private_netns(cc: &str) -> Result<(), String> {
+    // SAFETY: unshare takes no pointers; it moves only this (so far the only)
+    // thread to a new network namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "--congestion: cannot make a network namespace (needs root): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| format!("--congestion: ip link set lo up: {e}"))?;
+    if !up.success() {
+        return Err(format!("--congestion: ip link set lo up: {up}"));
+    }
+    std::fs::write("/proc/sys/net/ipv4/tcp_congestion_control", cc)
+        .map_err(|e| format!("--congestion {cc}: {e}"))
+}
+
+/// The TCP congestion control every peer's sockets use (the host's, or the
+/// bench's own namespace's with `--congestion`). Under
 /// `bbr` the kernel paces each connection's sends, and the pipelined floors
 /// settle, round by round, at one of two speeds about 2x apart (measured on
 /// this project's hosts; `cubic` does not pace and they stay at the fast one).
-fn congestion_note() -> String {
+fn congestion_note(own_netns: bool) -> String {
     let path = "/proc/sys/net/ipv4/tcp_congestion_control";
+    let whose = if own_netns {
+        "the bench's network namespace"
+    } else {
+        "the host's"
+    };
     match std::fs::read_to_string(path) {
-        Ok(cc) if cc.trim() == "bbr" => "TCP congestion control: bbr (paced: the pipelined floors \
-             switch between two speeds ~2x apart from round to round; see docs/benchmarks.md, \
-             \"Floors and BBR pacing\")"
-            .to_string(),
-        Ok(cc) => format!("TCP congestion control: {}", cc.trim()),
+        Ok(cc) if cc.trim() == "bbr" => format!(
+            "TCP congestion control: bbr, {whose} (paced: the pipelined floors switch between \
+             two speeds ~2x apart from round to round; `--congestion cubic` avoids it; see \
+             docs/benchmarks.md, \"Floors and BBR pacing\")"
+        ),
+        Ok(cc) => format!("TCP congestion control: {}, {whose}", cc.trim()),
         Err(e) => format!("TCP congestion control: unknown ({path}: {e})"),
     }
 }
@@ -318,6 +356,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(cc) = &opts.congestion {
+        if let Err(e) = private_netns(cc) {
+            eprintln!("peers: {e}");
+            std::process::exit(2);
+        }
+    }
     let peers: Vec<(&'static str, RunFn)> = PEERS
         .iter()
         .copied()
@@ -338,7 +382,7 @@ fn main() {
     );
 
     println!("{idle}");
-    println!("{}", congestion_note());
+    println!("{}", congestion_note(opts.congestion.is_some()));
     let mut results: Results = Vec::new();
     for &(in_flight, payload) in &opts.cells {
         let spec = Spec {
