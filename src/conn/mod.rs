@@ -25,6 +25,8 @@
 //!   deadline are per core, watched by the server).
 
 pub(crate) mod client;
+#[cfg(test)]
+mod link_tests;
 pub(crate) mod server;
 #[cfg(test)]
 mod server_tests;
