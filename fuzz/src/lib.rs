@@ -24,11 +24,11 @@
 
 mod server;
 
-pub use server::*;
 use ringrpc::protocol::{
     decode_frame, encode_frame, DecodeOptions, Decoded, FrameHeader, FrameKind, ProtocolError,
     DEFAULT_MAX_FRAME, HEADER_LEN,
 };
+pub use server::*;
 
 // ---------------------------------------------------------------------------
 // Input cursor
