@@ -203,8 +203,12 @@ fn payload(frame: &[u8]) -> &[u8] {
     &frame[HEADER_LEN..HEADER_LEN + h.len as usize]
 }
 
+/// The `u64` archived in `payload`, read through a 16-byte aligned copy (the
+/// bytes may sit anywhere in a test's `Vec<u8>`, which only aligns to 1).
 pub(super) fn value_of(payload: &[u8]) -> u64 {
-    rkyv::access::<rkyv::Archived<u64>, rkyv::rancor::Error>(payload)
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(payload);
+    rkyv::access::<rkyv::Archived<u64>, rkyv::rancor::Error>(&aligned)
         .unwrap()
         .to_native()
 }

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 
 #[cfg(feature = "tls")]
 use super::tls::TlsSlot;
+use super::server_tests::value_of;
 use super::{ClientCore, ClientCoreConfig, Finished};
 use crate::client::Counters;
 use crate::protocol::{
@@ -163,8 +164,7 @@ fn requests(frames: &[(FrameHeader, Vec<u8>)]) -> Vec<(u64, u64)> {
         .filter(|(h, _)| h.kind == FrameKind::Request)
         .map(|(h, p)| {
             assert_eq!(h.method, METHOD);
-            let value = rkyv::access::<rkyv::Archived<u64>, rkyv::rancor::Error>(p).unwrap();
-            (h.call_id, value.to_native())
+            (h.call_id, value_of(p))
         })
         .collect()
 }
