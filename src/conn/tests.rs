@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::server_tests::value_of;
 #[cfg(feature = "tls")]
 use super::tls::TlsSlot;
-use super::server_tests::value_of;
 use super::{ClientCore, ClientCoreConfig, Finished};
 use crate::client::Counters;
 use crate::protocol::{
