@@ -302,6 +302,9 @@ fn median(rounds: &[Measured]) -> Option<&Measured> {
     sorted.get(sorted.len() / 2).copied()
 }
 
+/// Where Linux keeps a network namespace's TCP congestion control.
+const CONGESTION_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
+
 /// Moves the bench into a network namespace of its own, with its loopback up
 /// and `cc` as its TCP congestion control. Must run before any thread is
 /// started: a namespace is per thread, and threads inherit it.
@@ -321,8 +324,7 @@ fn private_netns(cc: &str) -> Result<(), String> {
     if !up.success() {
         return Err(format!("--congestion: ip link set lo up: {up}"));
     }
-    std::fs::write("/proc/sys/net/ipv4/tcp_congestion_control", cc)
-        .map_err(|e| format!("--congestion {cc}: {e}"))
+    std::fs::write(CONGESTION_SYSCTL, cc).map_err(|e| format!("--congestion {cc}: {e}"))
 }
 
 /// The TCP congestion control every peer's sockets use (the host's, or the
@@ -331,7 +333,7 @@ fn private_netns(cc: &str) -> Result<(), String> {
 /// settle, round by round, at one of two speeds about 2x apart (measured on
 /// this project's hosts; `cubic` does not pace and they stay at the fast one).
 fn congestion_note(own_netns: bool) -> String {
-    let path = "/proc/sys/net/ipv4/tcp_congestion_control";
+    let path = CONGESTION_SYSCTL;
     let whose = if own_netns {
         "the bench's network namespace"
     } else {
