@@ -442,6 +442,14 @@ pub(crate) mod tests {
 
     /// A server and a client config for `localhost`, from certificates made now.
     pub(crate) fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+        let (server_cfg, ca) = server_and_ca();
+        let client_cfg = crate::tls::client_config(ca.as_bytes(), None).unwrap();
+        (server_cfg, client_cfg)
+    }
+
+    /// A server config for `localhost` from the helpers, and its CA's PEM,
+    /// from certificates made now.
+    pub(crate) fn server_and_ca() -> (Arc<rustls::ServerConfig>, String) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -453,8 +461,7 @@ pub(crate) mod tests {
         let server_cfg =
             crate::tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
                 .unwrap();
-        let client_cfg = crate::tls::client_config(ca.pem().as_bytes(), None).unwrap();
-        (server_cfg, client_cfg)
+        (server_cfg, ca.pem())
     }
 
     /// A server and a client session for `localhost`, from certificates made now.

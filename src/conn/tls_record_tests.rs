@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 
+use rustls::pki_types::pem::PemObject;
 use rustls::{Connection, SupportedCipherSuite};
 
 use super::*;
@@ -281,4 +282,39 @@ fn an_inner_plaintext_over_the_record_limit_is_refused() {
     tx2.seal(b"fits", &mut ok).unwrap();
     let got = rx2.open(&ok, &mut plain).unwrap();
     assert_eq!((got.consumed, got.plaintext), (ok.len(), 4));
+}
+
+#[test]
+fn the_helpers_negotiate_aes_128_gcm_and_honour_a_client_that_prefers_aes_256() {
+    let suite = |conn: &Connection| conn.negotiated_cipher_suite().map(|s| s.suite());
+    let (client, server) = handshake();
+    let aes_128 = Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    assert_eq!((suite(&client), suite(&server)), (aes_128, aes_128));
+    // A client with rustls's own order (AES-256-GCM first), as tonic's is:
+    // the helpers' server follows the client's preference.
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let aes_256 = rustls::CipherSuite::TLS13_AES_256_GCM_SHA384;
+    assert_eq!(provider.cipher_suites[0].suite(), aes_256);
+    let (server_cfg, ca) = super::super::tls::tests::server_and_ca();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
+    roots.add(ca).unwrap();
+    let client_cfg = rustls::ClientConfig::builder_with_provider(provider.into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().unwrap();
+    let mut server = Connection::Server(rustls::ServerConnection::new(server_cfg).unwrap());
+    let mut client =
+        Connection::Client(rustls::ClientConnection::new(client_cfg.into(), name).unwrap());
+    while client.is_handshaking() || server.is_handshaking() {
+        pump(&mut client, &mut server);
+        pump(&mut server, &mut client);
+    }
+    assert_eq!(
+        (suite(&client), suite(&server)),
+        (Some(aes_256), Some(aes_256))
+    );
 }

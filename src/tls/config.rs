@@ -20,8 +20,23 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // ring has no post-quantum key exchange (rustls deprecates its provider
     // for that); it is still the provider with no C toolchain and ISC terms.
     #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = CIPHER_SUITES.to_vec();
+    Arc::new(provider)
 }
+
+/// The TLS 1.3 cipher suites of the configs built here, most preferred
+/// first: AES-128-GCM before AES-256-GCM, as Go's `crypto/tls` (gRPC-Go) and
+/// BoringSSL order them on hardware with AES instructions. Both are TLS 1.3's
+/// standard AEADs with no known weakness; AES-128 runs 10 rounds per block
+/// against AES-256's 14, which on ringrpc's own record layer is ~15 % less
+/// CPU per byte (docs/benchmarks.md, "What TLS costs, and its floor"). A
+/// deployment that must have AES-256 passes its own rustls config.
+const CIPHER_SUITES: [rustls::SupportedCipherSuite; 3] = [
+    rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+    rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+    rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+];
 
 fn config_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Config(format!("tls: {what}: {e}"))

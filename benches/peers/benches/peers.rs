@@ -514,7 +514,36 @@ fn tls_cost(out: &mut String, results: &Results, opts: &Options) {
                 show_ratio(rate),
             );
         }
+        tls_floor(out, results, cell, cpu);
     }
+}
+
+/// The least TLS could cost ringrpc in `cell`: sealing and opening the
+/// call's payload bytes alone (`aead_floor`, measured now), as CPU per call
+/// and as the ratio it would give over ringrpc's plaintext CPU, next to
+/// tonic's measured ratio.
+fn tls_floor(
+    out: &mut String,
+    results: &Results,
+    cell: (usize, usize),
+    cpu: impl Fn(&Measured) -> Option<f64>,
+) {
+    let ratio_of = |plain: &str, tls: &str| {
+        let p = median_round(results, cell, plain).and_then(|m| cpu(&m))?;
+        let t = median_round(results, cell, tls).and_then(|m| cpu(&m))?;
+        Some((p, t / p))
+    };
+    let Some((plain, _)) = ratio_of("ringrpc", "ringrpc-tls") else {
+        return;
+    };
+    let floor = ringrpc_peers::aead_floor::per_call_us(cell.0, cell.1);
+    let tonic = ratio_of("tonic", "tonic-tls").map_or("-".to_string(), |(_, r)| format!("{r:.2}x"));
+    let _ = writeln!(
+        out,
+        "TLS floor        [{}]: AES-128-GCM over the payload alone +{floor:.2} us per call: ringrpc's ratio >= {:.2}x (tonic's: {tonic})",
+        cell_name(cell.0, cell.1),
+        (plain + floor) / plain,
+    );
 }
 
 /// The median round of `peer` in `cell`, if it has one.

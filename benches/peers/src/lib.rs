@@ -16,10 +16,12 @@
 //! - [`tonic_peer`]: tonic gRPC (HTTP/2, prost) on tokio;
 //! - `ringrpc-tls` and `tonic-tls`: the same two over TLS 1.3 (rustls with
 //!   ring on both, server authentication, certificates from [`tls_certs`]):
-//!   what TLS costs each, per call.
+//!   what TLS costs each, per call; [`aead_floor`]: the least any TLS
+//!   could cost, measured in the same run.
 //!
 //! tokio peers use a current-thread runtime on a pinned std thread per side.
 
+pub mod aead_floor;
 pub mod measure;
 pub mod raw;
 pub mod ringrpc_peer;
