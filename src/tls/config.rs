@@ -1,5 +1,6 @@
-//! rustls configs built from PEM: TLS 1.3 only, the `ring` provider, ALPN
-//! [`ALPN`](super::ALPN), and mutual TLS when a client CA bundle is given.
+//! rustls configs built from PEM: TLS 1.3 only, the `ring` provider with
+//! AES-128-GCM preferred (`CIPHER_SUITES`), ALPN [`ALPN`](super::ALPN), and
+//! mutual TLS when a client CA bundle is given.
 //!
 //! Invariants: a config from here never accepts a peer without verifying its
 //! chain against the CA set given (no "dangerous" verifier); every parse or
@@ -74,6 +75,10 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
 /// private key (PKCS#8, PKCS#1 or SEC1) and, for mutual TLS, the bundle of
 /// CAs client certificates must chain to (then a client without a valid
 /// certificate is refused during the handshake).
+///
+/// Cipher suites: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305; the client's
+/// order of preference wins. Build your own `rustls::ServerConfig` for
+/// another set (docs/security.md).
 pub fn server_config(
     cert_chain: &[u8],
     key_pem: &[u8],
@@ -115,6 +120,9 @@ pub fn server_config_from_files(
 
 /// A client config from PEM bytes: the CA bundle server certificates must
 /// chain to and, for mutual TLS, the client's own certificate chain and key.
+///
+/// Cipher suites, most preferred first: AES-128-GCM, AES-256-GCM,
+/// ChaCha20-Poly1305 (see [`server_config`]).
 pub fn client_config(
     server_ca: &[u8],
     identity: Option<(&[u8], &[u8])>,
