@@ -12,6 +12,14 @@ use super::*;
 /// with secret extraction on), from certificates made now.
 fn handshake() -> (Connection, Connection) {
     let (server_cfg, client_cfg) = super::super::tls::tests::configs();
+    handshake_between(server_cfg, client_cfg)
+}
+
+/// [`handshake`] between the configs given.
+fn handshake_between(
+    server_cfg: std::sync::Arc<rustls::ServerConfig>,
+    client_cfg: std::sync::Arc<rustls::ClientConfig>,
+) -> (Connection, Connection) {
     let name = "localhost".try_into().unwrap();
     let mut server = Connection::Server(rustls::ServerConnection::new(server_cfg).unwrap());
     let mut client = Connection::Client(rustls::ClientConnection::new(client_cfg, name).unwrap());
@@ -305,14 +313,7 @@ fn the_helpers_negotiate_aes_128_gcm_and_honour_a_client_that_prefers_aes_256() 
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = "localhost".try_into().unwrap();
-    let mut server = Connection::Server(rustls::ServerConnection::new(server_cfg).unwrap());
-    let mut client =
-        Connection::Client(rustls::ClientConnection::new(client_cfg.into(), name).unwrap());
-    while client.is_handshaking() || server.is_handshaking() {
-        pump(&mut client, &mut server);
-        pump(&mut server, &mut client);
-    }
+    let (client, server) = handshake_between(server_cfg, client_cfg.into());
     assert_eq!(
         (suite(&client), suite(&server)),
         (Some(aes_256), Some(aes_256))
