@@ -20,7 +20,7 @@
 #![cfg_attr(not(feature = "tls"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "tls")]
-mod config;
+pub(crate) mod config;
 
 #[cfg(feature = "tls")]
 pub use config::{

@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 
-use rustls::pki_types::pem::PemObject;
 use rustls::{Connection, SupportedCipherSuite};
 
 use super::*;
@@ -305,9 +304,7 @@ fn the_helpers_negotiate_aes_128_gcm_and_honour_a_client_that_prefers_aes_256() 
     let aes_256 = rustls::CipherSuite::TLS13_AES_256_GCM_SHA384;
     assert_eq!(provider.cipher_suites[0].suite(), aes_256);
     let (server_cfg, ca) = super::super::tls::tests::server_and_ca();
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
-    roots.add(ca).unwrap();
+    let roots = crate::tls::config::roots(ca.as_bytes()).unwrap();
     let client_cfg = rustls::ClientConfig::builder_with_provider(provider.into())
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -31,7 +31,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// BoringSSL order them on hardware with AES instructions. Both are TLS 1.3's
 /// standard AEADs with no known weakness; AES-128 runs 10 rounds per block
 /// against AES-256's 14, which on ringrpc's own record layer is ~15 % less
-/// CPU per byte (docs/benchmarks.md, "What TLS costs, and its floor"). A
+/// CPU per byte (docs/benchmarks.md, "AES-128-GCM first, and the floor in every run"). A
 /// deployment that must have AES-256 passes its own rustls config.
 const CIPHER_SUITES: [rustls::SupportedCipherSuite; 3] = [
     rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
@@ -57,7 +57,8 @@ fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, Error> {
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| config_error("private key", e))
 }
 
-fn roots(pem: &[u8]) -> Result<Arc<RootCertStore>, Error> {
+/// The CA certificates of a PEM bundle, as a root store.
+pub(crate) fn roots(pem: &[u8]) -> Result<Arc<RootCertStore>, Error> {
     let mut roots = RootCertStore::empty();
     for cert in certs(pem, "CA bundle")? {
         roots

@@ -492,21 +492,18 @@ fn render(results: &Results, opts: &Options) -> String {
 
 /// What TLS costs ringrpc and tonic, cell by cell: calls/s with TLS over
 /// without (per-round ratios, as the targets), and the CPU per call it adds
-/// (server + client thread CPU, median rounds).
+/// (server + client thread CPU, median rounds); then the floor no TLS could
+/// go under ([`tls_floor`]).
 fn tls_cost(out: &mut String, results: &Results, opts: &Options) {
-    let cpu = |m: &Measured| m.server_cpu_us.zip(m.client_cpu_us).map(|(s, c)| s + c);
     for &cell in &opts.cells {
         for (plain, tls) in [("ringrpc", "ringrpc-tls"), ("tonic", "tonic-tls")] {
             let Some(rate) = ratio(results, cell, tls, plain, |m| m.calls_per_s) else {
                 continue;
             };
             let p50 = ratio(results, cell, tls, plain, |m| m.p50_us).map_or(f64::NAN, |r| r.0);
-            let added = median_round(results, cell, tls)
-                .and_then(|t| cpu(&t))
-                .zip(median_round(results, cell, plain).and_then(|p| cpu(&p)))
-                .map_or("-".to_string(), |(t, p)| {
-                    format!("{:+.2} us ({:.2}x)", t - p, t / p)
-                });
+            let added = tls_cpu(results, cell, plain, tls).map_or("-".to_string(), |(p, t)| {
+                format!("{:+.2} us ({:.2}x)", t - p, t / p)
+            });
             let _ = writeln!(
                 out,
                 "TLS cost {plain:<7} [{}]: calls/s {}, p50 {p50:.2}x, cpu/call {added}",
@@ -514,30 +511,31 @@ fn tls_cost(out: &mut String, results: &Results, opts: &Options) {
                 show_ratio(rate),
             );
         }
-        tls_floor(out, results, cell, cpu);
+        tls_floor(out, results, cell);
     }
+}
+
+/// Server + client thread CPU per call of `plain`'s and `tls`'s median rounds
+/// in `cell`, if both ran.
+fn tls_cpu(results: &Results, cell: (usize, usize), plain: &str, tls: &str) -> Option<(f64, f64)> {
+    let cpu = |peer| {
+        let m = median_round(results, cell, peer)?;
+        m.server_cpu_us.zip(m.client_cpu_us).map(|(s, c)| s + c)
+    };
+    cpu(plain).zip(cpu(tls))
 }
 
 /// The least TLS could cost ringrpc in `cell`: sealing and opening the
 /// call's payload bytes alone (`aead_floor`, measured now), as CPU per call
 /// and as the ratio it would give over ringrpc's plaintext CPU, next to
 /// tonic's measured ratio.
-fn tls_floor(
-    out: &mut String,
-    results: &Results,
-    cell: (usize, usize),
-    cpu: impl Fn(&Measured) -> Option<f64>,
-) {
-    let ratio_of = |plain: &str, tls: &str| {
-        let p = median_round(results, cell, plain).and_then(|m| cpu(&m))?;
-        let t = median_round(results, cell, tls).and_then(|m| cpu(&m))?;
-        Some((p, t / p))
-    };
-    let Some((plain, _)) = ratio_of("ringrpc", "ringrpc-tls") else {
+fn tls_floor(out: &mut String, results: &Results, cell: (usize, usize)) {
+    let Some((plain, _)) = tls_cpu(results, cell, "ringrpc", "ringrpc-tls") else {
         return;
     };
     let floor = ringrpc_peers::aead_floor::per_call_us(cell.0, cell.1);
-    let tonic = ratio_of("tonic", "tonic-tls").map_or("-".to_string(), |(_, r)| format!("{r:.2}x"));
+    let tonic = tls_cpu(results, cell, "tonic", "tonic-tls")
+        .map_or("-".to_string(), |(p, t)| format!("{:.2}x", t / p));
     let _ = writeln!(
         out,
         "TLS floor        [{}]: AES-128-GCM over the payload alone +{floor:.2} us per call: ringrpc's ratio >= {:.2}x (tonic's: {tonic})",
