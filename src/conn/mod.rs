@@ -26,6 +26,8 @@
 
 pub(crate) mod client;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod link_tests;
 pub(crate) mod server;
 #[cfg(test)]

@@ -23,18 +23,18 @@ use crate::runtime::buf::RecvBuf;
 use crate::test_waker::WakeCount;
 use crate::Error;
 
-const METHOD: u32 = 0x5eed;
+pub(super) const METHOD: u32 = 0x5eed;
 const MS: Duration = Duration::from_millis(1);
 const US: Duration = Duration::from_micros(1);
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A client core, its fake clock, its receive buffer and its waker.
-struct Harness {
-    core: ClientCore,
-    counters: Rc<Counters>,
+pub(super) struct Harness {
+    pub(super) core: ClientCore,
+    pub(super) counters: Rc<Counters>,
     t0: Instant,
-    now: Instant,
+    pub(super) now: Instant,
     rx: RecvBuf,
     wakes: Arc<WakeCount>,
     waker: Waker,
@@ -51,7 +51,7 @@ fn config(max_in_flight: usize) -> ClientCoreConfig {
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::with(config(1024))
     }
 
@@ -81,14 +81,14 @@ impl Harness {
     }
 
     /// Starts a call with request `req` due `deadline` from now.
-    fn call(&mut self, req: u64, deadline: Duration) -> CallId {
+    pub(super) fn call(&mut self, req: u64, deadline: Duration) -> CallId {
         self.core
             .start_call(self.now, METHOD, self.now + deadline, &req, None)
             .expect("call starts")
     }
 
     /// Every frame the core transmits, decoded; each send completes at once.
-    fn sent(&mut self) -> Vec<(FrameHeader, Vec<u8>)> {
+    pub(super) fn sent(&mut self) -> Vec<(FrameHeader, Vec<u8>)> {
         let mut frames = Vec::new();
         while let Some(batch) = self.core.poll_transmit() {
             let mut pos = 0;
@@ -107,7 +107,7 @@ impl Harness {
     }
 
     /// Feeds `bytes` to the core, handling every complete frame.
-    fn deliver(&mut self, bytes: &[u8]) -> Result<usize, ProtocolError> {
+    pub(super) fn deliver(&mut self, bytes: &[u8]) -> Result<usize, ProtocolError> {
         self.rx.append(bytes);
         let mut frames = 0;
         while let Decoded::Frame(_) = self.core.handle_next(self.now, &mut self.rx)? {
@@ -122,7 +122,7 @@ impl Harness {
     }
 
     /// The finished call `id` (taken): its result as payload bytes, and when it ended.
-    fn try_finished(&mut self, id: CallId) -> Option<(Result<Vec<u8>, Error>, Instant)> {
+    pub(super) fn try_finished(&mut self, id: CallId) -> Option<(Result<Vec<u8>, Error>, Instant)> {
         match self.poll(id) {
             Poll::Ready(f) => Some((f.result.map(|bytes| bytes.to_vec()), f.received)),
             Poll::Pending => None,
@@ -143,7 +143,7 @@ impl Harness {
 }
 
 /// A frame of `kind` for `call_id` as the server would send it.
-fn frame(kind: FrameKind, call_id: u64, method: u32, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(kind: FrameKind, call_id: u64, method: u32, payload: &[u8]) -> Vec<u8> {
     let mut header = FrameHeader::new(kind);
     header.call_id = call_id;
     header.method = method;
@@ -158,7 +158,7 @@ fn response(call_id: u64, reply: &[u8]) -> Vec<u8> {
 }
 
 /// The requests the core sent (ignoring control frames), as (call id, request value).
-fn requests(frames: &[(FrameHeader, Vec<u8>)]) -> Vec<(u64, u64)> {
+pub(super) fn requests(frames: &[(FrameHeader, Vec<u8>)]) -> Vec<(u64, u64)> {
     frames
         .iter()
         .filter(|(h, _)| h.kind == FrameKind::Request)
