@@ -163,6 +163,7 @@ macro_rules! setter {
 }
 
 mod app_error;
+mod blob;
 pub mod client;
 pub mod cluster;
 mod conn;
@@ -182,6 +183,7 @@ mod trace_context;
 // errors is here at the root; the modules hold the rest (metrics details,
 // the wire protocol, the runtime's I/O functions).
 pub use app_error::{AppError, HandlerError, Typed};
+pub use blob::Blob;
 pub use client::{
     shard_of, AdaptivePool, CallOptions, Client, ClientBuilder, ClientStats, Handle,
     OverloadPolicy, OwnedReply, ShardedClient,

@@ -21,24 +21,59 @@ use rkyv::vec::{ArchivedVec, VecResolver};
 use rkyv::with::{ArchiveWith, SerializeWith};
 use rkyv::{Archive, Place, Portable, Serialize};
 
-use crate::protocol::ProtocolError;
+use crate::protocol::segment::{self, Segment};
+use crate::protocol::{ProtocolError, FRAME_ALIGN};
 use crate::runtime::buf::FrameBytes;
 
 /// Appends serialised bytes to a connection's send buffer in place.
+///
+/// On a connection that sends by reference, a [`Blob`](crate::Blob) of at
+/// least 1 KiB is not copied: its bytes become a segment of the send buffer
+/// (`protocol::segment`), and [`pos`](rkyv::ser::Positional::pos) counts them
+/// as written, so the archive's offsets are those of the stream sent.
 #[derive(Debug)]
-pub struct OutWriter<'w>(&'w mut Vec<u8>);
+pub struct OutWriter<'w> {
+    out: &'w mut Vec<u8>,
+    segments: Option<&'w mut Vec<Segment>>,
+    /// Bytes written as segments by this writer.
+    by_reference: usize,
+}
 
 impl rkyv::ser::Positional for OutWriter<'_> {
     fn pos(&self) -> usize {
-        self.0.len()
+        self.out.len() + self.by_reference
     }
 }
 
 impl<E> rkyv::ser::Writer<E> for OutWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        self.0.extend_from_slice(bytes);
+        if bytes.len() >= segment::MIN_LEN {
+            if let Some(segments) = self.segments.as_deref_mut() {
+                if let Some(blob) = crate::blob::take_offer(bytes) {
+                    // A multiple of 16 by reference, the rest copied: the
+                    // buffer stays aligned as the stream is (segment.rs).
+                    let by_reference = bytes.len() & !(FRAME_ALIGN - 1);
+                    segments.push(Segment {
+                        at: self.out.len(),
+                        bytes: blob.slice(..by_reference),
+                    });
+                    self.by_reference += by_reference;
+                    self.out.extend_from_slice(&bytes[by_reference..]);
+                    return Ok(());
+                }
+            }
+        }
+        self.out.extend_from_slice(bytes);
         Ok(())
     }
+}
+
+/// Where a request is written: the send buffer, and the segments list on a
+/// connection that sends blobs by reference (`None`: everything is copied).
+#[derive(Debug)]
+pub(crate) struct Out<'a> {
+    pub(crate) bytes: &'a mut Vec<u8>,
+    pub(crate) segments: Option<&'a mut Vec<Segment>>,
 }
 
 /// The serialiser ringrpc writes messages with (straight into a connection's send buffer).
@@ -67,16 +102,35 @@ pub(crate) fn serialize_into<T: Message>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), ProtocolError> {
+    serialize_out(
+        value,
+        Out {
+            bytes: out,
+            segments: None,
+        },
+    )
+}
+
+/// [`serialize_into`], with large blobs sent by reference where `out` allows.
+///
+/// On error, `out` may hold a partial payload and segments; callers truncate
+/// both to the frame start.
+pub(crate) fn serialize_out<T: Message>(value: &T, out: Out<'_>) -> Result<(), ProtocolError> {
+    let writer = OutWriter {
+        out: out.bytes,
+        segments: out.segments,
+        by_reference: 0,
+    };
     ARENA
         .with(|arena| match arena.try_borrow_mut() {
             Ok(mut arena) => rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
                 value,
-                OutWriter(out),
+                writer,
                 arena.acquire(),
             ),
             // Serialising from inside a serialisation (a custom `Serialize`
             // calling back into ringrpc): rkyv's own arena.
-            Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(out)),
+            Err(_) => rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer),
         })
         .map(|_| ())
         .map_err(|e| ProtocolError::InvalidPayload(e.to_string()))
@@ -355,8 +409,15 @@ mod tests {
 
     fn bytes_of<T: for<'a, 'w> Serialize<Serializer<'a, 'w>>>(value: &T) -> Vec<u8> {
         let mut out = Vec::new();
-        rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, OutWriter(&mut out))
-            .expect("serialise");
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(
+            value,
+            OutWriter {
+                out: &mut out,
+                segments: None,
+                by_reference: 0,
+            },
+        )
+        .expect("serialise");
         out
     }
 

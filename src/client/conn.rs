@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{ClientConfig, Counters};
 use crate::conn::{ClientCore, ClientCoreConfig, Finished};
+use crate::message::Out;
 use crate::protocol::metadata::Metadata;
 use crate::protocol::{CallId, Decoded, ProtocolError, HEADER_LEN};
 use crate::runtime::buf::RecvBuf;
@@ -156,7 +157,7 @@ impl ClientConn {
         method: u32,
         deadline: (Instant, Duration),
         now: Instant,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+        encode: impl FnOnce(Out<'_>) -> Result<(), ProtocolError>,
         metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         let mut core = self.core.borrow_mut();
@@ -302,7 +303,7 @@ pub(crate) async fn write_loop(conn: Rc<ClientConn>) {
     loop {
         let batch = poll_fn(|cx| crate::conn::poll_batch(&conn.core, &conn.writer, cx)).await;
         let Some(batch) = batch else { return };
-        let (result, batch) = io::write_all(&conn.stream, batch).await;
+        let (result, batch) = io::write_batch(&conn.stream, batch, &Cell::new(None)).await;
         if let Err(e) = result {
             tracing::debug!(error = %e, "client write failed");
             return conn.close();

@@ -266,8 +266,8 @@ async fn run_call(client: Client, call: Pending) {
         let _ = reply.send(Err(Error::Timeout));
         return;
     }
-    let encode = move |out: &mut Vec<u8>| {
-        out.extend_from_slice(&payload);
+    let encode = move |out: crate::message::Out<'_>| {
+        out.bytes.extend_from_slice(&payload);
         Ok(())
     };
     let finish = |bytes: crate::runtime::buf::FrameBytes| Ok(copy_aligned(&bytes));

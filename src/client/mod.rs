@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::message::{serialize_into, Message, Method, Reply};
+use crate::message::{serialize_out, Message, Method, Out, Reply};
 use crate::protocol::metadata::Metadata;
 use crate::protocol::{ProtocolError, DEFAULT_MAX_FRAME};
 use crate::runtime::buf::FrameBytes;
@@ -474,7 +474,7 @@ impl Client {
         let call = self.call_encoded(
             (method_id, method_name),
             deadline,
-            move |out| serialize_into(req, out),
+            move |out| serialize_out(req, out),
             |bytes| Ok(Reply::new(bytes)?),
             metadata,
         );
@@ -494,7 +494,7 @@ impl Client {
         metadata: Option<&'a Metadata>,
     ) -> impl Future<Output = Result<R, Error>> + use<'a, R, E, F>
     where
-        E: FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+        E: FnOnce(Out<'_>) -> Result<(), ProtocolError>,
         F: FnOnce(FrameBytes) -> Result<R, Error>,
     {
         // A fresh reading, not the turn's clock, taken when the call is made:

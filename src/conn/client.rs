@@ -32,13 +32,17 @@ use std::time::{Duration, Instant};
 
 use crate::app_error::AppError;
 use crate::client::Counters;
+use crate::message::Out;
 #[cfg(test)]
-use crate::message::{serialize_into, Message};
+use crate::message::{serialize_out, Message};
+use crate::protocol::codec::finish_frame_with;
 use crate::protocol::metadata::Metadata;
+use crate::protocol::segment::Segment;
 use crate::protocol::{
-    begin_frame, decode_frame, finish_frame, CallId, CallTable, DecodeOptions, Decoded, ErrorCode,
-    FrameHeader, FrameKind, ProtocolError, HEADER_LEN,
+    begin_frame, decode_frame, CallId, CallTable, DecodeOptions, Decoded, ErrorCode, FrameHeader,
+    FrameKind, ProtocolError, HEADER_LEN,
 };
+use crate::runtime::batch::Batch;
 use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::tls::HandshakeFailure;
 use crate::Error;
@@ -134,8 +138,10 @@ pub(crate) struct ClientCore {
     calls: CallTable<Slot>,
     /// Frames queued for the next send.
     out: Vec<u8>,
-    /// The buffer `out` is swapped with when it is handed out (kept empty).
-    spare: Vec<u8>,
+    /// The blobs `out`'s requests send by reference (plaintext only).
+    segments: Vec<Segment>,
+    /// The batch `out` and `segments` move into when they are handed out (kept empty).
+    spare: Batch,
     /// Sequence number of the batch the driver is sending, if any.
     sending: Option<u32>,
     state: State,
@@ -173,7 +179,8 @@ impl ClientCore {
             cfg,
             counters,
             out: Vec::new(),
-            spare: Vec::new(),
+            segments: Vec::new(),
+            spare: Batch::default(),
             sending: None,
             state: State::Live,
             last_rx: now,
@@ -297,7 +304,7 @@ impl ClientCore {
             now,
             method,
             (deadline, deadline.saturating_duration_since(now)),
-            |out| serialize_into(req, out),
+            |out| serialize_out(req, out),
             metadata,
         )
     }
@@ -315,7 +322,7 @@ impl ClientCore {
         now: Instant,
         method: u32,
         (deadline, budget): (Instant, Duration),
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ProtocolError>,
+        encode: impl FnOnce(Out<'_>) -> Result<(), ProtocolError>,
         metadata: Option<&Metadata>,
     ) -> Result<CallId, Error> {
         if self.state == State::Closed {
@@ -338,10 +345,20 @@ impl ClientCore {
             header.flags |= FrameHeader::METADATA;
             md.encode_into(&mut self.out);
         }
-        let encoded = encode(&mut self.out)
-            .and_then(|()| finish_frame(&mut self.out, start, header, self.cfg.max_frame));
+        // Blobs by reference on plaintext only: TLS seals the frames into
+        // records of its own, a copy either way.
+        let first_segment = self.segments.len();
+        let out = Out {
+            bytes: &mut self.out,
+            segments: self.tls.is_none().then_some(&mut self.segments),
+        };
+        let encoded = encode(out).and_then(|()| {
+            let segments = &self.segments[first_segment..];
+            finish_frame_with(&mut self.out, start, header, self.cfg.max_frame, segments)
+        });
         if let Err(e) = encoded {
             self.out.truncate(start);
+            self.segments.truncate(first_segment);
             self.calls.remove(id);
             return Err(e.into());
         }
@@ -432,17 +449,18 @@ impl ClientCore {
             && tls::has_output(&self.tls, &self.out)
     }
 
-    /// Everything queued, as one buffer to send (at most one is out at a time).
+    /// Everything queued, as one batch to send (at most one is out at a time).
     /// Hand it back with [`transmit_done`](Self::transmit_done) once sent.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self) -> Option<Batch> {
         if !self.wants_write() {
             return None;
         }
         let seq = self.batch;
         self.batch = seq.wrapping_add(1);
         self.sending = Some(seq);
-        let spare = std::mem::take(&mut self.spare);
-        let batch = tls::take_batch(&mut self.tls, &mut self.out, spare);
+        let mut batch = std::mem::take(&mut self.spare);
+        batch.bytes = tls::take_batch(&mut self.tls, &mut self.out, batch.bytes);
+        std::mem::swap(&mut batch.segments, &mut self.segments);
         self.counters.bytes_out(batch.len());
         self.rotate_keys();
         Some(batch)
@@ -462,7 +480,7 @@ impl ClientCore {
 
     /// The buffer from [`poll_transmit`](Self::poll_transmit) was sent
     /// completely at `now`; it is kept for reuse.
-    pub fn transmit_done(&mut self, now: Instant, mut sent: Vec<u8>) {
+    pub fn transmit_done(&mut self, now: Instant, mut sent: Batch) {
         self.tick(now);
         if let Some(seq) = self.sending.take() {
             if self.counters.timing {
@@ -653,7 +671,8 @@ impl ClientCore {
     fn release_idle_memory(&mut self) {
         if self.calls.is_empty() && self.out.is_empty() && self.sending.is_none() {
             self.out = Vec::new();
-            self.spare = Vec::new();
+            self.segments = Vec::new();
+            self.spare = Batch::default();
             self.calls.release_room(initial_slots(&self.cfg));
         }
     }
@@ -671,7 +690,7 @@ impl super::Transmit for ClientCore {
         ClientCore::is_closed(self)
     }
 
-    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    fn poll_transmit(&mut self) -> Option<Batch> {
         ClientCore::poll_transmit(self)
     }
 }

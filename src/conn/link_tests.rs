@@ -55,7 +55,7 @@ impl Link {
     fn client_sent(&mut self) -> Vec<(FrameHeader, Vec<u8>)> {
         let mut frames = Vec::new();
         while let Some(batch) = self.client.poll_transmit() {
-            frames.extend(split(&batch));
+            frames.extend(split(&batch.to_stream()));
             self.client.transmit_done(self.server.now(), batch);
         }
         frames

@@ -15,9 +15,10 @@
 //!   never reads a clock itself, spawns, sleeps or touches a socket, so a
 //!   test drives it with a fake clock and in-memory bytes and gets the same
 //!   answer every run;
-//! - frames leave only through `poll_transmit`, one buffer at a time, and the
-//!   buffer comes back through `transmit_done` to be reused (two buffers per
-//!   connection, no allocation in steady state);
+//! - frames leave only through `poll_transmit`, one batch at a time (a
+//!   buffer, and on a plaintext client the request blobs it sends by
+//!   reference), and the batch comes back through `transmit_done` to be
+//!   reused (two per connection, no allocation in steady state);
 //! - `poll_timeout` is the earliest instant at which `handle_timeout` has
 //!   anything to do; when a new event moves it earlier the core says so
 //!   (`timeout_moved_earlier`) so the driver cuts its sleep short (the
@@ -29,6 +30,8 @@ pub(crate) mod client;
 mod hostile_tests;
 #[cfg(test)]
 mod link_tests;
+#[cfg(test)]
+mod segment_tests;
 pub(crate) mod server;
 #[cfg(test)]
 mod server_tests;
@@ -47,7 +50,7 @@ pub(crate) trait Transmit {
     /// The core has closed: nothing more will be sent.
     fn is_closed(&self) -> bool;
     /// The next buffer of frames to send, if any.
-    fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+    fn poll_transmit(&mut self) -> Option<crate::runtime::batch::Batch>;
 }
 
 /// The next batch `core` wants sent, or `None` once it has closed. While it
@@ -57,7 +60,7 @@ pub(crate) fn poll_batch<C: Transmit>(
     core: &std::cell::RefCell<C>,
     writer: &std::cell::Cell<Option<std::task::Waker>>,
     cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<Option<Vec<u8>>> {
+) -> std::task::Poll<Option<crate::runtime::batch::Batch>> {
     use std::task::Poll;
     let mut core = core.borrow_mut();
     if core.is_closed() {

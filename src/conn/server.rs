@@ -50,6 +50,7 @@ use crate::protocol::{
     begin_frame, decode_frame, encode_frame, finish_frame, DecodeOptions, Decoded, ErrorCode,
     FrameHeader, FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
 };
+use crate::runtime::batch::Batch;
 use crate::runtime::buf::{FrameBytes, RecvBuf};
 use crate::tls::{HandshakeFailure, PeerIdentity};
 
@@ -170,7 +171,7 @@ pub(crate) struct ServerCore<C> {
     /// Frames queued for the next send.
     out: Vec<u8>,
     /// The buffer `out` is swapped with when it is handed out (kept empty).
-    spare: Vec<u8>,
+    spare: Batch,
     /// True while a batch from `poll_transmit` is being sent.
     writing: bool,
     closed: bool,
@@ -210,7 +211,7 @@ impl<C: Clock> ServerCore<C> {
             clock_source: clock,
             metrics,
             out: Vec::new(),
-            spare: Vec::new(),
+            spare: Batch::default(),
             writing: false,
             closed: false,
             draining: false,
@@ -319,7 +320,7 @@ impl<C: Clock> ServerCore<C> {
     pub fn release_idle_buffers(&mut self) {
         if self.is_idle() {
             self.out = Vec::new();
-            self.spare = Vec::new();
+            self.spare = Batch::default();
         }
     }
 
@@ -665,12 +666,12 @@ impl<C: Clock> ServerCore<C> {
 
     /// Everything queued, as one buffer to send (at most one is out at a time).
     /// Hand it back with [`transmit_done`](Self::transmit_done) once sent.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    pub fn poll_transmit(&mut self) -> Option<Batch> {
         if !self.wants_write() {
             return None;
         }
-        let spare = std::mem::take(&mut self.spare);
-        let batch = tls::take_batch(&mut self.tls, &mut self.out, spare);
+        let mut batch = std::mem::take(&mut self.spare);
+        batch.bytes = tls::take_batch(&mut self.tls, &mut self.out, batch.bytes);
         self.rotate_keys();
         self.sending_started = self.batch_started.take();
         add(&self.metrics.server.bytes_out, batch.len() as u64);
@@ -691,7 +692,7 @@ impl<C: Clock> ServerCore<C> {
 
     /// The buffer from [`poll_transmit`](Self::poll_transmit) is done with
     /// (sent, or its send failed); it is kept for reuse.
-    pub fn transmit_done(&mut self, mut sent: Vec<u8>) {
+    pub fn transmit_done(&mut self, mut sent: Batch) {
         self.last_active = self.last_active.max(self.clock);
         if std::mem::replace(&mut self.writing, false) {
             if let (true, Some(at)) = (self.cfg.timing, self.sending_started.take()) {
@@ -711,7 +712,7 @@ impl<C: Clock> super::Transmit for ServerCore<C> {
         ServerCore::is_closed(self)
     }
 
-    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+    fn poll_transmit(&mut self) -> Option<Batch> {
         ServerCore::poll_transmit(self)
     }
 }

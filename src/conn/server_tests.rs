@@ -174,7 +174,7 @@ impl Server {
     pub(super) fn sent(&mut self) -> Vec<(FrameHeader, Vec<u8>)> {
         let mut frames = Vec::new();
         while let Some(batch) = self.core.poll_transmit() {
-            frames.extend(split(&batch));
+            frames.extend(split(&batch.bytes));
             self.core.transmit_done(batch);
         }
         frames
@@ -307,7 +307,7 @@ fn requests_are_answered_in_one_batch() {
     assert_eq!(ran, [0, 10, 20, 30, 40]);
     let batch = s.core.poll_transmit().expect("one batch");
     assert!(s.core.poll_transmit().is_none(), "one send at a time");
-    let sent = split(&batch);
+    let sent = split(&batch.bytes);
     s.core.transmit_done(batch);
     let expected: Vec<(u64, u64)> = (0..5).map(|i| (i, i * 10 + 1000)).collect();
     assert_eq!(responses(&sent), expected);
@@ -415,7 +415,7 @@ fn goaway_is_queued_once_and_idle_waits_for_handlers_and_sends() {
     assert!(!s.core.is_idle(), "responses are queued");
     let batch = s.core.poll_transmit().unwrap();
     assert!(!s.core.is_idle(), "and being written");
-    assert_eq!(responses(&split(&batch)), [(2, 1002), (1, 1001)]);
+    assert_eq!(responses(&split(&batch.bytes)), [(2, 1002), (1, 1001)]);
     s.core.transmit_done(batch);
     assert!(s.core.is_idle());
     // A goaway after close queues nothing.
@@ -532,7 +532,7 @@ fn reading_pauses_above_max_pending_out_until_the_batch_is_sent() {
     assert!(!s.core.has_send_room(), "five responses are over 100 bytes");
     let batch = s.core.poll_transmit().unwrap();
     assert!(s.core.has_send_room());
-    let ptr = batch.as_ptr();
+    let ptr = batch.bytes.as_ptr();
     s.core.transmit_done(batch);
     s.deliver(&request(6, 6, SECOND)).unwrap();
     s.deliver(&request(7, 7, SECOND)).unwrap();
@@ -540,7 +540,7 @@ fn reading_pauses_above_max_pending_out_until_the_batch_is_sent() {
     s.core.transmit_done(batch);
     s.deliver(&request(8, 8, SECOND)).unwrap();
     let batch = s.core.poll_transmit().unwrap();
-    assert_eq!(batch.as_ptr(), ptr, "two buffers, reused");
+    assert_eq!(batch.bytes.as_ptr(), ptr, "two buffers, reused");
     s.core.transmit_done(batch);
 }
 

@@ -90,7 +90,8 @@ impl Harness {
     /// Every frame the core transmits, decoded; each send completes at once.
     pub(super) fn sent(&mut self) -> Vec<(FrameHeader, Vec<u8>)> {
         let mut frames = Vec::new();
-        while let Some(batch) = self.core.poll_transmit() {
+        while let Some(sent) = self.core.poll_transmit() {
+            let batch = sent.to_stream();
             let mut pos = 0;
             while pos < batch.len() {
                 let Ok(Decoded::Frame(h)) = decode_frame(&batch[pos..], DecodeOptions::default())
@@ -101,7 +102,7 @@ impl Harness {
                 frames.push((h, payload.to_vec()));
                 pos += h.frame_len();
             }
-            self.core.transmit_done(self.now, batch);
+            self.core.transmit_done(self.now, sent);
         }
         frames
     }
@@ -506,7 +507,7 @@ fn one_send_at_a_time_from_two_reused_buffers() {
         h.call(round + 100, INTERVAL);
         assert!(!h.core.wants_write(), "the writer is busy");
         assert!(h.core.poll_transmit().is_none());
-        seen.push(batch.as_ptr());
+        seen.push(batch.bytes.as_ptr());
         h.core.transmit_done(h.now, batch);
         assert!(h.core.wants_write(), "the second call is still queued");
         let next = h.core.poll_transmit().expect("the rest");
@@ -662,7 +663,7 @@ fn a_tls_connection_is_retired_at_half_its_record_limit() {
     // Client → server: what the core transmits, opened by the server session.
     let mut to_server = |h: &mut Harness, server: &mut TlsSlot| {
         while let Some(batch) = h.core.poll_transmit() {
-            s_cipher.append(&batch);
+            s_cipher.append(&batch.bytes);
             h.core.transmit_done(h.now, batch);
             server
                 .as_mut()

@@ -13,6 +13,7 @@
 use super::header::{
     check_prefix, data_digest, padded_len, stored_data_digest, FrameHeader, FRAME_ALIGN, HEADER_LEN,
 };
+use super::segment::{crc32_from, stream_len, Segment};
 use super::ProtocolError;
 
 /// Default maximum frame size (header + padded payload): 4 MiB, gRPC's
@@ -46,10 +47,23 @@ pub fn begin_frame(out: &mut Vec<u8>) -> usize {
 pub fn finish_frame(
     out: &mut Vec<u8>,
     start: usize,
-    mut header: FrameHeader,
+    header: FrameHeader,
     max_frame: usize,
 ) -> Result<(), ProtocolError> {
-    let payload_len = out.len() - start - HEADER_LEN;
+    finish_frame_with(out, start, header, max_frame, &[])
+}
+
+/// [`finish_frame`] for a payload with `segments` (all past `start`) sent by
+/// reference: they count in the frame's length and digest, and the padding
+/// follows the stream's length. On error, the caller drops the segments.
+pub(crate) fn finish_frame_with(
+    out: &mut Vec<u8>,
+    start: usize,
+    mut header: FrameHeader,
+    max_frame: usize,
+    segments: &[Segment],
+) -> Result<(), ProtocolError> {
+    let payload_len = stream_len(&out[start + HEADER_LEN..], segments);
     if HEADER_LEN + padded_len(payload_len) > max_frame || payload_len > u32::MAX as usize {
         out.truncate(start);
         return Err(ProtocolError::FrameTooLarge {
@@ -58,15 +72,16 @@ pub fn finish_frame(
         });
     }
     header.len = payload_len as u32;
-    let digest = if header.has_data_digest() {
-        data_digest(&out[start + HEADER_LEN..])
-    } else {
-        0
+    let digest = match (header.has_data_digest(), segments) {
+        (false, _) => 0,
+        (true, []) => data_digest(&out[start + HEADER_LEN..]),
+        (true, segments) => crc32_from(out, segments, start + HEADER_LEN),
     };
     let mut head = [0u8; HEADER_LEN];
     header.encode(digest, &mut head);
     out[start..start + HEADER_LEN].copy_from_slice(&head);
-    out.resize(start + header.frame_len(), 0);
+    let padding = padded_len(payload_len) - payload_len;
+    out.resize(out.len() + padding, 0);
     Ok(())
 }
 

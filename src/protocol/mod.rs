@@ -9,6 +9,7 @@ pub mod codec;
 pub mod header;
 pub mod metadata;
 pub mod method;
+pub(crate) mod segment;
 
 pub use call_table::CallTable;
 pub use codec::{

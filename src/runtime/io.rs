@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use super::backend::is_epoll;
+use super::batch::Batch;
 use super::buf::RecvBuf;
 use super::bufring;
 use super::driver::{self, Hold, Multishot, Op, Received};
@@ -384,63 +385,61 @@ pub(crate) async fn sends_first() {
     }
 }
 
-/// Writes all of `data`, handing the buffer back for reuse.
+/// Writes all of `data`, handing the buffer back for reuse (see [`write_batch`]).
+#[cfg(test)]
+pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    let (result, batch) = write_batch(stream, Batch::of(data), &Cell::new(None)).await;
+    (result, batch.bytes)
+}
+
+/// Writes all of `batch` (its buffer with its segments in place), handing it
+/// back for reuse, and sets `progress` to the core's time whenever a partial
+/// send completes (so a caller can tell a slow reader from a stuck one).
 ///
-/// A send of at least the core's `SEND_ZC` threshold goes zero-copy (the
-/// buffer is handed back only after the kernel's notification that it let go
-/// of the pages); a socket that cannot do it turns zero-copy off for the core.
+/// A batch without segments goes out with plain sends, zero-copy at or
+/// above the core's `SEND_ZC` threshold (the buffer is handed back only
+/// after the kernel's notification that it let go of the pages; a socket
+/// that cannot do it turns zero-copy off for the core). A batch with
+/// segments goes out with gathering sends (`sendmsg`), the kernel copying
+/// each blob straight from the caller's memory.
 ///
 /// If other tasks are still scheduled on this core when the send is queued,
 /// it is submitted to the kernel at once instead of with the core's next wait,
 /// so the peer can start on these bytes while this core works on the rest
 /// (one extra non-blocking `io_uring_enter`; none when the core is idle).
 ///
-/// On an epoll core the bytes go out in non-blocking `send`s straight from
+/// On an epoll core the bytes go out in non-blocking sends straight from
 /// the task, waiting for writability when the socket is full (`SEND_ZC` does
 /// not apply).
-pub(crate) async fn write_all(stream: &Stream, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-    write_all_tracked(stream, data, &Cell::new(None)).await
-}
-
-/// [`write_all`], also setting `progress` to the core's time whenever a
-/// partial send completes (so a caller can tell a slow reader from a stuck one).
-pub(crate) async fn write_all_tracked(
+pub(crate) async fn write_batch(
     stream: &Stream,
-    data: Vec<u8>,
+    batch: Batch,
     progress: &Cell<Option<Instant>>,
-) -> (io::Result<()>, Vec<u8>) {
+) -> (io::Result<()>, Batch) {
     if is_epoll() {
-        return epoll::io::write_all_tracked(stream, data, progress).await;
+        return epoll::io::write_batch(stream, batch, progress).await;
     }
-    let mut data = data;
+    let mut batch = batch;
+    let total = batch.len();
     let mut sent = 0;
     let mut first = true;
-    while sent < data.len() {
-        let rest = data[sent..].as_ptr();
-        let len = u32::try_from(data.len() - sent).unwrap_or(u32::MAX);
-        let zero_copy = driver::use_send_zc(len as usize);
-        let entry = if zero_copy {
-            opcode::SendZc::new(fd_of(stream), rest, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        } else {
-            opcode::Send::new(fd_of(stream), rest, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        };
-        // SAFETY: the entry points into `data`'s heap buffer, which the op
-        // holds (moving a Vec does not move its buffer) until completion.
-        let op = match unsafe { Op::submit(entry, Hold::Bytes(data)) } {
+    while sent < total {
+        let (entry, zero_copy) = send_entry(stream, &mut batch, sent);
+        // SAFETY: the entry points into `batch`: its buffer's and its
+        // segments' heap bytes, and for a gathering send the msghdr and
+        // iovecs in its box. The op holds the batch until completion, and
+        // moving a batch moves none of them.
+        let op = match unsafe { Op::submit(entry, Hold::Batch(batch)) } {
             Ok(op) => op,
-            Err((e, hold)) => return (Err(e), into_bytes(hold)),
+            Err((e, hold)) => return (Err(e), into_batch(hold)),
         };
         if std::mem::take(&mut first) && executor::has_ready_tasks() {
             driver::submit_now();
         }
         let (res, hold) = op.await;
-        data = into_bytes(hold);
+        batch = into_batch(hold);
         match res {
-            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), batch),
             Ok(n) => {
                 sent += n as usize;
                 progress.set(Some(now()));
@@ -449,16 +448,43 @@ pub(crate) async fn write_all_tracked(
             Err(e) if zero_copy && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
                 driver::disable_send_zc();
             }
-            Err(e) => return (Err(e), data),
+            Err(e) => return (Err(e), batch),
         }
     }
-    (Ok(()), data)
+    (Ok(()), batch)
 }
 
-fn into_bytes(hold: Hold) -> Vec<u8> {
+/// The send of `batch` from stream offset `sent` on, and whether it is zero-copy.
+fn send_entry(stream: &Stream, batch: &mut Batch, sent: usize) -> (io_uring::squeue::Entry, bool) {
+    let flags = libc::MSG_NOSIGNAL;
+    if !batch.segments.is_empty() {
+        let msg = batch.gather(sent);
+        let entry = opcode::SendMsg::new(fd_of(stream), msg)
+            .flags(flags as u32)
+            .build();
+        return (entry, false);
+    }
+    let rest = batch.bytes[sent..].as_ptr();
+    let len = u32::try_from(batch.bytes.len() - sent).unwrap_or(u32::MAX);
+    if driver::use_send_zc(len as usize) {
+        let entry = opcode::SendZc::new(fd_of(stream), rest, len)
+            .flags(flags)
+            .build();
+        (entry, true)
+    } else {
+        (
+            opcode::Send::new(fd_of(stream), rest, len)
+                .flags(flags)
+                .build(),
+            false,
+        )
+    }
+}
+
+fn into_batch(hold: Hold) -> Batch {
     match hold {
-        Hold::Bytes(bytes) => bytes,
-        _ => Vec::new(),
+        Hold::Batch(batch) => batch,
+        _ => Batch::default(),
     }
 }
 

@@ -13,6 +13,7 @@
 //! kernel to finish their operations.
 
 mod backend;
+pub(crate) mod batch;
 pub(crate) mod buf;
 mod bufring;
 mod busy;

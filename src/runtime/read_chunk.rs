@@ -8,7 +8,7 @@ use std::cell::Cell;
 ///
 /// With 128 calls arriving in one receive, handling them all before the first
 /// send made client and server take turns on the whole batch. Handing over
-/// part-way, the writer sends the first replies (see [`io::write_all`]) while
+/// part-way, the writer sends the first replies (see [`io::write_batch`]) while
 /// the reader works on the rest, so both sides work at once. But every
 /// hand-over is one more send on each side, and on loopback a send is most of
 /// a small call's kernel work: chunks of a fixed 32 frames split 128 calls in
@@ -29,7 +29,7 @@ use std::cell::Cell;
 /// Either side hands over after [`ReadChunk::BYTES`] (large frames sooner;
 /// 32 KiB kept 128 × 4 KiB steadier than 64 KiB).
 ///
-/// [`io::write_all`]: super::io::write_all
+/// [`io::write_batch`]: super::io::write_batch
 #[derive(Debug)]
 pub(crate) struct ReadChunk {
     frames: usize,

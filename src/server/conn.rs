@@ -566,7 +566,7 @@ async fn write_loop(conn: Rc<ConnShared>) {
             return;
         };
         conn.write_stuck.set(Some(io::now()));
-        let (result, batch) = io::write_all_tracked(&conn.stream, batch, &conn.write_stuck).await;
+        let (result, batch) = io::write_batch(&conn.stream, batch, &conn.write_stuck).await;
         conn.write_stuck.set(None);
         conn.core.borrow_mut().transmit_done(batch);
         if let Err(e) = result {

@@ -36,8 +36,9 @@ pub(crate) enum Hold {
     None,
     /// A receive's target: the free tail of a receive chunk.
     Tail(TailBuf),
-    /// A send's source bytes.
-    Bytes(Vec<u8>),
+    /// A send's source: a batch of frames (its buffer, its segments, and a
+    /// gathering send's iovecs).
+    Batch(crate::runtime::batch::Batch),
     /// An accept: a descriptor produced after the future was dropped is closed.
     Accept,
     /// A multishot operation: its slot is freed on the completion without `MORE`.
@@ -305,6 +306,10 @@ mod tests {
         WakeCount::new()
     }
 
+    fn batch_of(bytes: Vec<u8>) -> crate::runtime::batch::Batch {
+        crate::runtime::batch::Batch::of(bytes)
+    }
+
     #[test]
     fn a_completion_wakes_its_waiter_and_frees_the_slot_when_taken() {
         let mut ops = OpTable::default();
@@ -348,10 +353,10 @@ mod tests {
         let ud = ops.insert();
         let bytes = vec![1u8; 64];
         let ptr = bytes.as_ptr();
-        assert!(ops.abandon(ud, Hold::Bytes(bytes)));
+        assert!(ops.abandon(ud, Hold::Batch(batch_of(bytes))));
         assert_eq!(ops.len(), 1, "slot (and the bytes) kept while in flight");
         match &ops.slot_mut(ud).map(|s| &s.life) {
-            Some(Lifecycle::Ignored(Hold::Bytes(b))) => assert_eq!(b.as_ptr(), ptr),
+            Some(Lifecycle::Ignored(Hold::Batch(b))) => assert_eq!(b.bytes.as_ptr(), ptr),
             _ => panic!("hold not kept"),
         }
         ops.complete(ud, 64, 0);
@@ -422,7 +427,7 @@ mod tests {
         // Dropped between the two: the memory stays until the notification.
         let ud = ops.insert();
         ops.complete(ud, 10, MORE);
-        assert!(ops.abandon(ud, Hold::Bytes(vec![0; 10])));
+        assert!(ops.abandon(ud, Hold::Batch(batch_of(vec![0; 10]))));
         ops.complete(ud, 0, NOTIF);
         assert_eq!(ops.len(), 0);
     }

@@ -19,6 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use super::{spend, Dir};
+use crate::runtime::batch::Batch;
 use crate::runtime::buf::RecvBuf;
 use crate::runtime::io::{self as rio, Listener, Stream};
 
@@ -73,28 +74,45 @@ pub(crate) async fn read(stream: &Stream, buf: &mut RecvBuf) -> io::Result<usize
     }
 }
 
-/// Sends all of `data` (handed back for reuse), setting `progress` to the
-/// core's time after every send that moved bytes.
-pub(crate) async fn write_all_tracked(
+/// Writes all of `batch` (its buffer with its segments in place) in
+/// non-blocking sends from the task, waiting for writability when the socket
+/// is full; sets `progress` whenever a send takes bytes.
+pub(crate) async fn write_batch(
     stream: &Stream,
-    data: Vec<u8>,
+    mut batch: Batch,
     progress: &Cell<Option<Instant>>,
-) -> (io::Result<()>, Vec<u8>) {
+) -> (io::Result<()>, Batch) {
+    let fd = stream.as_raw_fd();
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    let total = batch.len();
+    let send = |sent: usize| {
+        if batch.segments.is_empty() {
+            let rest = &batch.bytes[sent..];
+            // SAFETY: `rest` is a live buffer of its length for the call.
+            unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) }
+        } else {
+            let msg = batch.gather(sent);
+            // SAFETY: `msg` and its iovecs point into `batch`, alive and
+            // unchanged for the call.
+            unsafe { libc::sendmsg(fd, msg, flags) }
+        }
+    };
+    let result = send_all(stream, total, progress, send).await;
+    (result, batch)
+}
+
+/// Calls `send(bytes sent so far)` until `total` bytes are sent.
+async fn send_all(
+    stream: &Stream,
+    total: usize,
+    progress: &Cell<Option<Instant>>,
+    mut send: impl FnMut(usize) -> isize,
+) -> io::Result<()> {
     pace().await;
     let mut sent = 0;
-    while sent < data.len() {
-        let rest = &data[sent..];
-        // SAFETY: `rest` is a live buffer of its length for the call.
-        let n = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        match usize::try_from(n) {
-            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
+    while sent < total {
+        match usize::try_from(send(sent)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 sent += n;
                 progress.set(Some(rio::now()));
@@ -104,20 +122,12 @@ pub(crate) async fn write_all_tracked(
         }
         let e = io::Error::last_os_error();
         match e.kind() {
-            io::ErrorKind::WouldBlock => {
-                let waited = match stream.source() {
-                    Ok(source) => source.blocked(Dir::Write).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = waited {
-                    return (Err(e), data);
-                }
-            }
+            io::ErrorKind::WouldBlock => stream.source()?.blocked(Dir::Write).await?,
             io::ErrorKind::Interrupted => {}
-            _ => return (Err(e), data),
+            _ => return Err(e),
         }
     }
-    (Ok(()), data)
+    Ok(())
 }
 
 /// Connects a non-blocking socket to `addr`, waiting for writability while
