@@ -23,7 +23,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use ringrpc::runtime::io;
-use ringrpc::{Client, Cluster, Ctx, Handle, Method, Request, Runtime, Server, SliceAsVec};
+use ringrpc::{Blob, Client, Cluster, Ctx, Handle, Method, Request, Runtime, Server, SliceAsVec};
 
 #[cfg(feature = "tls")]
 mod tls_call;
@@ -51,6 +51,15 @@ struct EchoRef<'a> {
     id: u64,
     #[rkyv(with = SliceAsVec, omit_bounds)]
     payload: &'a [u8],
+}
+
+/// The caller's twin of [`Echo`] with its payload in a [`Blob`] (the same
+/// archive): on plaintext, a blob of 1 KiB or more is sent by reference.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho)]
+struct EchoBlob {
+    id: u64,
+    payload: Blob,
 }
 
 /// A plain `u64` message: request and response of [`INC`].
@@ -88,6 +97,8 @@ const SERVER_CORE: usize = 1;
 /// Measured calls per run (split between the concurrent callers).
 const CALLS: u64 = 20_000;
 const PAYLOAD: usize = 48;
+/// The payload of [`Kind::Blob`] calls: large enough to go by reference.
+const BLOB_PAYLOAD: usize = 4096;
 /// Bounds of tests/alloc_per_call.rs: 0.02 allocations per call with one call in
 /// flight, 0.03 with many. Steady state allocates nothing; the slack is for the
 /// callers' own tasks and request vectors (a few per run) and the odd heartbeat.
@@ -113,6 +124,8 @@ fn fail(msg: &str) -> ! {
 enum Kind {
     Echo,
     Inc,
+    /// [`ECHO`] with the request's payload in a [`Blob`] ([`EchoBlob`]).
+    Blob,
 }
 
 /// Allocations made so far on `core`'s thread.
@@ -148,8 +161,26 @@ async fn run(addr: SocketAddr, kind: Kind, callers: u64, calls: u64) -> Result<u
                     id: i,
                     payload: (0..PAYLOAD).map(|k| (i as usize + k) as u8).collect(),
                 };
+                let blob = EchoBlob {
+                    id: i,
+                    payload: Blob::from(
+                        (0..BLOB_PAYLOAD)
+                            .map(|k| (i as usize ^ k) as u8)
+                            .collect::<Vec<u8>>(),
+                    ),
+                };
                 for call in 0..calls {
                     let outcome = match kind {
+                        Kind::Blob => match client.call_borrowed(&ECHO, &blob).await {
+                            Ok(r)
+                                if r.id.to_native() == i
+                                    && r.payload.as_slice() == &blob.payload[..] =>
+                            {
+                                Ok(())
+                            }
+                            Ok(_) => Err(format!("caller {i}: wrong echo of a blob")),
+                            Err(e) => Err(format!("caller {i}: blob call failed: {e}")),
+                        },
                         Kind::Echo => match client.call(&ECHO, &req).await {
                             Ok(r)
                                 if r.id.to_native() == i
@@ -306,6 +337,7 @@ async fn run_handle(handle: &Handle, kind: Kind, callers: u64, calls: u64) -> Re
                 };
                 for call in 0..calls {
                     match kind {
+                        Kind::Blob => return Err("blobs are not sent through a Handle".into()),
                         Kind::Echo => match handle.call(&ECHO, &req).await {
                             Ok(r)
                                 if r.id.to_native() == i
@@ -442,6 +474,7 @@ async fn main() {
         (Kind::Echo, 64, MAX_PER_CALL_MANY),
         (Kind::Inc, 1, MAX_PER_CALL_ONE),
         (Kind::Inc, 64, MAX_PER_CALL_MANY),
+        (Kind::Blob, 64, MAX_PER_CALL_MANY),
     ] {
         let (calls, client, server) = measure(&runtime, addr, kind, callers);
         let ok = client <= bound && server <= bound;
