@@ -43,6 +43,8 @@ pub const PEERS: &[(&str, RunFn)] = &[
     ("ringrpc-epoll", ringrpc_peer::run_epoll),
     ("ringrpc-tls", ringrpc_peer::run_tls),
     ("ringrpc-nodigest", ringrpc_peer::run_no_digest),
+    ("ringrpc-blob", ringrpc_peer::run_blob),
+    ("ringrpc-blob-nodigest", ringrpc_peer::run_blob_no_digest),
     (
         "ringrpc-nodigest-plainrecv",
         ringrpc_peer::run_no_digest_plain_recv,

@@ -69,6 +69,36 @@ fn run_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> 
     })
 }
 
+/// [`run`] with each caller's payload in a `Blob` (`echo::EchoBlob`): the
+/// request's bytes sent by reference instead of copied into the send buffer.
+pub fn run_blob(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run_blob_with(spec, window, true)
+}
+
+/// [`run_blob`] with the data digest off on both sides ([`run_no_digest`]).
+pub fn run_blob_no_digest(spec: &Spec, window: Window) -> Result<Tally, String> {
+    run_blob_with(spec, window, false)
+}
+
+fn run_blob_with(spec: &Spec, window: Window, digest: bool) -> Result<Tally, String> {
+    serve_and(spec, digest, move |addr, spec| async move {
+        let client = connected(addr, &spec, digest).await?;
+        let total = run_callers(spec.in_flight, "ringrpc", |rec, first_id| {
+            let client = client.clone();
+            io::spawn(async move {
+                let record = |started, outcome| match outcome {
+                    Ok(()) => rec.ok(&window, started),
+                    Err(e) => rec.error(|| e),
+                };
+                echo::call_loop_blob(&client, first_id, spec.payload, window.end, record).await;
+            })
+        })
+        .await;
+        client.close();
+        Ok(total)
+    })
+}
+
 /// Runs the workload over TLS 1.3 (server authentication; data digests on,
 /// as in [`run`]): the cost of TLS is this against [`run`].
 pub fn run_tls(spec: &Spec, window: Window) -> Result<Tally, String> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringrpc::{
-    Client, Cluster, Error, Method, Reply, Request, Responder, Sent, Server, ServerBuilder,
+    Blob, Client, Cluster, Error, Method, Reply, Request, Responder, Sent, Server, ServerBuilder,
     SliceAsVec,
 };
 
@@ -25,6 +25,17 @@ pub struct Echo {
     pub id: u64,
     /// Opaque bytes, echoed verbatim.
     pub payload: Vec<u8>,
+}
+
+/// The caller's twin of [`Echo`] whose payload is a [`Blob`]: the same
+/// archive, the payload sent by reference (from 1 KiB, on plaintext).
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedEcho)]
+pub struct EchoBlob {
+    /// Caller-chosen id; the reply must carry the same one.
+    pub id: u64,
+    /// Opaque bytes, echoed verbatim.
+    pub payload: Blob,
 }
 
 /// The echo method, answered by [`echo`] (the reply borrows the request's bytes).
@@ -152,15 +163,44 @@ pub async fn call_loop(
     }
 }
 
+/// [`call_loop`] on a [`Client`] with the payload in a [`Blob`]
+/// ([`EchoBlob`]): one blob per caller, sent by reference on every call (no
+/// copy into the send buffer from 1 KiB on, on plaintext).
+pub async fn call_loop_blob(
+    client: &Client,
+    first_id: u64,
+    payload: usize,
+    end: Instant,
+    mut record: impl FnMut(Instant, Result<(), String>),
+) {
+    let mut req = EchoBlob {
+        id: first_id,
+        payload: Blob::from(vec![0xA5; payload]),
+    };
+    while let Some(started) = Some(Instant::now()).filter(|t| *t < end) {
+        let outcome = match client.call_borrowed(&ECHO, &req).await {
+            Ok(reply) => matches_parts(&reply, req.id, payload),
+            Err(e) => Err(e.to_string()),
+        };
+        record(started, outcome);
+        req.id = req.id.wrapping_add(1);
+    }
+}
+
 /// Whether `reply` echoes `req` (same id, same payload length).
 pub fn matches(reply: &ArchivedEcho, req: &Echo) -> Result<(), String> {
-    let id = reply.id.to_native();
-    if id != req.id {
-        return Err(format!("reply id {id:#x} for request id {:#x}", req.id));
+    matches_parts(reply, req.id, req.payload.len())
+}
+
+/// Whether `reply` echoes a request of id `id` with `len` bytes of payload.
+pub fn matches_parts(reply: &ArchivedEcho, id: u64, len: usize) -> Result<(), String> {
+    let got_id = reply.id.to_native();
+    if got_id != id {
+        return Err(format!("reply id {got_id:#x} for request id {id:#x}"));
     }
-    let (got, want) = (reply.payload.len(), req.payload.len());
-    if got != want {
-        return Err(format!("reply payload of {got} bytes, sent {want}"));
+    let got = reply.payload.len();
+    if got != len {
+        return Err(format!("reply payload of {got} bytes, sent {len}"));
     }
     Ok(())
 }
