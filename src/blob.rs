@@ -1,13 +1,14 @@
-//! [`Blob`]: bytes in a message that a request sends without copying them.
+//! [`Blob`]: bytes in a message that are sent without being copied first.
 //!
 //! A `Blob` field archives exactly like a `Vec<u8>` (the peer reads an
 //! `ArchivedVec<u8>`, in place as always), so a method declared with
 //! `Vec<u8>` fields can be called with a twin type that has `Blob` fields
 //! instead (`#[rkyv(as = ...)]`, see [`ArchivesAs`](crate::ArchivesAs)).
 //! What differs is the send: on a plaintext connection a blob of at least
-//! 1 KiB is not copied into the send buffer; the frame refers to the blob's
-//! bytes (a reference count, `bytes::Bytes`), and the kernel copies them
-//! once, straight from the caller's memory into the socket.
+//! 1 KiB in a request (or in a response) is not copied into the send buffer;
+//! the frame refers to the blob's bytes (a reference count, `bytes::Bytes`),
+//! and the kernel copies them once, straight from the sender's memory into
+//! the socket.
 //!
 //! How the serialiser learns that a write is a blob's bytes: rkyv's
 //! `Serialize` is generic over the serialiser, so [`Blob`]'s impl cannot call
@@ -33,14 +34,16 @@ use rkyv::{Archive, Deserialize, Place, Serialize};
 
 /// Bytes sent without a copy: a `bytes::Bytes` that archives as a `Vec<u8>`.
 ///
-/// Put one in a request type for payloads of a kilobyte or more (file
-/// chunks, tensors, opaque values): on a plaintext connection the request's
+/// Put one in a request or response type for payloads of a kilobyte or more
+/// (file chunks, tensors, opaque values): on a plaintext connection the
 /// frame refers to the blob's bytes instead of copying them into the send
 /// buffer, and keeps them alive (a reference count) until they are sent, so
-/// the caller may drop or reuse its `Blob` as soon as the call is made.
-/// Smaller blobs, TLS connections (the record layer encrypts into its own
-/// buffer anyway) and responses copy, as a `Vec<u8>` does. The receiver sees
-/// the same bytes either way, as an `ArchivedVec<u8>` read in place.
+/// the sender may drop or reuse its `Blob` as soon as the call is made (or
+/// the response handed to the `Responder`). Smaller blobs, TLS connections
+/// (the record layer encrypts into its own buffer anyway) and calls through
+/// a `Handle` (serialised on the caller's thread) copy, as a `Vec<u8>` does.
+/// The receiver sees the same bytes either way, as an `ArchivedVec<u8>`
+/// read in place.
 ///
 /// Cloning a `Blob` is cheap (a reference count). Making one from a `Vec`
 /// takes the vector without copying; the first send of it allocates the

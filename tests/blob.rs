@@ -2,7 +2,8 @@
 //! (1 KiB and up, on plaintext) reaches a handler declared with `Vec<u8>`
 //! fields intact, at every size (one send, several sends, a partial
 //! gathering send), many in one batch (past the kernel's iovec limit per
-//! send), and when the caller gives up on a call whose blob is still queued.
+//! send), and when the caller gives up on a call whose blob is still queued;
+//! a response with a blob (a responder handler's twin type) likewise.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 
 use common::{base_server, finish, TestClient, TestServer};
-use ringrpc::{Blob, Method};
+use ringrpc::{Blob, Method, Responder, Sent};
 
 /// What the server is sent: an id and some bytes.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -53,8 +54,39 @@ fn see(req: &ArchivedChunk) -> Result<Seen, String> {
     })
 }
 
+/// What [`FETCH`] answers: a chunk of a stored blob.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Fetched {
+    id: u64,
+    data: Vec<u8>,
+}
+
+/// The server's twin of [`Fetched`], the bytes in a [`Blob`].
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedFetched)]
+struct FetchedBlob {
+    id: u64,
+    data: Blob,
+}
+
+/// Answers `n` with the first `n` bytes of [`stored`].
+const FETCH: Method<u64, Fetched> = Method::new("Blobs.fetch");
+
+/// The blob [`FETCH`] serves from (made once, shared by every response).
+fn stored() -> &'static Blob {
+    static STORED: std::sync::OnceLock<Blob> = std::sync::OnceLock::new();
+    STORED.get_or_init(|| Blob::from(bytes(1 << 20, 77)))
+}
+
+fn fetch(n: &rkyv::Archived<u64>, reply: Responder<'_, Fetched>) -> Result<Sent, String> {
+    let n = (n.to_native() as usize).min(stored().len());
+    let data = Blob::new(stored().as_bytes().slice(..n));
+    Ok(reply.send(&FetchedBlob { id: n as u64, data }))
+}
+
 fn server() -> TestServer {
-    TestServer::start(base_server().register(SEE, see).expect("register"))
+    let builder = base_server().register(SEE, see).expect("register");
+    TestServer::start(builder.register_responder(FETCH, fetch).expect("register"))
 }
 
 fn bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -152,6 +184,30 @@ fn a_call_given_up_while_its_blob_is_queued_harms_nothing() {
                 .await
                 .expect("the next call");
             assert_eq!((reply.id.to_native(), reply.sum.to_native()), (round, sum));
+        }
+    });
+    finish(&client, &server);
+}
+
+#[test]
+fn responses_with_blobs_arrive_intact() {
+    let server = server();
+    let client = TestClient::connect(server.addr());
+    client.run(|client| async move {
+        let sizes = [0u64, 100, 1024, 4096 + 9, 200_000, 1 << 20];
+        // One at a time, then all at once (one batch of several blobs).
+        for n in sizes {
+            let reply = client.call(&FETCH, &n).await.expect("fetch");
+            assert_eq!(reply.id.to_native(), n);
+            assert_eq!(reply.data.as_slice(), &stored()[..n as usize], "{n} bytes");
+        }
+        let calls = sizes.iter().map(|n| client.call(&FETCH, n));
+        for (n, reply) in sizes
+            .iter()
+            .zip(futures_util::future::join_all(calls).await)
+        {
+            let reply = reply.expect("fetch");
+            assert_eq!(reply.data.as_slice(), &stored()[..*n as usize], "{n} bytes");
         }
     });
     finish(&client, &server);

@@ -1,7 +1,7 @@
-//! Blobs sent by reference through the client core: the frames a request
-//! with [`Blob`] fields makes are, byte for byte, the frames the same request
-//! with `Vec<u8>` fields makes, while the core's batch refers to the blob's
-//! own bytes instead of holding a copy (plaintext only).
+//! Blobs sent by reference through the client and server cores: the frames a
+//! request (or response) with [`Blob`] fields makes are, byte for byte, the
+//! frames the same message with `Vec<u8>` fields makes, while the core's
+//! batch refers to the blob's own bytes instead of holding a copy.
 
 use std::time::Duration;
 
@@ -114,4 +114,44 @@ fn many_blobs_in_one_batch_keep_their_order_and_their_digests() {
     for (i, pair) in payloads.chunks(3).enumerate() {
         assert_eq!(pair[1], pair[2], "call {i}");
     }
+}
+
+#[test]
+fn a_response_blob_is_sent_by_reference_and_arrives_as_its_copy_would() {
+    use super::server_tests::{config, request, Handle, Server};
+    let mut s = Server::new(config(16));
+    s.deliver_with(&request(1, 5, Duration::from_secs(1)), |_| Handle::Defer)
+        .unwrap();
+    s.deliver_with(&request(2, 6, Duration::from_secs(1)), |_| Handle::Defer)
+        .unwrap();
+    let blob = Blob::from((0..5000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    let (by_reference, copied) = (s.deferred[0].0, s.deferred[1].0);
+    let resp = WithBlob {
+        id: 7,
+        payload: blob.clone(),
+    };
+    s.core.push_response(&by_reference, &resp);
+    let copy = WithVec {
+        id: 7,
+        payload: blob.to_vec(),
+    };
+    s.core.push_response(&copied, &copy);
+    let batch = s.core.poll_transmit().expect("a batch");
+    assert_eq!(batch.segments.len(), 1);
+    assert_eq!(
+        batch.segments[0].bytes.as_ptr(),
+        blob.as_ptr(),
+        "by reference"
+    );
+    let stream = batch.to_stream();
+    let frames = super::server_tests::split(&stream);
+    assert_eq!(frames.len(), 2);
+    let payload = |(h, frame): &(crate::protocol::FrameHeader, Vec<u8>)| {
+        frame[HEADER_LEN..HEADER_LEN + h.len as usize].to_vec()
+    };
+    assert!(
+        payload(&frames[0]) == payload(&frames[1]),
+        "the same archive"
+    );
+    s.core.transmit_done(batch);
 }

@@ -42,13 +42,15 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::app_error::ErrorPayload;
-use crate::message::{serialize_into, Message};
+use crate::message::{serialize_out, Message, Out};
 use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{CoreMetrics, Phase};
+use crate::protocol::codec::finish_frame_with;
 use crate::protocol::metadata;
+use crate::protocol::segment::{self, Segment};
 use crate::protocol::{
-    begin_frame, decode_frame, encode_frame, finish_frame, DecodeOptions, Decoded, ErrorCode,
-    FrameHeader, FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
+    begin_frame, decode_frame, encode_frame, DecodeOptions, Decoded, ErrorCode, FrameHeader,
+    FrameKind, ProtocolError, HANDLER_TIME_UNKNOWN, HEADER_LEN,
 };
 use crate::runtime::batch::Batch;
 use crate::runtime::buf::{FrameBytes, RecvBuf};
@@ -170,7 +172,9 @@ pub(crate) struct ServerCore<C> {
     metrics: Rc<CoreMetrics>,
     /// Frames queued for the next send.
     out: Vec<u8>,
-    /// The buffer `out` is swapped with when it is handed out (kept empty).
+    /// The blobs `out`'s responses send by reference (plaintext only).
+    segments: Vec<Segment>,
+    /// The batch `out` and `segments` move into when handed out (kept empty).
     spare: Batch,
     /// True while a batch from `poll_transmit` is being sent.
     writing: bool,
@@ -211,6 +215,7 @@ impl<C: Clock> ServerCore<C> {
             clock_source: clock,
             metrics,
             out: Vec::new(),
+            segments: Vec::new(),
             spare: Batch::default(),
             writing: false,
             closed: false,
@@ -297,7 +302,9 @@ impl<C: Clock> ServerCore<C> {
     /// way (used to push a goaway out just before closing an idle connection).
     /// Under TLS the records sealing them (or a failed handshake's alert).
     pub fn take_queued(&mut self) -> Option<Vec<u8>> {
-        if self.writing || !tls::has_output(&self.tls, &self.out) {
+        // Blobs by reference need the writer's gathering send.
+        let by_reference = !self.segments.is_empty();
+        if self.writing || by_reference || !tls::has_output(&self.tls, &self.out) {
             return None;
         }
         Some(tls::take_batch(&mut self.tls, &mut self.out, Vec::new()))
@@ -320,6 +327,7 @@ impl<C: Clock> ServerCore<C> {
     pub fn release_idle_buffers(&mut self) {
         if self.is_idle() {
             self.out = Vec::new();
+            self.segments = Vec::new();
             self.spare = Batch::default();
         }
     }
@@ -339,7 +347,7 @@ impl<C: Clock> ServerCore<C> {
     /// True while the queued bytes are within `max_pending_out` (or the
     /// connection is closed): the driver may read on.
     pub fn has_send_room(&self) -> bool {
-        self.out.len() <= self.cfg.max_pending_out || self.closed
+        segment::stream_len(&self.out, &self.segments) <= self.cfg.max_pending_out || self.closed
     }
 
     /// Closes the connection: nothing more is queued or sent.
@@ -582,8 +590,16 @@ impl<C: Clock> ServerCore<C> {
         } else {
             HANDLER_TIME_UNKNOWN
         };
-        let result = serialize_into(resp, &mut self.out)
-            .and_then(|()| finish_frame(&mut self.out, start, header, self.cfg.max_frame));
+        // Blobs by reference on plaintext only (TLS seals into records of its own).
+        let first_segment = self.segments.len();
+        let out = Out {
+            bytes: &mut self.out,
+            segments: self.tls.is_none().then_some(&mut self.segments),
+        };
+        let result = serialize_out(resp, out).and_then(|()| {
+            let segments = &self.segments[first_segment..];
+            finish_frame_with(&mut self.out, start, header, self.cfg.max_frame, segments)
+        });
         match result {
             Ok(()) => {
                 inc(&self.metrics.server.ok);
@@ -594,6 +610,7 @@ impl<C: Clock> ServerCore<C> {
             }
             Err(e) => {
                 self.out.truncate(start);
+                self.segments.truncate(first_segment);
                 let message = format_args!("response not sent: {e}");
                 self.push_error(ctx.call_id, ErrorCode::Application, &message);
             }
@@ -672,6 +689,7 @@ impl<C: Clock> ServerCore<C> {
         }
         let mut batch = std::mem::take(&mut self.spare);
         batch.bytes = tls::take_batch(&mut self.tls, &mut self.out, batch.bytes);
+        std::mem::swap(&mut batch.segments, &mut self.segments);
         self.rotate_keys();
         self.sending_started = self.batch_started.take();
         add(&self.metrics.server.bytes_out, batch.len() as u64);

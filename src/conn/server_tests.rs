@@ -214,7 +214,7 @@ pub(super) fn value_of(payload: &[u8]) -> u64 {
 }
 
 /// A request frame as a client would send it.
-fn request(call_id: u64, value: u64, budget: Duration) -> Vec<u8> {
+pub(super) fn request(call_id: u64, value: u64, budget: Duration) -> Vec<u8> {
     let mut out = Vec::new();
     let start = begin_frame(&mut out);
     serialize_into(&value, &mut out).unwrap();

@@ -1,6 +1,6 @@
 //! Payload bytes sent by reference: a send buffer with segments.
 //!
-//! A [`Blob`](crate::Blob) of at least [`MIN_LEN`] bytes in a request is not
+//! A [`Blob`](crate::Blob) of at least [`MIN_LEN`] bytes in a message is not
 //! copied into the connection's send buffer: the buffer keeps a
 //! [`Segment`] (a reference-counted handle to the caller's bytes) and where
 //! in the buffer those bytes belong. The byte stream a peer receives is the
