@@ -3,7 +3,8 @@
 //! peer identity in `Ctx`, clients refused by reason (no certificate, unknown
 //! CA, expired, a server name it does not serve) while a legitimate client
 //! keeps calling, the authorization hook, handshake slowloris and garbage, a
-//! forged and a truncated record after the handshake, and certificate reload. Every
+//! forged and a truncated record after the handshake, certificate reload, and
+//! `Blob` requests (copied into the records: no segments under TLS). Every
 //! certificate is made at test time (rcgen).
 
 mod common;
@@ -464,4 +465,48 @@ fn one_call_plain(addr: SocketAddr) -> Result<Msg, Error> {
         })
     })
     .expect("client core")
+}
+
+/// A request whose bytes a caller may send in a `Blob`.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Chunk {
+    data: Vec<u8>,
+}
+
+/// [`Chunk`] with its bytes in a `Blob` (the same archive).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+#[rkyv(as = ArchivedChunk)]
+struct BlobChunk {
+    data: ringrpc::Blob,
+}
+
+/// Answers with the sum of the chunk's bytes.
+const SUM: Method<Chunk, u64> = Method::new("Tls.sum");
+
+fn sum(req: &ArchivedChunk) -> Result<u64, String> {
+    Ok(req.data.iter().map(|&b| u64::from(b)).sum())
+}
+
+#[test]
+fn blobs_under_tls_are_sealed_with_their_frames_and_arrive_intact() {
+    let pki = Pki::new();
+    let server = TestServer::start(
+        base_server()
+            .register(SUM, sum)
+            .expect("register sum")
+            .tls(pki.server_config()),
+    );
+    let client = tls_client(&pki, Some(&pki.client), server.addr());
+    client.run(|c| async move {
+        for len in [1024usize, 5000, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+            let want: u64 = data.iter().map(|&b| u64::from(b)).sum();
+            let req = BlobChunk {
+                data: ringrpc::Blob::from(data),
+            };
+            let reply = c.call_borrowed(&SUM, &req).await.expect("sum over TLS");
+            assert_eq!(reply.to_native(), want, "{len} bytes");
+        }
+    });
+    assert_eq!(server_counts(&server).tls_record_errors, 0);
 }
