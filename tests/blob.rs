@@ -3,7 +3,8 @@
 //! fields intact, at every size (one send, several sends, a partial
 //! gathering send), many in one batch (past the kernel's iovec limit per
 //! send), and when the caller gives up on a call whose blob is still queued;
-//! a response with a blob (a responder handler's twin type) likewise.
+//! a response with a blob (a responder handler's twin type) likewise; and a
+//! method whose own request type has a `Blob` field.
 
 mod common;
 
@@ -209,6 +210,36 @@ fn responses_with_blobs_arrive_intact() {
             let reply = reply.expect("fetch");
             assert_eq!(reply.data.as_slice(), &stored()[..*n as usize], "{n} bytes");
         }
+    });
+    finish(&client, &server);
+}
+
+/// A method whose own request type has a `Blob` field (no twin type).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Upload {
+    name: String,
+    data: Blob,
+}
+
+const UPLOAD: Method<Upload, u64> = Method::new("Blobs.upload");
+
+fn upload(req: &ArchivedUpload) -> Result<u64, String> {
+    Ok(checksum(&req.data) ^ req.name.len() as u64)
+}
+
+#[test]
+fn a_method_declared_with_a_blob_field_is_called_and_served_as_usual() {
+    let server = TestServer::start(base_server().register(UPLOAD, upload).expect("register"));
+    let client = TestClient::connect(server.addr());
+    client.run(|client| async move {
+        let data = Blob::from(bytes(10_000, 3));
+        let want = checksum(&data) ^ 4;
+        let req = Upload {
+            name: "file".into(),
+            data,
+        };
+        let reply = client.call(&UPLOAD, &req).await.expect("upload");
+        assert_eq!(reply.to_native(), want);
     });
     finish(&client, &server);
 }
