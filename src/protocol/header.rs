@@ -259,10 +259,15 @@ pub fn data_digest(payload: &[u8]) -> u32 {
 /// read and a test each, ~25 instructions per digest, four digests per call
 /// on each side), so a hasher made once is cloned instead.
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    static DETECTED: OnceLock<crc32fast::Hasher> = OnceLock::new();
-    let mut hasher = DETECTED.get_or_init(crc32fast::Hasher::new).clone();
+    let mut hasher = crc32_hasher();
     hasher.update(bytes);
     hasher.finalize()
+}
+
+/// A fresh CRC32 hasher, without asking for the CPU's features again (see [`crc32`]).
+pub(crate) fn crc32_hasher() -> crc32fast::Hasher {
+    static DETECTED: OnceLock<crc32fast::Hasher> = OnceLock::new();
+    DETECTED.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 /// Recomputes and stores the header digest of an encoded header (for tools and

@@ -68,7 +68,7 @@ pub(crate) fn pieces<'a>(
 /// The CRC32 of the stream from buffer offset `start` to the buffer's end,
 /// with the segments (all at or after `start`) in place.
 pub(crate) fn crc32_from(buf: &[u8], segments: &[Segment], start: usize) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+    let mut hasher = super::header::crc32_hasher();
     let mut at = start;
     for seg in segments {
         hasher.update(&buf[at..seg.at]);
