@@ -177,7 +177,11 @@ pub async fn call_loop_blob(
         id: first_id,
         payload: Blob::from(vec![0xA5; payload]),
     };
-    while let Some(started) = Some(Instant::now()).filter(|t| *t < end) {
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return;
+        }
         let outcome = match client.call_borrowed(&ECHO, &req).await {
             Ok(reply) => matches_parts(&reply, req.id, payload),
             Err(e) => Err(e.to_string()),

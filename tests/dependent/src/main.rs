@@ -161,10 +161,16 @@ async fn run(addr: SocketAddr, kind: Kind, callers: u64, calls: u64) -> Result<u
                     id: i,
                     payload: (0..PAYLOAD).map(|k| (i as usize + k) as u8).collect(),
                 };
+                // Only the Blob callers need the 4 KiB (an empty `Vec` allocates nothing).
+                let blob_len = if matches!(kind, Kind::Blob) {
+                    BLOB_PAYLOAD
+                } else {
+                    0
+                };
                 let blob = EchoBlob {
                     id: i,
                     payload: Blob::from(
-                        (0..BLOB_PAYLOAD)
+                        (0..blob_len)
                             .map(|k| (i as usize ^ k) as u8)
                             .collect::<Vec<u8>>(),
                     ),
