@@ -68,7 +68,7 @@ impl<E> rkyv::ser::Writer<E> for OutWriter<'_> {
     }
 }
 
-/// Where a request is written: the send buffer, and the segments list on a
+/// Where a payload is written: the send buffer, and the segments list on a
 /// connection that sends blobs by reference (`None`: everything is copied).
 #[derive(Debug)]
 pub(crate) struct Out<'a> {

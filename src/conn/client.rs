@@ -35,7 +35,6 @@ use crate::client::Counters;
 use crate::message::Out;
 #[cfg(test)]
 use crate::message::{serialize_out, Message};
-use crate::protocol::codec::finish_frame_with;
 use crate::protocol::metadata::Metadata;
 use crate::protocol::segment::Segment;
 use crate::protocol::{
@@ -345,20 +344,13 @@ impl ClientCore {
             header.flags |= FrameHeader::METADATA;
             md.encode_into(&mut self.out);
         }
-        // Blobs by reference on plaintext only: TLS seals the frames into
-        // records of its own, a copy either way.
-        let first_segment = self.segments.len();
-        let out = Out {
-            bytes: &mut self.out,
-            segments: self.tls.is_none().then_some(&mut self.segments),
-        };
-        let encoded = encode(out).and_then(|()| {
-            let segments = &self.segments[first_segment..];
-            finish_frame_with(&mut self.out, start, header, self.cfg.max_frame, segments)
-        });
+        let encoded = super::encode_frame_with(
+            (&mut self.out, &mut self.segments),
+            self.tls.is_none(),
+            (start, header, self.cfg.max_frame),
+            encode,
+        );
         if let Err(e) = encoded {
-            self.out.truncate(start);
-            self.segments.truncate(first_segment);
             self.calls.remove(id);
             return Err(e.into());
         }

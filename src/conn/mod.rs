@@ -75,6 +75,32 @@ pub(crate) fn poll_batch<C: Transmit>(
     }
 }
 
+/// Finishes the frame begun at `start` on `out` with the payload `encode`
+/// writes. On plaintext (`by_reference`) blobs of 1 KiB and more go into
+/// `segments` instead of `out`; under TLS the records copy everything anyway.
+/// On error `out` and `segments` are as they were before the frame began.
+pub(crate) fn encode_frame_with(
+    (out, segments): (&mut Vec<u8>, &mut Vec<crate::protocol::segment::Segment>),
+    by_reference: bool,
+    (start, header, max_frame): (usize, crate::protocol::FrameHeader, usize),
+    encode: impl FnOnce(crate::message::Out<'_>) -> Result<(), crate::protocol::ProtocolError>,
+) -> Result<(), crate::protocol::ProtocolError> {
+    let first_segment = segments.len();
+    let payload = crate::message::Out {
+        bytes: out,
+        segments: by_reference.then_some(&mut *segments),
+    };
+    let encoded = encode(payload).and_then(|()| {
+        let new = &segments[first_segment..];
+        crate::protocol::codec::finish_frame_with(out, start, header, max_frame, new)
+    });
+    if encoded.is_err() {
+        out.truncate(start);
+        segments.truncate(first_segment);
+    }
+    encoded
+}
+
 /// Queues a control frame (ping, pong, goaway: no payload) on `out`, with the
 /// data digest flag as the connection is configured.
 pub(crate) fn push_control(

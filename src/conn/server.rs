@@ -42,10 +42,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::app_error::ErrorPayload;
-use crate::message::{serialize_out, Message, Out};
+use crate::message::{serialize_out, Message};
 use crate::metrics::counters::{add, dec, inc};
 use crate::metrics::{CoreMetrics, Phase};
-use crate::protocol::codec::finish_frame_with;
 use crate::protocol::metadata;
 use crate::protocol::segment::{self, Segment};
 use crate::protocol::{
@@ -590,16 +589,12 @@ impl<C: Clock> ServerCore<C> {
         } else {
             HANDLER_TIME_UNKNOWN
         };
-        // Blobs by reference on plaintext only (TLS seals into records of its own).
-        let first_segment = self.segments.len();
-        let out = Out {
-            bytes: &mut self.out,
-            segments: self.tls.is_none().then_some(&mut self.segments),
-        };
-        let result = serialize_out(resp, out).and_then(|()| {
-            let segments = &self.segments[first_segment..];
-            finish_frame_with(&mut self.out, start, header, self.cfg.max_frame, segments)
-        });
+        let result = super::encode_frame_with(
+            (&mut self.out, &mut self.segments),
+            self.tls.is_none(),
+            (start, header, self.cfg.max_frame),
+            |out| serialize_out(resp, out),
+        );
         match result {
             Ok(()) => {
                 inc(&self.metrics.server.ok);
@@ -609,8 +604,6 @@ impl<C: Clock> ServerCore<C> {
                 }
             }
             Err(e) => {
-                self.out.truncate(start);
-                self.segments.truncate(first_segment);
                 let message = format_args!("response not sent: {e}");
                 self.push_error(ctx.call_id, ErrorCode::Application, &message);
             }
