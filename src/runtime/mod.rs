@@ -194,7 +194,10 @@ impl RuntimeBuilder {
     }
 
     /// Reports a core whose loop does not turn for this long (default 10 ms;
-    /// `None` disables the detector).
+    /// `None` disables the detector). The runtime's watchdog thread wakes
+    /// about once per threshold (more often only while a turn nears it), so
+    /// a lower threshold costs proportionally more wake-ups, each of which
+    /// preempts a core thread when no CPU is idle.
     pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
         self.stall_threshold = threshold;
         self

@@ -4,11 +4,22 @@
 //! began, or that it is waiting in the kernel for completions (see
 //! `runtime::io::observe_turns`): one clock read and one relaxed store per turn,
 //! and no timer, so an idle core is never woken for this. A watchdog thread per
-//! runtime checks every `threshold / 4`: a core that is not waiting and whose
-//! turn began more than `threshold` ago is stuck in a task. It is reported once
-//! per stall episode (a `tracing` warning naming the core, and its stall
-//! counter), however long the stall lasts. Only the event loop and the watchdog
-//! touch these atomics; no call does.
+//! runtime looks at them: a core that is not waiting and whose turn began more
+//! than `threshold` ago is stuck in a task. It is reported once per stall
+//! episode (a `tracing` warning naming the core, and its stall counter),
+//! however long the stall lasts. Only the event loop and the watchdog touch
+//! these atomics; no call does.
+//!
+//! The watchdog wakes about once per `threshold`, not on a fixed fraction of
+//! it: after each look it sleeps until the oldest turn in progress would reach
+//! the threshold (a full `threshold` when every core waits or has just begun
+//! a turn; at least [`MIN_SLEEP_DIVISOR`]th of it). A stall is then seen
+//! within that small margin of its threshold, and a busy runtime pays one
+//! wake-up of this thread per threshold. Each wake-up of the watchdog
+//! preempts a core thread when no CPU is idle: checking every `threshold / 4`
+//! (400 wake-ups a second at 10 ms) cost ~5 % of calls/s at 128 calls in
+//! flight on a 2-CPU VM (docs/benchmarks.md, "The stall watchdog's
+//! wake-ups").
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -104,11 +115,16 @@ fn watch(
 ) {
     let limit = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
     let mut stalled = vec![false; beats.len()];
+    let mut sleep = threshold;
     while !stop.load(Ordering::Relaxed) {
-        std::thread::park_timeout(threshold / 4);
+        std::thread::park_timeout(sleep);
         let now = nanos_since(base);
-        for (core, (beat, in_stall)) in beats.iter().zip(stalled.iter_mut()).enumerate() {
-            match beat.turn_age(now) {
+        let ages: Vec<Option<u64>> = beats.iter().map(|beat| beat.turn_age(now)).collect();
+        sleep = next_sleep(&ages, limit);
+        for (core, ((beat, in_stall), age)) in
+            beats.iter().zip(stalled.iter_mut()).zip(ages).enumerate()
+        {
+            match age {
                 Some(late) if late > limit => {
                     if !*in_stall {
                         *in_stall = true;
@@ -125,6 +141,27 @@ fn watch(
             }
         }
     }
+}
+
+/// The fewest wake-ups between two looks, as a fraction of the threshold
+/// (the watchdog never sleeps less than `threshold / MIN_SLEEP_DIVISOR`).
+pub(crate) const MIN_SLEEP_DIVISOR: u32 = 16;
+
+/// How long the watchdog sleeps after a look that found these turn ages (ns;
+/// `None` for a waiting core): until the oldest turn under `limit` would pass
+/// it, or `limit` when no core is in a turn (or every turn in progress has
+/// passed it already, so it is reported). Never less than
+/// `limit / MIN_SLEEP_DIVISOR`, nor 0.
+fn next_sleep(ages: &[Option<u64>], limit: u64) -> Duration {
+    let until_limit = ages
+        .iter()
+        .flatten()
+        .filter(|&&age| age <= limit)
+        .map(|&age| limit - age + 1)
+        .min()
+        .unwrap_or(limit);
+    let floor = (limit / u64::from(MIN_SLEEP_DIVISOR)).max(1);
+    Duration::from_nanos(until_limit.max(floor))
 }
 
 #[cfg(test)]
@@ -144,6 +181,44 @@ mod tests {
         assert_eq!(beat.turn_age(100), Some(0), "clock skew never underflows");
         beat.turn_ns.store(TURN_WAITING, Ordering::Relaxed);
         assert_eq!(beat.turn_age(u64::MAX - 1), None);
+    }
+
+    #[test]
+    fn the_watchdog_sleeps_until_the_oldest_turn_would_reach_the_threshold() {
+        let ms = |n: u64| n * 1_000_000;
+        let limit = ms(10);
+        assert_eq!(
+            next_sleep(&[None, None], limit),
+            Duration::from_millis(10),
+            "all waiting"
+        );
+        assert_eq!(next_sleep(&[], limit), Duration::from_millis(10));
+        assert_eq!(
+            next_sleep(&[Some(ms(3)), None, Some(ms(1))], limit),
+            Duration::from_nanos(ms(7) + 1),
+            "the oldest turn in progress decides"
+        );
+        assert_eq!(
+            next_sleep(&[Some(ms(10))], limit),
+            Duration::from_nanos(ms(10) / 16),
+            "a turn at the threshold: a short sleep, never a spin"
+        );
+        assert_eq!(
+            next_sleep(&[Some(ms(25)), Some(ms(2))], limit),
+            Duration::from_nanos(ms(8) + 1),
+            "a stall already past the threshold does not shorten the sleep"
+        );
+        assert_eq!(
+            next_sleep(&[Some(ms(25))], limit),
+            Duration::from_millis(10),
+            "a lasting stall is looked at once per threshold"
+        );
+        assert_eq!(
+            next_sleep(&[Some(0)], 5),
+            Duration::from_nanos(6),
+            "tiny limits sleep > 0"
+        );
+        assert_eq!(next_sleep(&[None], 0), Duration::from_nanos(1));
     }
 
     #[test]
