@@ -194,7 +194,7 @@ impl RuntimeBuilder {
     }
 
     /// Reports a core whose loop does not turn for this long (default 10 ms;
-    /// `None` disables the detector). The runtime's watchdog thread wakes
+    /// `None` disables the detector; zero is refused by `build`). The runtime's watchdog thread wakes
     /// about once per threshold (more often only while a turn nears it), so
     /// a lower threshold costs proportionally more wake-ups, each of which
     /// preempts a core thread when no CPU is idle.
@@ -239,6 +239,9 @@ impl RuntimeBuilder {
                 self.ring_entries
             ));
         }
+        if self.stall_threshold.is_some_and(|t| t.is_zero()) {
+            return bad("stall_threshold must be above zero (None turns the detector off)".into());
+        }
         if let Some((count, size)) = self.recv_buffers {
             if count == 0 || size == 0 || size > 1 << 30 {
                 return bad(format!(
@@ -259,7 +262,8 @@ impl RuntimeBuilder {
 
     /// Starts the cores. Fails with [`Error::Config`] for settings that cannot
     /// work (no core, a CPU this process may not run on, a zero-sized ring, a
-    /// bad [`DRIVER_ENV`] value), and, with [`Driver::IoUring`], with
+    /// zero stall threshold, a bad [`DRIVER_ENV`] value), and, with
+    /// [`Driver::IoUring`], with
     /// [`Error::IoUringUnavailable`] when a ring cannot be created (old
     /// kernel, seccomp, `io_uring_disabled` sysctl). With [`Driver::Auto`]
     /// such a host runs epoll instead (a warning says so, once).

@@ -143,6 +143,11 @@ fn builders_refuse_settings_that_cannot_work() {
         Runtime::builder().cores(1).recv_buffers(Some((0, 4096)))
     ));
     assert!(config_error(Runtime::builder().cpus([100_000])));
+    assert!(config_error(
+        Runtime::builder()
+            .cores(1)
+            .stall_threshold(Some(std::time::Duration::ZERO))
+    ));
     let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
     assert!(rt.ring_flags(0).is_some());
     assert!(rt.ring_flags(1).is_none());
