@@ -236,7 +236,7 @@ impl ClientBuilder {
     /// Connects **without TLS**: every byte crosses the network in clear and
     /// the server is not authenticated. For loopback, tests, or behind a
     /// sidecar that does mutual TLS. A client must be given either this or
-    /// [`tls`](Self::tls) (with the `tls` feature) before it connects: there
+    /// `tls` (with the `tls` feature) before it connects: there
     /// is no silent default. The last of the two called wins.
     pub fn insecure_plaintext(mut self) -> Self {
         #[cfg(feature = "tls")]

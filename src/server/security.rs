@@ -112,7 +112,7 @@ impl ServerBuilder {
     /// Serves **without TLS**: every byte crosses the network in clear and any
     /// client that can connect may call (subject to the authorization hooks).
     /// For loopback, tests, or behind a sidecar that terminates mutual TLS.
-    /// A server must be given either this or [`tls`](Self::tls) (with the
+    /// A server must be given either this or `tls` (with the
     /// `tls` feature) before it serves: there is no silent default. The last
     /// of the two called wins.
     pub fn insecure_plaintext(mut self) -> Self {
