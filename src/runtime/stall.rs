@@ -13,8 +13,8 @@
 //! The watchdog wakes about once per `threshold`, not on a fixed fraction of
 //! it: after each look it sleeps until the oldest turn in progress would reach
 //! the threshold (a full `threshold` when every core waits or has just begun
-//! a turn; at least [`MIN_SLEEP_DIVISOR`]th of it). A stall is then seen
-//! within that small margin of its threshold, and a busy runtime pays one
+//! a turn; never less than `threshold /` [`MIN_SLEEP_DIVISOR`]). A stall is
+//! then seen within that margin of its threshold, and a busy runtime pays one
 //! wake-up of this thread per threshold. Each wake-up of the watchdog
 //! preempts a core thread when no CPU is idle: checking every `threshold / 4`
 //! (400 wake-ups a second at 10 ms) cost ~5 % of calls/s at 128 calls in
@@ -115,15 +115,19 @@ fn watch(
 ) {
     let limit = u64::try_from(threshold.as_nanos()).unwrap_or(u64::MAX);
     let mut stalled = vec![false; beats.len()];
+    let mut ages = Vec::with_capacity(beats.len());
     let mut sleep = threshold;
     while !stop.load(Ordering::Relaxed) {
         std::thread::park_timeout(sleep);
         let now = nanos_since(base);
-        let ages: Vec<Option<u64>> = beats.iter().map(|beat| beat.turn_age(now)).collect();
+        ages.clear();
+        ages.extend(beats.iter().map(|beat| beat.turn_age(now)));
         sleep = next_sleep(&ages, limit);
-        for (core, ((beat, in_stall), age)) in
-            beats.iter().zip(stalled.iter_mut()).zip(ages).enumerate()
-        {
+        let looked = beats
+            .iter()
+            .zip(stalled.iter_mut())
+            .zip(ages.iter().copied());
+        for (core, ((beat, in_stall), age)) in looked.enumerate() {
             match age {
                 Some(late) if late > limit => {
                     if !*in_stall {
@@ -143,8 +147,8 @@ fn watch(
     }
 }
 
-/// The fewest wake-ups between two looks, as a fraction of the threshold
-/// (the watchdog never sleeps less than `threshold / MIN_SLEEP_DIVISOR`).
+/// Bounds the watchdog's shortest sleep between two looks: never less than
+/// `threshold / MIN_SLEEP_DIVISOR`.
 pub(crate) const MIN_SLEEP_DIVISOR: u32 = 16;
 
 /// How long the watchdog sleeps after a look that found these turn ages (ns;
