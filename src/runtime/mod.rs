@@ -194,10 +194,10 @@ impl RuntimeBuilder {
     }
 
     /// Reports a core whose loop does not turn for this long (default 10 ms;
-    /// `None` disables the detector; zero is refused by `build`). The runtime's watchdog thread wakes
-    /// about once per threshold (more often only while a turn nears it), so
-    /// a lower threshold costs proportionally more wake-ups, each of which
-    /// preempts a core thread when no CPU is idle.
+    /// `None` disables the detector; `build` refuses zero). The runtime's
+    /// watchdog thread wakes about once per threshold (more often only while
+    /// a turn nears it), so a lower threshold costs proportionally more
+    /// wake-ups, each of which preempts a core thread when no CPU is idle.
     pub fn stall_threshold(mut self, threshold: Option<Duration>) -> Self {
         self.stall_threshold = threshold;
         self
@@ -263,10 +263,10 @@ impl RuntimeBuilder {
     /// Starts the cores. Fails with [`Error::Config`] for settings that cannot
     /// work (no core, a CPU this process may not run on, a zero-sized ring, a
     /// zero stall threshold, a bad [`DRIVER_ENV`] value), and, with
-    /// [`Driver::IoUring`], with
-    /// [`Error::IoUringUnavailable`] when a ring cannot be created (old
-    /// kernel, seccomp, `io_uring_disabled` sysctl). With [`Driver::Auto`]
-    /// such a host runs epoll instead (a warning says so, once).
+    /// [`Driver::IoUring`], with [`Error::IoUringUnavailable`] when a ring
+    /// cannot be created (old kernel, seccomp, `io_uring_disabled` sysctl).
+    /// With [`Driver::Auto`] such a host runs epoll instead (a warning says
+    /// so, once).
     pub fn build(self) -> Result<Runtime, Error> {
         let env = std::env::var(DRIVER_ENV).ok();
         self.build_with(env.as_deref())

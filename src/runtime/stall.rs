@@ -149,7 +149,7 @@ fn watch(
 
 /// Bounds the watchdog's shortest sleep between two looks: never less than
 /// `threshold / MIN_SLEEP_DIVISOR`.
-pub(crate) const MIN_SLEEP_DIVISOR: u32 = 16;
+const MIN_SLEEP_DIVISOR: u32 = 16;
 
 /// How long the watchdog sleeps after a look that found these turn ages (ns;
 /// `None` for a waiting core): until the oldest turn under `limit` would pass
