@@ -165,6 +165,14 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
     }
 }
 
+/// Whether entering the kernel now would only cost a system call: nothing is
+/// queued to submit and no completion is waiting to be collected (io_uring).
+/// An epoll core has nothing queued; its readiness is collected at the turn's
+/// end.
+pub(crate) fn quiet() -> bool {
+    is_epoll() || driver::quiet()
+}
+
 /// Operations the kernel still holds memory of (none under epoll: a
 /// readiness wait lends the kernel nothing).
 pub(crate) fn kernel_held() -> usize {

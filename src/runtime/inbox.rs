@@ -117,7 +117,9 @@ impl Inbox {
 
     /// Takes everything queued if there is news (called once per turn).
     pub fn take(&self, jobs: &mut Vec<Job>, runnables: &mut Vec<Runnable>) {
-        if !self.notified.swap(false, Ordering::AcqRel) {
+        // A plain load first: the locked swap only when there is news (a
+        // push seen late is seen next turn; its kick wakes the core anyway).
+        if !self.notified.load(Ordering::Relaxed) || !self.notified.swap(false, Ordering::AcqRel) {
             return;
         }
         let mut q = self.lock();

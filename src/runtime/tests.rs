@@ -53,6 +53,58 @@ fn the_rest_of_a_turns_batch_counts_as_ready_work() {
     rt.shutdown();
 }
 
+/// A task woken while nothing is queued for the kernel runs in the same turn
+/// (same turn clock) as the task that woke it, chain after chain up to
+/// `MAX_CHAINED_BATCHES`; a longer chain goes on in the next turn. (Before
+/// chained batches every link of the chain saw a turn of its own.)
+#[test]
+fn woken_tasks_run_in_the_same_turn_while_the_kernel_has_nothing_to_do() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let rt = Runtime::builder().cores(1).pin(false).build().unwrap();
+    let clocks = rt
+        .block_on(0, || async {
+            let clocks = Rc::new(RefCell::new(Vec::new()));
+            // Task i records its turn's clock and spawns task i + 1 (a spawn
+            // is a wake: the new task is queued for the next batch).
+            fn link(i: usize, last: usize, clocks: Rc<RefCell<Vec<Instant>>>) {
+                io::spawn(async move {
+                    clocks.borrow_mut().push(executor::turn_now());
+                    if i < last {
+                        link(i + 1, last, clocks);
+                    }
+                })
+                .detach();
+            }
+            link(0, 2 * executor::MAX_CHAINED_BATCHES + 1, clocks.clone());
+            while clocks.borrow().len() < 2 * executor::MAX_CHAINED_BATCHES + 2 {
+                io::yield_now().await;
+            }
+            clocks.take()
+        })
+        .unwrap();
+    // Lengths of the runs of tasks that saw the same turn clock.
+    let mut runs = vec![1usize];
+    for pair in clocks.windows(2) {
+        if pair[0] == pair[1] {
+            *runs.last_mut().unwrap() += 1;
+        } else {
+            runs.push(1);
+        }
+    }
+    let longest = runs.iter().max().copied().unwrap_or(0);
+    assert_eq!(
+        longest,
+        executor::MAX_CHAINED_BATCHES + 1,
+        "a turn runs its batch and then up to MAX_CHAINED_BATCHES chained ones: {runs:?}"
+    );
+    assert!(
+        runs.len() >= 2,
+        "a longer chain goes on in a later turn: {runs:?}"
+    );
+    rt.shutdown();
+}
+
 #[test]
 fn work_runs_on_the_chosen_core() {
     let rt = Runtime::builder().cores(2).pin(false).build().unwrap();

@@ -254,6 +254,19 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
     Ok(())
 }
 
+/// True when nothing is queued for the kernel and no completion waits to be
+/// collected: no submission queue entries, no completion queue entries or
+/// overflow, and no deferred completion work flagged (`IORING_SQ_TASKRUN`).
+pub(crate) fn quiet() -> bool {
+    with(|d| {
+        let sq = d.ring.submission();
+        let quiet = sq.is_empty() && !sq.cq_overflow() && !sq.taskrun();
+        drop(sq);
+        quiet && d.ring.completion().is_empty()
+    })
+    .unwrap_or(false)
+}
+
 /// Whether a send of `len` bytes should go zero-copy on this core.
 pub(crate) fn use_send_zc(len: usize) -> bool {
     with(|d| d.send_zc.is_some_and(|min| len >= min)).unwrap_or(false)
