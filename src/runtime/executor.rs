@@ -6,10 +6,9 @@
 //! read the clock once, take the inbox, fire due timers, run the tasks that
 //! were ready when the turn began (then, while the kernel has nothing to do,
 //! the tasks they woke, a bounded number of batches), run the end-of-turn
-//! hooks, then submit all
-//! queued operations in one `io_uring_enter` (on an epoll core: one
-//! `epoll_wait`), which also waits (up to the nearest timer) when no task is
-//! ready. Every live task is listed in a
+//! hooks, then submit all queued operations in one `io_uring_enter` (on an
+//! epoll core: one `epoll_wait`), which also waits (up to the nearest timer)
+//! when no task is ready. Every live task is listed in a
 //! registry so that stopping the core can cancel them all, which drops their
 //! futures, closes their sockets and cancels their operations before the ring
 //! goes away.
@@ -188,7 +187,7 @@ pub(crate) const MAX_CHAINED_BATCHES: usize = 4;
 /// receive to the send is one turn instead of three.
 fn run_chained(batch: &mut VecDeque<Runnable>) {
     for _ in 0..MAX_CHAINED_BATCHES {
-        if !QUEUE.with(|q| !q.borrow().is_empty()) || !driver::quiet() {
+        if QUEUE.with(|q| q.borrow().is_empty()) || !driver::quiet() {
             return;
         }
         run_ready(batch);
