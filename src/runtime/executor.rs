@@ -187,7 +187,7 @@ pub(crate) const MAX_CHAINED_BATCHES: usize = 4;
 /// receive to the send is one turn instead of three.
 fn run_chained(batch: &mut VecDeque<Runnable>) {
     for _ in 0..MAX_CHAINED_BATCHES {
-        if QUEUE.with(|q| q.borrow().is_empty()) || !driver::quiet() {
+        if !has_ready_tasks() || !driver::quiet() {
             return;
         }
         run_ready(batch);

@@ -166,6 +166,14 @@ impl Driver {
         }
     }
 
+    /// What the kernel has to do for this core: whether entries are queued
+    /// to submit (or completions overflowed), and whether completions have
+    /// arrived that only an enter collects (`IORING_SQ_TASKRUN`).
+    fn kernel_work(&mut self) -> (bool, bool) {
+        let sq = self.ring.submission();
+        (!sq.is_empty() || sq.cq_overflow(), sq.taskrun())
+    }
+
     fn arm_wake_read(&mut self) {
         if self.wake_armed {
             return;
@@ -205,9 +213,7 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
         d.arm_wake_read();
         match wait {
             None => {
-                let sq = d.ring.submission();
-                let (must_enter, arrived) = (!sq.is_empty() || sq.cq_overflow(), sq.taskrun());
-                drop(sq);
+                let (must_enter, arrived) = d.kernel_work();
                 // Completions wait in the kernel until an enter collects them.
                 // With tasks still ready and nothing to submit, one turn goes
                 // without: what arrives meanwhile comes back in the same batch
@@ -258,13 +264,7 @@ pub(crate) fn turn(wait: Option<Option<Duration>>) -> io::Result<()> {
 /// collected: no submission queue entries, no completion queue entries or
 /// overflow, and no deferred completion work flagged (`IORING_SQ_TASKRUN`).
 pub(crate) fn quiet() -> bool {
-    with(|d| {
-        let sq = d.ring.submission();
-        let quiet = sq.is_empty() && !sq.cq_overflow() && !sq.taskrun();
-        drop(sq);
-        quiet && d.ring.completion().is_empty()
-    })
-    .unwrap_or(false)
+    with(|d| d.kernel_work() == (false, false) && d.ring.completion().is_empty()).unwrap_or(false)
 }
 
 /// Whether a send of `len` bytes should go zero-copy on this core.
