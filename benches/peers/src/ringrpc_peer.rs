@@ -297,8 +297,19 @@ async fn handle_callers(
     spec: Spec,
     window: Window,
 ) -> Result<Tally, String> {
-    // Let the handle's connection come up.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Let the handle's connection come up: one call answered, not a fixed
+    // sleep (which could outlast a short window on a loaded machine).
+    let probe = echo::Echo {
+        id: 0,
+        payload: Vec::new(),
+    };
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    while let Err(e) = handle.call(&echo::ECHO, &probe).await {
+        if std::time::Instant::now() >= give_up {
+            return Err(format!("ringrpc-handle: no connection: {e}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     Ok(
         run_callers(spec.in_flight, "ringrpc-handle", |rec, first_id| {
             let handle = handle.clone();
