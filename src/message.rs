@@ -46,25 +46,45 @@ impl rkyv::ser::Positional for OutWriter<'_> {
 }
 
 impl<E> rkyv::ser::Writer<E> for OutWriter<'_> {
+    /// Copies `bytes`, unless they are an offered blob sent by reference.
+    /// rkyv writes each message in a few small pieces (fields, padding), so
+    /// the copy is the whole of this function and the blob case is kept out
+    /// of line: inlined, it made every write save and restore the registers
+    /// the blob case needs.
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        if bytes.len() >= segment::MIN_LEN {
-            if let Some(segments) = self.segments.as_deref_mut() {
-                if let Some(blob) = crate::blob::take_offer(bytes) {
-                    // A multiple of 16 by reference, the rest copied: the
-                    // buffer stays aligned as the stream is (segment.rs).
-                    let by_reference = bytes.len() & !(FRAME_ALIGN - 1);
-                    segments.push(Segment {
-                        at: self.out.len(),
-                        bytes: blob.slice(..by_reference),
-                    });
-                    self.by_reference += by_reference;
-                    self.out.extend_from_slice(&bytes[by_reference..]);
-                    return Ok(());
-                }
-            }
+        if bytes.len() >= segment::MIN_LEN
+            && self.segments.is_some()
+            && self.write_by_reference(bytes)
+        {
+            return Ok(());
         }
         self.out.extend_from_slice(bytes);
         Ok(())
+    }
+}
+
+impl OutWriter<'_> {
+    /// Appends `bytes` by reference if they are the blob being serialised
+    /// (`blob::take_offer`): a multiple of 16 becomes a segment, the rest is
+    /// copied, so the buffer stays aligned as the stream is (segment.rs).
+    /// False, with nothing written, for any other bytes.
+    #[inline(never)]
+    fn write_by_reference(&mut self, bytes: &[u8]) -> bool {
+        let Some(segments) = self.segments.as_deref_mut() else {
+            return false;
+        };
+        let Some(blob) = crate::blob::take_offer(bytes) else {
+            return false;
+        };
+        let by_reference = bytes.len() & !(FRAME_ALIGN - 1);
+        segments.push(Segment {
+            at: self.out.len(),
+            bytes: blob.slice(..by_reference),
+        });
+        self.by_reference += by_reference;
+        self.out.extend_from_slice(&bytes[by_reference..]);
+        true
     }
 }
 
