@@ -53,10 +53,7 @@ impl<E> rkyv::ser::Writer<E> for OutWriter<'_> {
     /// the blob case needs.
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
-        if bytes.len() >= segment::MIN_LEN
-            && self.segments.is_some()
-            && self.write_by_reference(bytes)
-        {
+        if bytes.len() >= segment::MIN_LEN && self.write_by_reference(bytes) {
             return Ok(());
         }
         self.out.extend_from_slice(bytes);
@@ -65,10 +62,11 @@ impl<E> rkyv::ser::Writer<E> for OutWriter<'_> {
 }
 
 impl OutWriter<'_> {
-    /// Appends `bytes` by reference if they are the blob being serialised
-    /// (`blob::take_offer`): a multiple of 16 becomes a segment, the rest is
-    /// copied, so the buffer stays aligned as the stream is (segment.rs).
-    /// False, with nothing written, for any other bytes.
+    /// Appends `bytes` by reference if this connection sends by reference
+    /// and they are the blob being serialised (`blob::take_offer`): a
+    /// multiple of 16 becomes a segment, the rest is copied, so the buffer
+    /// stays aligned as the stream is (segment.rs). False, with nothing
+    /// written, otherwise.
     #[inline(never)]
     fn write_by_reference(&mut self, bytes: &[u8]) -> bool {
         let Some(segments) = self.segments.as_deref_mut() else {
