@@ -101,8 +101,6 @@ pub(crate) struct CallCtx {
     /// When the handler started: read from the clock for the calls whose handler
     /// time is sampled and for async handlers, else the connection's last reading.
     pub started: Instant,
-    /// The handler runs as its own task (its response is pushed later).
-    pub deferred: bool,
 }
 
 /// A request whose handler must run now. Its frame stays at the front of the
@@ -481,7 +479,6 @@ impl<C: Clock> ServerCore<C> {
                 name: "",
                 deadline,
                 started: now,
-                deferred: false,
             },
             len: header.len as usize,
             msg_offset,
@@ -558,16 +555,14 @@ impl<C: Clock> ServerCore<C> {
         }
     }
 
-    /// How long the handler of `ctx` ran. Reads the clock for a `timed` call
-    /// (dispatch read it for the start) and for an async one; any other call
-    /// takes the connection's last reading and gets a meaningless value.
+    /// How long the handler of `ctx` ran, for a `timed` call (dispatch read
+    /// the clock for its start); zero, without reading or subtracting
+    /// anything, for the others, whose time nothing records.
     fn handler_time(&mut self, ctx: &CallCtx, timed: bool) -> Duration {
-        let now = if timed || ctx.deferred {
-            self.read_clock()
-        } else {
-            self.clock
-        };
-        now.saturating_duration_since(ctx.started)
+        if !timed {
+            return Duration::ZERO;
+        }
+        self.read_clock().saturating_duration_since(ctx.started)
     }
 
     /// Serialises a response frame for `ctx`'s call into the send buffer

@@ -130,11 +130,7 @@ impl Server {
                         }
                         Handle::Defer => {
                             if self.core.try_start_async(req.ctx.call_id) {
-                                let ctx = CallCtx {
-                                    deferred: true,
-                                    ..req.ctx
-                                };
-                                self.deferred.push((ctx, value));
+                                self.deferred.push((req.ctx, value));
                             }
                         }
                     }

@@ -170,7 +170,6 @@ where
         // An async handler's time is worth a clock read (it spans awaits).
         let ctx = CallCtx {
             started: Instant::now(),
-            deferred: true,
             ..ctx
         };
         let cancel = Rc::new(CancelSignal::default());
