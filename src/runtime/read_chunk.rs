@@ -17,17 +17,13 @@ use std::cell::Cell;
 /// So a client splits what arrives in two: a chunk is half of the
 /// connection's calls in flight (between [`ReadChunk::MIN_FRAMES`] and
 /// [`ReadChunk::MAX_FRAMES`]), which keeps two batches travelling, one on each
-/// side. A server splits what one receive brought in two as well (its bytes
-/// over its first frame's length), but never into chunks under
-/// [`ReadChunk::SERVER_FRAMES`]: facing a pipelining client it is the less
-/// loaded side (half the client's CPU per call), so it spends a few more
-/// sends to get the first replies of a batch back while the client still
-/// works on its half. Fixed 16-frame chunks took 128 calls in flight × 64 B
-/// from ~0.87× to ~1.0× of a raw pipelined socket for +0.06–0.09 µs of server
-/// CPU per call (docs/benchmarks.md, "Server chunks"); halves of what arrives
-/// (32 frames there, still 16 at 32 calls in flight) give back ~0.04 µs of
-/// that ("Server chunks: halves of a receive"). Those sends cost the client
-/// receives too, so a server chunk
+/// side. A server hands over sooner, after [`ReadChunk::SERVER_FRAMES`]:
+/// facing a pipelining client it is the less loaded side (half the client's
+/// CPU per call), so it spends a few more sends to get the first replies of a
+/// batch back while the client still works on its half. At 128 calls in
+/// flight × 64 B that took calls/s from ~0.87× to ~1.0× of a raw pipelined
+/// socket for +0.06–0.09 µs of server CPU per call (docs/benchmarks.md, "Server
+/// chunks"). Those sends cost the client receives too, so a server chunk
 /// widens to [`ReadChunk::MAX_FRAMES`] while other connections of its core
 /// have input: their batches already keep both sides busy.
 /// Either side hands over after [`ReadChunk::BYTES`] (large frames sooner;
@@ -39,9 +35,6 @@ pub(crate) struct ReadChunk {
     frames: usize,
     bytes: usize,
     max_frames: usize,
-    /// A server chunk's received bytes, until its first frame sizes it (0 after,
-    /// and for a client).
-    received: usize,
     /// A server chunk's mark that its reader holds input (`None` for a client).
     mark: Option<ServerInput>,
 }
@@ -85,7 +78,7 @@ impl ReadChunk {
     pub const MIN_FRAMES: usize = 8;
     /// The most frames a client's chunk holds.
     pub const MAX_FRAMES: usize = 128;
-    /// The fewest frames of a server's chunk.
+    /// The frames of a server's chunk.
     pub const SERVER_FRAMES: usize = 16;
     /// Bytes per chunk (large frames hand over sooner).
     pub const BYTES: usize = 32 << 10;
@@ -99,17 +92,12 @@ impl ReadChunk {
         )
     }
 
-    /// A server connection's chunk for the `received` bytes one receive
-    /// brought, marking its reader as holding input until it is dropped: half
-    /// the frames they hold, counted as `received` over the first frame's
-    /// length, within [`Self::SERVER_FRAMES`]..=[`Self::MAX_FRAMES`], or
-    /// [`Self::MAX_FRAMES`] from the first time it fills while another server
-    /// reader of the core holds input.
-    pub fn for_server(received: usize) -> Self {
-        Self {
-            received,
-            ..Self::of(Self::SERVER_FRAMES, Some(ServerInput::mark()))
-        }
+    /// A server connection's chunk for what one receive brought, marking its
+    /// reader as holding input until it is dropped: [`Self::SERVER_FRAMES`],
+    /// or [`Self::MAX_FRAMES`] from the first time it fills while another
+    /// server reader of the core holds input.
+    pub fn for_server() -> Self {
+        Self::of(Self::SERVER_FRAMES, Some(ServerInput::mark()))
     }
 
     fn of(max_frames: usize, mark: Option<ServerInput>) -> Self {
@@ -117,7 +105,6 @@ impl ReadChunk {
             frames: 0,
             bytes: 0,
             max_frames,
-            received: 0,
             mark,
         }
     }
@@ -125,18 +112,13 @@ impl ReadChunk {
     /// Notes one handled frame of `len` bytes; `true` when the chunk is full
     /// (the count starts again).
     pub fn handled(&mut self, len: usize) -> bool {
-        if self.received > 0 {
-            let frames = self.received / len.max(1);
-            self.max_frames = (frames / 2).clamp(Self::SERVER_FRAMES, Self::MAX_FRAMES);
-            self.received = 0;
-        }
         self.frames += 1;
         self.bytes += len;
         if self.frames < self.max_frames && self.bytes < Self::BYTES {
             return false;
         }
-        let widen = self.mark.is_some()
-            && self.max_frames < Self::MAX_FRAMES
+        let widen = self.max_frames == Self::SERVER_FRAMES
+            && self.mark.is_some()
             && self.bytes < Self::BYTES
             && others_have_input();
         (self.frames, self.bytes) = (0, 0);
@@ -166,50 +148,29 @@ mod tests {
 
     #[test]
     fn a_server_hands_over_after_its_frames_or_the_bytes() {
-        assert_eq!(frames_until_full(ReadChunk::for_server(0), 96), 16);
-        assert_eq!(frames_until_full(ReadChunk::for_server(0), 4096 + 32), 8);
-        assert_eq!(frames_until_full(ReadChunk::for_server(0), 8192 + 32), 4);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 4096 + 32), 8);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 8192 + 32), 4);
         assert_eq!(frames_until_full(ReadChunk::for_client(128), 4096 + 32), 8);
     }
 
     #[test]
-    fn a_server_splits_what_its_receive_brought_in_two_within_bounds() {
-        assert_eq!(frames_until_full(ReadChunk::for_server(64 * 96), 96), 32);
-        assert_eq!(frames_until_full(ReadChunk::for_server(128 * 96), 96), 64);
-        assert_eq!(frames_until_full(ReadChunk::for_server(20 * 96), 96), 16);
-        assert_eq!(frames_until_full(ReadChunk::for_server(1 << 20), 96), 128);
-        let four_kib = 4096 + 32;
-        assert_eq!(
-            frames_until_full(ReadChunk::for_server(64 * four_kib), four_kib),
-            8,
-            "bytes still hand over"
-        );
-    }
-
-    #[test]
-    fn a_server_chunk_keeps_its_size_after_a_hand_over() {
-        let mut chunk = ReadChunk::for_server(128 * 96);
-        let full = (0..128).filter(|_| chunk.handled(96)).count();
-        assert_eq!(full, 2, "64 frames and 64 more");
-    }
-
-    #[test]
     fn a_server_chunk_widens_while_another_reader_has_input() {
-        assert_eq!(frames_until_full(ReadChunk::for_server(0), 96), 16, "alone");
-        let other = ReadChunk::for_server(0);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16, "alone");
+        let other = ReadChunk::for_server();
         assert_eq!(
-            frames_until_full(ReadChunk::for_server(0), 96),
+            frames_until_full(ReadChunk::for_server(), 96),
             16 + 128,
             "crowded: the first fill widens the chunk"
         );
         assert_eq!(
-            frames_until_full(ReadChunk::for_server(0), 4096 + 32),
+            frames_until_full(ReadChunk::for_server(), 4096 + 32),
             8,
             "bytes still hand over"
         );
         assert_eq!(frames_until_full(ReadChunk::for_client(32), 96), 16);
         drop(other);
-        assert_eq!(frames_until_full(ReadChunk::for_server(0), 96), 16);
+        assert_eq!(frames_until_full(ReadChunk::for_server(), 96), 16);
     }
 
     #[test]
@@ -220,7 +181,7 @@ mod tests {
         }
         assert!(chunk.handled(96), "the 8th frame fills the chunk");
         assert!(!chunk.handled(96), "and the count starts again");
-        let mut chunk = ReadChunk::for_server(0);
+        let mut chunk = ReadChunk::for_server();
         assert!(!chunk.handled(ReadChunk::BYTES / 2));
         assert!(
             chunk.handled(ReadChunk::BYTES / 2),

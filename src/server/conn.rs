@@ -413,7 +413,7 @@ async fn read_loop(
                 return Ok(());
             }
         }
-        let mut chunk = ReadChunk::for_server(buf.unconsumed().len());
+        let mut chunk = ReadChunk::for_server();
         loop {
             let next = conn.core.borrow_mut().handle_next(&mut buf);
             let frame_len = match next.map_err(ConnError::Protocol)? {
