@@ -332,6 +332,25 @@ mod tests {
     }
 
     #[test]
+    fn every_field_sits_at_its_wire_offset() {
+        // docs/wire-format.md: magic, version, kind | flags << 4, data
+        // digest, call id, method, budget, length, header digest; all LE.
+        let h = sample();
+        let buf = encoded(h, 0x1234_5678);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"RR");
+        expected.extend_from_slice(&[VERSION, 0x51]);
+        expected.extend_from_slice(&0x1234_5678u32.to_le_bytes());
+        expected.extend_from_slice(&h.call_id.to_le_bytes());
+        expected.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+        expected.extend_from_slice(&1_500_000u32.to_le_bytes());
+        expected.extend_from_slice(&61u32.to_le_bytes());
+        let digest = crc32fast::hash(&expected);
+        expected.extend_from_slice(&digest.to_le_bytes());
+        assert_eq!(buf.as_slice(), expected.as_slice());
+    }
+
+    #[test]
     fn kind_and_flags_share_byte_three() {
         let buf = encoded(sample(), 0);
         assert_eq!(buf[2], 2, "version 2");
