@@ -18,7 +18,8 @@
 //! namespace of the bench's own whose TCP congestion control is `NAME`, e.g.
 //! `cubic`, leaving the host's alone; needs root: under the common `bbr` the
 //! kernel paces the pipelined floors, which then switch between two speeds
-//! ~2x apart from round to round), and words that filter peers by name (e.g.
+//! ~2x apart from round to round; if the host does not allow `NAME` in a
+//! namespace, it is allowed only while the namespace takes it), and words that filter peers by name (e.g.
 //! `ringrpc tonic`; `=NAME` selects that peer only, e.g. `=ringrpc
 //! =ringrpc-tls =tonic =tonic-tls` for the cost of TLS).
 //! Results are also written to `target/peers/peers.csv` (reported rounds) and
@@ -305,10 +306,22 @@ fn median(rounds: &[Measured]) -> Option<&Measured> {
 /// Where Linux keeps a network namespace's TCP congestion control.
 const CONGESTION_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
 
+/// The host-wide list of congestion controls a network namespace other than
+/// the host's may take as its default (any other is refused with `EPERM`).
+const ALLOWED_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+
 /// Moves the bench into a network namespace of its own, with its loopback up
 /// and `cc` as its TCP congestion control. Must run before any thread is
 /// started: a namespace is per thread, and threads inherit it.
+///
+/// Linux lets a namespace other than the host's default to an algorithm only
+/// if the host allows it (`net.ipv4.tcp_allowed_congestion_control`; a host
+/// whose default is bbr often lists only "reno bbr"). If `cc` is not allowed,
+/// it is added to the host's list for the moment the namespace takes it, and
+/// the list is put back right after, through a handle opened in the host's
+/// namespace (the list is host-wide; the namespace keeps its default).
 fn private_netns(cc: &str) -> Result<(), String> {
+    let allowed = HostAllowList::admit(cc)?;
     // SAFETY: unshare takes no pointers; it moves only this (so far the only)
     // thread to a new network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -324,7 +337,53 @@ fn private_netns(cc: &str) -> Result<(), String> {
     if !up.success() {
         return Err(format!("--congestion: ip link set lo up: {up}"));
     }
-    std::fs::write(CONGESTION_SYSCTL, cc).map_err(|e| format!("--congestion {cc}: {e}"))
+    let set = std::fs::write(CONGESTION_SYSCTL, cc).map_err(|e| format!("--congestion {cc}: {e}"));
+    allowed.restore()?;
+    set
+}
+
+/// The host's allow list of congestion controls, opened in the host's
+/// namespace, and what it said before `cc` was added (if it was).
+struct HostAllowList {
+    file: std::fs::File,
+    before: Option<String>,
+}
+
+impl HostAllowList {
+    /// Opens the host's list and adds `cc` to it if it is missing.
+    fn admit(cc: &str) -> Result<Self, String> {
+        use std::io::{Read, Seek, Write};
+        let err = |e: std::io::Error| format!("--congestion {cc}: {ALLOWED_SYSCTL}: {e}");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(ALLOWED_SYSCTL)
+            .map_err(err)?;
+        let mut list = String::new();
+        file.read_to_string(&mut list).map_err(err)?;
+        let list = list.trim().to_string();
+        if list.split_whitespace().any(|a| a == cc) {
+            return Ok(Self { file, before: None });
+        }
+        file.rewind().map_err(err)?;
+        file.write_all(format!("{list} {cc}").as_bytes())
+            .map_err(err)?;
+        Ok(Self {
+            file,
+            before: Some(list),
+        })
+    }
+
+    /// Puts the host's list back as it was.
+    fn restore(mut self) -> Result<(), String> {
+        use std::io::{Seek, Write};
+        let Some(before) = self.before.take() else {
+            return Ok(());
+        };
+        let err = |e: std::io::Error| format!("--congestion: restoring {ALLOWED_SYSCTL}: {e}");
+        self.file.rewind().map_err(err)?;
+        self.file.write_all(before.as_bytes()).map_err(err)
+    }
 }
 
 /// The TCP congestion control every peer's sockets use (the host's, or the
