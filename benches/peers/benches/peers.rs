@@ -322,6 +322,15 @@ const ALLOWED_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 /// namespace (the list is host-wide; the namespace keeps its default).
 fn private_netns(cc: &str) -> Result<(), String> {
     let allowed = HostAllowList::admit(cc)?;
+    let entered = enter_netns(cc);
+    // Put the host's list back whether or not the namespace took `cc`.
+    let restored = allowed.restore();
+    entered.and(restored)
+}
+
+/// Moves this thread to a new network namespace, brings its loopback up and
+/// makes `cc` its default congestion control.
+fn enter_netns(cc: &str) -> Result<(), String> {
     // SAFETY: unshare takes no pointers; it moves only this (so far the only)
     // thread to a new network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -337,9 +346,7 @@ fn private_netns(cc: &str) -> Result<(), String> {
     if !up.success() {
         return Err(format!("--congestion: ip link set lo up: {up}"));
     }
-    let set = std::fs::write(CONGESTION_SYSCTL, cc).map_err(|e| format!("--congestion {cc}: {e}"));
-    allowed.restore()?;
-    set
+    std::fs::write(CONGESTION_SYSCTL, cc).map_err(|e| format!("--congestion {cc}: {e}"))
 }
 
 /// The host's allow list of congestion controls, opened in the host's
