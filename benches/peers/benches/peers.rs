@@ -19,9 +19,10 @@
 //! `cubic`, leaving the host's alone; needs root: under the common `bbr` the
 //! kernel paces the pipelined floors, which then switch between two speeds
 //! ~2x apart from round to round; if the host does not allow `NAME` in a
-//! namespace, it is allowed only while the namespace takes it), and words that filter peers by name (e.g.
-//! `ringrpc tonic`; `=NAME` selects that peer only, e.g. `=ringrpc
-//! =ringrpc-tls =tonic =tonic-tls` for the cost of TLS).
+//! namespace, it is allowed only while the namespace takes it), and words
+//! that filter peers by name (e.g. `ringrpc tonic`; `=NAME` selects that
+//! peer only, e.g. `=ringrpc =ringrpc-tls =tonic =tonic-tls` for the cost of
+//! TLS).
 //! Results are also written to `target/peers/peers.csv` (reported rounds) and
 //! `target/peers/peers-rounds.csv` (every round).
 
@@ -310,6 +311,9 @@ const CONGESTION_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_congestion_control";
 /// the host's may take as its default (any other is refused with `EPERM`).
 const ALLOWED_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
 
+/// The congestion controls the kernel has (built in or loaded).
+const AVAILABLE_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+
 /// Moves the bench into a network namespace of its own, with its loopback up
 /// and `cc` as its TCP congestion control. Must run before any thread is
 /// started: a namespace is per thread, and threads inherit it.
@@ -349,47 +353,49 @@ fn enter_netns(cc: &str) -> Result<(), String> {
     std::fs::write(CONGESTION_SYSCTL, cc).map_err(|e| format!("--congestion {cc}: {e}"))
 }
 
-/// The host's allow list of congestion controls, opened in the host's
-/// namespace, and what it said before `cc` was added (if it was).
+/// The host's allow list of congestion controls, while `cc` is added to it:
+/// the list opened for writing in the host's namespace and what it said
+/// before (`None` when `cc` was already allowed and nothing was changed).
 struct HostAllowList {
-    file: std::fs::File,
-    before: Option<String>,
+    changed: Option<(std::fs::File, String)>,
 }
 
 impl HostAllowList {
-    /// Opens the host's list and adds `cc` to it if it is missing.
+    /// Adds `cc` to the host's list if it is missing.
     fn admit(cc: &str) -> Result<Self, String> {
-        use std::io::{Read, Seek, Write};
+        use std::io::Write;
         let err = |e: std::io::Error| format!("--congestion {cc}: {ALLOWED_SYSCTL}: {e}");
+        let list = std::fs::read_to_string(ALLOWED_SYSCTL).map_err(err)?;
+        let list = list.trim().to_string();
+        if list.split_whitespace().any(|a| a == cc) {
+            return Ok(Self { changed: None });
+        }
         let mut file = std::fs::OpenOptions::new()
-            .read(true)
             .write(true)
             .open(ALLOWED_SYSCTL)
             .map_err(err)?;
-        let mut list = String::new();
-        file.read_to_string(&mut list).map_err(err)?;
-        let list = list.trim().to_string();
-        if list.split_whitespace().any(|a| a == cc) {
-            return Ok(Self { file, before: None });
-        }
-        file.rewind().map_err(err)?;
         file.write_all(format!("{list} {cc}").as_bytes())
-            .map_err(err)?;
+            .map_err(|e| {
+                let known = std::fs::read_to_string(AVAILABLE_SYSCTL).unwrap_or_default();
+                format!(
+                    "--congestion {cc}: not allowed ({e}); this kernel has: {}",
+                    known.trim()
+                )
+            })?;
         Ok(Self {
-            file,
-            before: Some(list),
+            changed: Some((file, list)),
         })
     }
 
     /// Puts the host's list back as it was.
-    fn restore(mut self) -> Result<(), String> {
+    fn restore(self) -> Result<(), String> {
         use std::io::{Seek, Write};
-        let Some(before) = self.before.take() else {
+        let Some((mut file, before)) = self.changed else {
             return Ok(());
         };
         let err = |e: std::io::Error| format!("--congestion: restoring {ALLOWED_SYSCTL}: {e}");
-        self.file.rewind().map_err(err)?;
-        self.file.write_all(before.as_bytes()).map_err(err)
+        file.rewind().map_err(err)?;
+        file.write_all(before.as_bytes()).map_err(err)
     }
 }
 
