@@ -378,7 +378,7 @@ impl HostAllowList {
             .map_err(|e| {
                 let known = std::fs::read_to_string(AVAILABLE_SYSCTL).unwrap_or_default();
                 format!(
-                    "--congestion {cc}: not allowed ({e}); this kernel has: {}",
+                    "--congestion {cc}: cannot be allowed ({e}); this kernel has: {}",
                     known.trim()
                 )
             })?;
